@@ -1,0 +1,50 @@
+"""The official LangGraph checkpoint saver for a database URL (SQLite file or PostgreSQL)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from typing import Iterator
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a `sqlite:///path` URL (SQLAlchemy's spelling, which dew uses throughout)."""
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a SQLite file URL: {url}")
+    return url[len("sqlite:///"):]
+
+
+def postgres_conninfo(url: str) -> str:
+    """A libpq URL from a SQLAlchemy one (`postgresql+psycopg://` → `postgresql://`)."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest
+
+
+@contextmanager
+def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
+    if url.startswith("sqlite"):
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        conn = sqlite3.connect(sqlite_path(url), check_same_thread=False, timeout=30)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            saver = SqliteSaver(conn)
+            saver.setup()
+            yield saver
+        finally:
+            conn.close()
+    elif url.startswith("postgres"):
+        from langgraph.checkpoint.postgres import PostgresSaver
+        from psycopg import Connection
+        from psycopg.rows import dict_row
+
+        with Connection.connect(
+            postgres_conninfo(url), autocommit=True, prepare_threshold=0, row_factory=dict_row
+        ) as conn:
+            saver = PostgresSaver(conn)
+            saver.setup()
+            yield saver
+    else:
+        raise ValueError(f"unsupported database URL for checkpoints: {url}")

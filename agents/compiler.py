@@ -1,0 +1,252 @@
+"""Compile a scenario into a LangGraph `StateGraph`.
+
+Every step becomes a node that routes with `Command`, so checks and reviewers can send work back
+to an earlier step. The last node is the approval gate: it calls `interrupt()` with the draft and
+ends the graph with the guardian's decision, or routes a revision back into drafting. The graph
+never releases anything; that is the guardians' job, outside the graph.
+
+LangGraph re-runs the interrupted node from its start on resume, so the gate does nothing before
+`interrupt()` but read state.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from datetime import datetime, timezone
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+from .checks import json_problem, run_check
+from .errors import LLMError
+from .llm import ModelProvider, invoke
+from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep
+from .templating import render
+
+GATE = "approval_gate"
+
+
+def _merge(left: dict | None, right: dict | None) -> dict:
+    return {**(left or {}), **(right or {})}
+
+
+class RunState(TypedDict, total=False):
+    run: dict  # {"id", "date"}: fixed when the run starts, so resumes render the same way
+    inputs: dict
+    outputs: Annotated[dict, _merge]  # step id -> output (str, or parsed JSON)
+    feedback: Annotated[dict, _merge]  # step id -> list of things to fix on its next draft
+    rounds: Annotated[dict, _merge]  # check/review step id -> times it sent work back
+    findings: Annotated[dict, _merge]  # check/review step id -> problems left for the guardian
+    provenance: Annotated[list, operator.add]  # one record per model call
+    revisions: int  # times the guardian sent the draft back
+    decision: dict  # the guardian's decision that ended the run
+
+
+def draft_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def context(spec: Scenario, state: RunState) -> dict[str, Any]:
+    return {
+        "inputs": state.get("inputs", {}),
+        "steps": state.get("outputs", {}),
+        "run": state.get("run", {}),
+        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
+    }
+
+
+def extract_json(text: str) -> str:
+    """The JSON object in a reply that may wrap it in prose or a ``` fence."""
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    if fenced:
+        text = fenced.group(1)
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if start != -1 and end > start else text.strip()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def compile_scenario(spec: Scenario, provider: ModelProvider, checkpointer=None):
+    graph = StateGraph(RunState)
+    ids = [s.id for s in spec.steps]
+    following = {sid: (ids[i + 1] if i + 1 < len(ids) else GATE) for i, sid in enumerate(ids)}
+
+    for step in spec.steps:
+        nxt = following[step.id]
+        if isinstance(step, LLMStep):
+            graph.add_node(step.id, _llm_node(spec, step, provider, nxt), destinations=(nxt,))
+        elif isinstance(step, TemplateStep):
+            graph.add_node(step.id, _template_node(spec, step, nxt), destinations=(nxt,))
+        elif isinstance(step, CheckStep):
+            back = (step.on_fail,) if step.on_fail else ()
+            graph.add_node(step.id, _check_node(step, nxt), destinations=(nxt, *back))
+        elif isinstance(step, ReviewStep):
+            back = step.send_back_to or step.target
+            graph.add_node(step.id, _review_node(spec, step, provider, nxt, back), destinations=(nxt, back))
+    graph.add_node(GATE, _gate_node(spec), destinations=(spec.revise_step, END))
+    graph.add_edge(START, ids[0])
+    return graph.compile(checkpointer=checkpointer, name=spec.id)
+
+
+def _revision_block(state: RunState, step_id: str) -> str:
+    notes = [n for n in (state.get("feedback", {}).get(step_id) or []) if n]
+    if not notes:
+        return ""
+    previous = state.get("outputs", {}).get(step_id)
+    block = "\n\n---\nRevise your previous draft. Fix each of these points:\n" + "\n".join(f"- {n}" for n in notes)
+    if previous is not None:
+        block += "\n\nYour previous draft was:\n" + draft_text(previous)
+    return block
+
+
+def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str):
+    where = f"scenario '{spec.id}', step '{step.id}'"
+
+    def node(state: RunState):
+        prompt = render(step.prompt, context(spec, state), where=f"{where}: prompt") + _revision_block(state, step.id)
+        system = step.role
+        if step.output == "json":
+            system += (
+                "\n\nAnswer with a single JSON object and nothing else. It must satisfy this JSON Schema:\n"
+                + json.dumps(step.schema_, ensure_ascii=False)
+            )
+        model, prov = provider.get(spec.llm, step.llm)
+        messages = [SystemMessage(system), HumanMessage(prompt)]
+        problem = "no reply"
+        for attempt in range(1, step.attempts + 1):
+            text = invoke(model, messages, where, prov).strip()
+            if not text:
+                problem = "the reply was empty"
+            elif step.output == "json":
+                candidate = extract_json(text)
+                problem = json_problem(candidate, step.schema_)
+                if problem is None:
+                    value: Any = json.loads(candidate)
+                    break
+            else:
+                problem, value = None, text
+                break
+            messages += [AIMessage(text), HumanMessage(f"That reply cannot be used: {problem}. Answer again.")]
+        else:
+            raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
+        record = {"step": step.id, "at": _now(), "attempts": attempt, **prov}
+        return Command(
+            goto=nxt,
+            update={"outputs": {step.id: value}, "feedback": {step.id: None}, "provenance": [record]},
+        )
+
+    return node
+
+
+def _template_node(spec: Scenario, step: TemplateStep, nxt: str):
+    def node(state: RunState):
+        text = render(step.template, context(spec, state), where=f"scenario '{spec.id}', step '{step.id}'")
+        return Command(goto=nxt, update={"outputs": {step.id: text.strip() + "\n"}, "feedback": {step.id: None}})
+
+    return node
+
+
+def _check_node(step: CheckStep, nxt: str):
+    def node(state: RunState):
+        output = draft_text(state.get("outputs", {}).get(step.target, ""))
+        problems = [p for c in step.checks if (p := run_check(c, output))]
+        rounds = state.get("rounds", {}).get(step.id, 0)
+        if problems and step.on_fail and rounds < step.max_rounds:
+            return Command(
+                goto=step.on_fail,
+                update={"feedback": {step.on_fail: problems}, "rounds": {step.id: rounds + 1}, "findings": {step.id: problems}},
+            )
+        return Command(goto=nxt, update={"findings": {step.id: problems}})
+
+    return node
+
+
+def parse_verdict(text: str) -> tuple[str, str]:
+    """('pass' | 'revise' | 'unclear', notes) from a reviewer's reply."""
+    lines = [ln.strip().strip("*#").strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return "unclear", ""
+    head = lines[0].upper()
+    rest = "\n".join(lines[1:])
+    if head.startswith("PASS"):
+        return "pass", rest
+    if head.startswith("REVISE"):
+        reason = lines[0][len("REVISE"):].lstrip(" :：-")
+        return "revise", "\n".join(x for x in (reason, rest) if x)
+    return "unclear", "\n".join(lines)
+
+
+def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt: str, back: str):
+    where = f"scenario '{spec.id}', step '{step.id}'"
+
+    def node(state: RunState):
+        ctx = context(spec, state)
+        ctx["draft"] = draft_text(state.get("outputs", {}).get(step.target, ""))
+        prompt = render(step.prompt, ctx, where=f"{where}: prompt")
+        system = step.role + "\n\nOn the first line answer exactly PASS, or REVISE: followed by what must be fixed."
+        model, prov = provider.get(spec.llm, step.llm)
+        reply = invoke(model, [SystemMessage(system), HumanMessage(prompt)], where, prov)
+        verdict, notes = parse_verdict(reply)
+        record = {"step": step.id, "at": _now(), "attempts": 1, "verdict": verdict, **prov}
+        rounds = state.get("rounds", {}).get(step.id, 0)
+        if verdict == "revise" and rounds < step.max_rounds:
+            return Command(
+                goto=back,
+                update={
+                    "feedback": {back: [f"Reviewer: {notes or 'revise the draft'}"]},
+                    "rounds": {step.id: rounds + 1},
+                    "provenance": [record],
+                },
+            )
+        findings = []
+        if verdict == "revise":
+            findings = [f"reviewer still asks for changes after {rounds} rounds: {notes}"]
+        elif verdict == "unclear":
+            findings = [f"reviewer gave no clear PASS/REVISE verdict: {notes[:500]}"]
+        return Command(goto=nxt, update={"findings": {step.id: findings}, "provenance": [record]})
+
+    return node
+
+
+def _gate_node(spec: Scenario):
+    def node(state: RunState):
+        findings = [f"{sid}: {p}" for sid, ps in (state.get("findings") or {}).items() for p in (ps or [])]
+        payload = {
+            "draft": draft_text(state.get("outputs", {}).get(spec.draft_step, "")),
+            "findings": findings,
+            "provenance": state.get("provenance", []),
+            "revisions": state.get("revisions", 0),
+        }
+        decision = interrupt(payload)
+        if decision.get("action") == "revise":
+            target = spec.revise_step
+            return Command(
+                goto=target,
+                update={
+                    "feedback": {target: [f"Guardian: {decision.get('feedback', '')}"]},
+                    "revisions": state.get("revisions", 0) + 1,
+                    "rounds": {k: 0 for k in (state.get("rounds") or {})},
+                    "findings": {k: [] for k in (state.get("findings") or {})},
+                },
+            )
+        return Command(goto=END, update={"decision": decision})
+
+    return node
+
+
+def mermaid(spec: Scenario, provider: ModelProvider | None = None) -> str:
+    """The compiled graph as mermaid text (what docs show and snapshot tests pin)."""
+    return compile_scenario(spec, provider or _NoModels()).get_graph().draw_mermaid()
+
+
+class _NoModels:
+    def get(self, *overrides):  # pragma: no cover - drawing never calls a model
+        raise LLMError("no model is available while drawing a graph")

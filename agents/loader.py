@@ -1,0 +1,253 @@
+"""Load scenario YAML into validated `Scenario` objects, with errors that name file, line and field."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+from jinja2 import TemplateSyntaxError
+from pydantic import ValidationError
+
+from .errors import ScenarioInvalid, ScenarioNotFound
+from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, referenced_steps
+from .templating import compile_template
+
+ROSTER_FILE = "guardians.yaml"
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    """A validated scenario together with the exact text it came from (what the audit trail hashes)."""
+
+    spec: Scenario
+    source: str
+    text: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+
+def load_file(path: str | Path) -> LoadedScenario:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioNotFound(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ScenarioInvalid(str(path), [f"{path}: cannot read: {e}"]) from None
+    return load_text(text, str(path))
+
+
+def load_text(text: str, source: str) -> LoadedScenario:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ScenarioInvalid(source, [f"{source}:{line}: invalid YAML: {e.problem or e}"]) from None
+    except yaml.YAMLError as e:
+        raise ScenarioInvalid(source, [f"{source}:1: invalid YAML: {e}"]) from None
+    if not isinstance(data, dict):
+        raise ScenarioInvalid(source, [f"{source}:1: a scenario must be a mapping of fields, not {type(data).__name__}"])
+    lines = _line_index(node)
+    try:
+        spec = Scenario.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = _data_path(err["loc"], data)
+            problems.append(f"{source}:{_line_for(lines, loc)}: {_field(loc, data)}: {_message(err)}")
+        raise ScenarioInvalid(source, problems) from None
+    problems = [f"{source}:{_line_for(lines, loc)}: {_field(loc, data)}: {msg}" for loc, msg in semantic_problems(spec)]
+    if problems:
+        raise ScenarioInvalid(source, problems)
+    return LoadedScenario(spec=spec, source=source, text=text)
+
+
+def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
+    """Rules that span fields: references between steps, templates, examples."""
+    problems: list[tuple[tuple, str]] = []
+    seen: dict[str, Any] = {}
+    drafting = (LLMStep, TemplateStep)
+    inputs = set(spec.inputs)
+
+    def earlier_drafting(ref: str, loc: tuple, what: str, *, allow: set[str] = frozenset()):
+        step = seen.get(ref)
+        if step is None and ref not in allow:
+            problems.append((loc, f"{what} '{ref}' is not an earlier step (earlier: {', '.join(seen) or 'none'})"))
+        elif step is not None and not isinstance(step, drafting):
+            problems.append((loc, f"{what} '{ref}' is a {step.kind} step; it must be an llm or template step"))
+
+    def check_template(source: str, loc: tuple):
+        try:
+            compile_template(source)
+        except TemplateSyntaxError as e:
+            problems.append((loc, f"template error on its line {e.lineno}: {e.message}"))
+            return
+        for ref in sorted(referenced_steps(source)):
+            if ref not in seen:
+                problems.append((loc, f"refers to steps.{ref}, which is not an earlier step"))
+        for name in sorted(set(re.findall(r"\binputs\.([a-z_][a-z0-9_]*)", source)) - inputs):
+            problems.append((loc, f"refers to inputs.{name}, which is not a declared input"))
+
+    for i, step in enumerate(spec.steps):
+        loc = ("steps", i)
+        if step.id in seen:
+            problems.append((loc + ("id",), f"step id '{step.id}' is used twice"))
+        if isinstance(step, LLMStep):
+            check_template(step.prompt, loc + ("prompt",))
+            if step.output == "json" and step.schema_ is None:
+                problems.append((loc + ("schema",), "an llm step with `output: json` needs a `schema`"))
+        elif isinstance(step, TemplateStep):
+            check_template(step.template, loc + ("template",))
+        elif isinstance(step, CheckStep):
+            earlier_drafting(step.target, loc + ("target",), "target")
+            if step.on_fail:
+                earlier_drafting(step.on_fail, loc + ("on_fail",), "on_fail")
+            for j, check in enumerate(step.checks):
+                set_fields = [k for k in ("contains", "not_contains", "min_chars", "max_chars", "matches", "json_schema")
+                              if getattr(check, k) is not None]
+                if len(set_fields) != 1:
+                    problems.append((loc + ("checks", j), f"a check sets exactly one rule; this one sets {set_fields or 'none'}"))
+                if check.matches is not None:
+                    try:
+                        re.compile(check.matches)
+                    except re.error as e:
+                        problems.append((loc + ("checks", j, "matches"), f"invalid regular expression: {e}"))
+        elif isinstance(step, ReviewStep):
+            earlier_drafting(step.target, loc + ("target",), "target")
+            if step.send_back_to:
+                earlier_drafting(step.send_back_to, loc + ("send_back_to",), "send_back_to")
+            check_template(step.prompt, loc + ("prompt",))
+        seen[step.id] = step
+
+    if spec.output.from_step:
+        earlier_drafting(spec.output.from_step, ("output", "from"), "output.from")
+    elif not any(isinstance(s, drafting) for s in spec.steps):
+        problems.append((("steps",), "a scenario needs at least one llm or template step to draft its output"))
+    if spec.output.revise_to:
+        earlier_drafting(spec.output.revise_to, ("output", "revise_to"), "output.revise_to")
+    if spec.output.format == "json" and spec.output.schema_ is None:
+        problems.append((("output", "schema"), "`format: json` needs a `schema` to validate drafts and edits"))
+    if spec.guardian in spec.backups:
+        problems.append((("backups",), f"'{spec.guardian}' is the guardian; a backup must be someone else"))
+    try:
+        compile_template(spec.release.filename)
+    except TemplateSyntaxError as e:
+        problems.append((("release", "filename"), f"template error: {e.message}"))
+    for i, example in enumerate(spec.examples):
+        for name in sorted(set(example.inputs) - inputs):
+            problems.append((("examples", i, "inputs", name), f"'{name}' is not a declared input"))
+        for name, inp in spec.inputs.items():
+            if inp.required and name not in example.inputs:
+                problems.append((("examples", i, "inputs"), f"required input '{name}' is missing"))
+    return problems
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+def scenario_files(directory: str | Path) -> list[Path]:
+    directory = Path(directory)
+    return sorted(p for p in directory.glob("*.y*ml")
+                  if p.suffix in (".yaml", ".yml") and p.name != ROSTER_FILE and not p.name.startswith("_"))
+
+
+def load_directory(directory: str | Path) -> dict[str, LoadedScenario]:
+    """Every scenario in a folder, by id. All problems of all files are reported together."""
+    found: dict[str, LoadedScenario] = {}
+    problems: list[str] = []
+    for path in scenario_files(directory):
+        try:
+            loaded = load_file(path)
+        except ScenarioInvalid as e:
+            problems.extend(e.problems)
+            continue
+        if loaded.id in found:
+            problems.append(f"{path}:1: id: '{loaded.id}' is also the id of {found[loaded.id].source}")
+            continue
+        found[loaded.id] = loaded
+    if problems:
+        raise ScenarioInvalid(str(directory), problems)
+    return found
+
+
+def shipped_directory() -> Path:
+    """The scenarios shipped with dew: the repository's folder, or its copy inside the wheel."""
+    here = Path(__file__).resolve().parent.parent / "scenarios"
+    if here.is_dir():
+        return here
+    from importlib.resources import files
+
+    return Path(str(files("dew_scenarios")))
+
+
+# --- line numbers ------------------------------------------------------------------------------
+def _line_index(node, path: tuple = (), index: dict | None = None) -> dict[tuple, int]:
+    index = {} if index is None else index
+    if node is None:
+        return index
+    index.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            index[path + (key.value,)] = key.start_mark.line + 1
+            _line_index(value, path + (key.value,), index)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index[path + (i,)] = item.start_mark.line + 1
+            _line_index(item, path + (i,), index)
+    return index
+
+
+def _data_path(loc: Iterable, data: Any) -> tuple:
+    """Pydantic's loc with union tags and aliases mapped back onto the keys the file has."""
+    path: list = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict):
+            key = {"schema_": "schema", "from_step": "from"}.get(part, part) if isinstance(part, str) else part
+            if key in cur:
+                path.append(key)
+                cur = cur[key]
+                continue
+            if isinstance(part, str) and path and isinstance(cur, dict) and cur.get("kind") == part:
+                continue  # discriminated-union tag, not a key in the file
+            path.append(key)
+            cur = None
+        elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
+            path.append(part)
+            cur = cur[part]
+        else:
+            path.append(part)
+            cur = None
+    return tuple(path)
+
+
+def _line_for(index: dict[tuple, int], loc: tuple) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in index:
+            return index[loc[:n]]
+    return 1
+
+
+def _field(loc: tuple, data: Any = None) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    if err["type"] == "missing":
+        return "required field is missing"
+    if err["type"] == "extra_forbidden":
+        return "unknown field (check the spelling; see docs/scenario-reference.md)"
+    return err["msg"]

@@ -1,0 +1,99 @@
+"""Start and resume runs. A run is one LangGraph thread; it pauses at the approval gate.
+
+The runtime returns what the gate shows (the draft, findings, provenance) and takes back a
+decision. It has no notion of who may decide: callers enforce that before they resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from langgraph.types import Command
+
+from .compiler import GATE, compile_scenario
+from .errors import DewError, RunFailed
+from .llm import ModelProvider
+from .loader import LoadedScenario
+
+
+@dataclass
+class Outcome:
+    """Where a run stands after the runtime drove it as far as it goes without a human."""
+
+    status: str  # "awaiting_decision" | "completed"
+    draft: str | None = None
+    findings: list[str] = field(default_factory=list)
+    provenance: list[dict] = field(default_factory=list)
+    revisions: int = 0
+    decision: dict | None = None
+
+
+def thread_id(run_id: int | str) -> str:
+    return f"run-{run_id}"
+
+
+class Runtime:
+    def __init__(self, checkpointer, provider: ModelProvider):
+        self.checkpointer = checkpointer
+        self.provider = provider
+        self._graphs: dict[str, Any] = {}
+
+    def graph(self, scenario: LoadedScenario):
+        # Keyed by content hash: a run always resumes on the exact scenario text it started with.
+        graph = self._graphs.get(scenario.sha256)
+        if graph is None:
+            graph = self._graphs[scenario.sha256] = compile_scenario(scenario.spec, self.provider, self.checkpointer)
+        return graph
+
+    def _config(self, run_id) -> dict:
+        return {"configurable": {"thread_id": thread_id(run_id)}, "recursion_limit": 100}
+
+    def start(self, scenario: LoadedScenario, run_id, inputs: dict[str, Any], *, today: date | None = None) -> Outcome:
+        state = {"inputs": inputs, "run": {"id": run_id, "date": (today or date.today()).isoformat()}, "revisions": 0}
+        return self._drive(scenario, run_id, state)
+
+    def resume(self, scenario: LoadedScenario, run_id, decision: dict[str, Any]) -> Outcome:
+        return self._drive(scenario, run_id, Command(resume=decision))
+
+    def retry(self, scenario: LoadedScenario, run_id, decision: dict[str, Any] | None = None) -> Outcome:
+        """Continue a failed run from its last checkpoint.
+
+        If the run is still parked at the gate although a decision was recorded for it (the
+        process died before the resume was checkpointed), that decision is applied now.
+        """
+        snapshot = self.graph(scenario).get_state(self._config(run_id))
+        if snapshot.created_at is None:
+            raise RunFailed(f"run {run_id} has no checkpoint to continue from; start it again")
+        if GATE in snapshot.next and snapshot.interrupts:
+            if decision is None:
+                return self._outcome(snapshot.interrupts[0].value)
+            return self.resume(scenario, run_id, decision)
+        return self._drive(scenario, run_id, None)
+
+    def state(self, scenario: LoadedScenario, run_id) -> dict:
+        return dict(self.graph(scenario).get_state(self._config(run_id)).values)
+
+    def _drive(self, scenario: LoadedScenario, run_id, payload) -> Outcome:
+        graph = self.graph(scenario)
+        try:
+            result = graph.invoke(payload, self._config(run_id), durability="sync")
+        except DewError:
+            raise
+        except Exception as e:  # a node failed in a way we did not anticipate: fail the run, keep the reason
+            raise RunFailed(f"run {run_id} failed in the graph: {type(e).__name__}: {e}") from e
+        interrupts = result.get("__interrupt__")
+        if interrupts:
+            return self._outcome(interrupts[0].value)
+        return Outcome(status="completed", decision=result.get("decision"), provenance=result.get("provenance", []))
+
+    @staticmethod
+    def _outcome(value: dict) -> Outcome:
+        return Outcome(
+            status="awaiting_decision",
+            draft=value["draft"],
+            findings=list(value.get("findings", [])),
+            provenance=list(value.get("provenance", [])),
+            revisions=value.get("revisions", 0),
+        )

@@ -1,0 +1,200 @@
+"""The scenario YAML format, version 1, as pydantic models.
+
+These models are the single source of truth for the format: the loader validates against them,
+`dew scenarios schema` exports their JSON Schema for editors, and docs/scenario-reference.md is
+generated from their field descriptions.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
+STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # usable as `steps.<id>` in Jinja2, so no hyphens
+PERSON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+
+
+class _Strict(BaseModel):
+    # Unknown keys are almost always typos ("promt:"); refusing them names the line.
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpec(_Strict):
+    """One input the requester supplies when starting a run."""
+
+    type: Literal["text", "string", "integer", "number", "boolean", "json"] = Field(
+        "text", description="`text` is multi-line prose, `string` a short value, `json` any JSON value."
+    )
+    required: bool = Field(True, description="A run cannot start without a required input.")
+    description: str = Field("", description="Shown to requesters and to the front desk router.")
+    default: Any = Field(None, description="Value used when an optional input is not given.")
+
+
+class LLMSpec(_Strict):
+    """Per-scenario (or per-step) override of the LLM settings taken from the environment."""
+
+    model: str | None = Field(None, description="Model name sent to the endpoint, e.g. `deepseek-chat`.")
+    base_url: str | None = Field(None, description="OpenAI-compatible base URL, e.g. `https://api.deepseek.com/v1`.")
+    temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int | None = Field(None, gt=0, le=32768, description="Upper bound on generated tokens per call.")
+
+
+class _Step(_Strict):
+    id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the scenario; later steps refer to it as `steps.<id>`.")
+    title: str = Field("", description="Human-readable label used in diagrams and traces.")
+
+
+class LLMStep(_Step):
+    """Ask the model to draft something. The prompt is a Jinja2 template over `inputs`, `steps`."""
+
+    kind: Literal["llm"]
+    role: str = Field(description="System prompt: who the agent is and the rules it follows.")
+    prompt: str = Field(description="Jinja2 template; sees `inputs.<name>` and `steps.<id>` (earlier outputs).")
+    output: Literal["text", "json"] = Field("text", description="`json` parses the reply and validates it against `schema`.")
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="JSON Schema the reply must satisfy when `output: json`."
+    )
+    llm: LLMSpec | None = Field(None, description="Override of the scenario's LLM settings for this step.")
+    attempts: int = Field(2, ge=1, le=5, description="Tries when the reply is empty or not valid JSON.")
+
+
+class TemplateStep(_Step):
+    """Render a Jinja2 template deterministically: this is where an output's fixed format lives."""
+
+    kind: Literal["template"]
+    template: str = Field(description="Jinja2 template over `inputs`, `steps` and `run` (`run.id`, `run.date`).")
+
+
+class Check(_Strict):
+    """One deterministic rule over the target step's output. Set exactly one field."""
+
+    contains: list[str] | None = Field(None, description="Each string must appear in the output.")
+    not_contains: list[str] | None = Field(None, description="No string may appear in the output.")
+    min_chars: int | None = Field(None, ge=0, description="The output has at least this many characters.")
+    max_chars: int | None = Field(None, ge=1, description="The output has at most this many characters.")
+    matches: str | None = Field(None, description="A regular expression the output must match somewhere.")
+    json_schema: dict[str, Any] | None = Field(None, description="The output parses as JSON valid against this schema.")
+    message: str = Field("", description="What to tell the drafter (and the guardian) when the rule fails.")
+
+
+class CheckStep(_Step):
+    """Deterministic checks over an earlier step's output; failures go back to that step or to the guardian."""
+
+    kind: Literal["check"]
+    target: str = Field(description="Id of the earlier step whose output is checked.")
+    checks: list[Check] = Field(min_length=1, description="Rules, all of which must hold.")
+    on_fail: str | None = Field(
+        None, description="Id of an earlier step to send the failures back to; omit to only flag them to the guardian."
+    )
+    max_rounds: int = Field(2, ge=0, le=5, description="How many times work may be sent back before it goes on flagged.")
+
+
+class ReviewStep(_Step):
+    """A reviewer agent: reads an earlier output and either passes it or sends it back with feedback."""
+
+    kind: Literal["review"]
+    target: str = Field(description="Id of the earlier step under review.")
+    role: str = Field(description="System prompt of the reviewer.")
+    prompt: str = Field(
+        description="Jinja2 template; the reviewer must answer `PASS` or `REVISE: <what to fix>` on its first line."
+    )
+    send_back_to: str | None = Field(None, description="Step that drafts again on REVISE; defaults to `target`.")
+    max_rounds: int = Field(2, ge=0, le=5, description="Bound on review rounds; afterwards the draft goes on with the notes.")
+    llm: LLMSpec | None = Field(None, description="Override of the scenario's LLM settings for this step.")
+
+
+Step = Annotated[Union[LLMStep, TemplateStep, CheckStep, ReviewStep], Field(discriminator="kind")]
+
+
+class OutputSpec(_Strict):
+    """What the guardian receives as the draft and, once approved, what is released."""
+
+    from_step: str | None = Field(None, alias="from", description="Step whose output is the draft; defaults to the last drafting step.")
+    format: Literal["text", "markdown", "json"] = Field("markdown", description="Decides the file extension and how edits are validated.")
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema for `format: json` drafts and edits.")
+    revise_to: str | None = Field(None, description="Step that drafts again when the guardian asks for revision; defaults to the first LLM step.")
+
+
+class ReleaseSpec(_Strict):
+    """Where an approved output goes. Version 1 knows the workspace outbox."""
+
+    to: Literal["outbox"] = Field("outbox", description="`outbox` writes `<workspace>/outbox/<scenario>/<file>`.")
+    filename: str = Field(
+        "{{ run.id }}-{{ scenario.id }}", description="Jinja2 template of the file name, without extension."
+    )
+
+
+class Example(_Strict):
+    """Sample inputs shipped with the scenario, used by `dew demo`, docs and tests."""
+
+    name: str = Field(description="Short label of the sample.")
+    inputs: dict[str, Any] = Field(description="Values for the scenario's inputs.")
+
+
+class Scenario(_Strict):
+    """One digital employee's job."""
+
+    dew: Literal[1] = Field(FORMAT_VERSION, description="Format version of this file.")
+    id: str = Field(pattern=ID_PATTERN, description="Stable identifier, used on the command line and in the outbox path.")
+    name: str = Field(min_length=1, description="Display name.")
+    description: str = Field(min_length=1, description="One paragraph: what this digital employee does and for whom.")
+    version: str = Field(min_length=1, description="Author's version label; the audit trail also records the file's SHA-256.")
+    guardian: str = Field(pattern=PERSON_PATTERN, description="Roster id of the person answerable for every output.")
+    backups: list[Annotated[str, Field(pattern=PERSON_PATTERN)]] = Field(
+        default_factory=list, description="Roster ids who may decide when the guardian cannot."
+    )
+    risk: Literal["low", "medium", "high"] = Field(description="Risk level shown with every work item.")
+    llm: LLMSpec | None = Field(None, description="LLM settings for every step of this scenario.")
+    inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputSpec] = Field(
+        description="Inputs by name."
+    )
+    steps: list[Step] = Field(min_length=1, description="Run in order; checks and reviewers may send work back.")
+    output: OutputSpec = Field(default_factory=OutputSpec, description="The draft the guardian decides on.")
+    release: ReleaseSpec = Field(default_factory=ReleaseSpec, description="Where an approved output goes.")
+    examples: list[Example] = Field(default_factory=list, description="Sample inputs.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    # -- derived facts the compiler and the guardians need ---------------------------------------
+    def step(self, step_id: str):
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    @property
+    def draft_step(self) -> str:
+        if self.output.from_step:
+            return self.output.from_step
+        drafting = [s.id for s in self.steps if isinstance(s, (LLMStep, TemplateStep))]
+        return drafting[-1]
+
+    @property
+    def revise_step(self) -> str:
+        if self.output.revise_to:
+            return self.output.revise_to
+        return next((s.id for s in self.steps if isinstance(s, LLMStep)), self.steps[0].id)
+
+    @property
+    def extension(self) -> str:
+        return {"text": "txt", "markdown": "md", "json": "json"}[self.output.format]
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the scenario format, for editors (yaml-language-server) and docs."""
+    schema = Scenario.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "dew scenario (format version 1)"
+    return schema
+
+
+_ref = re.compile(r"\bsteps\.([a-z][a-z0-9_]*)")
+
+
+def referenced_steps(template: str) -> set[str]:
+    """Step ids a prompt/template mentions as `steps.<id>` (best effort, for load-time checks)."""
+    return set(_ref.findall(template))

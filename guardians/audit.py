@@ -1,0 +1,195 @@
+"""The audit trail: append-only, hash-chained events, written in the caller's transaction.
+
+Each event's hash is the SHA-256 of a canonical JSON encoding of its fields, including the hash
+of the event before it; changing, removing or reordering any stored event breaks every hash after
+it, and `verify` names the first event that no longer checks out. All events are emitted through
+`emit`, as small typed records with stable names (the vocabulary auditors and reports rely on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Iterator
+
+from sqlmodel import Session, select
+
+from agents.errors import AuditBroken
+
+from .db import lock_row
+from .models import AuditEvent, AuditHead
+
+GENESIS = "0" * 64
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def event_hash(seq: int, at: str, kind: str, actor: str, run_id, item_id, data: str, prev_hash: str) -> str:
+    record = {"seq": seq, "at": at, "kind": kind, "actor": actor, "run_id": run_id,
+              "item_id": item_id, "data": data, "prev_hash": prev_hash}
+    return sha256_text(canonical(record))
+
+
+# --- the events --------------------------------------------------------------------------------
+@dataclass
+class Event:
+    kind: ClassVar[str]
+
+    def data(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GuardianAdded(Event):
+    kind = "guardian.added"
+    guardian: str
+    name: str
+    title: str
+    source: str  # "roster-file" | "cli"
+
+
+@dataclass
+class ScenarioVersionRecorded(Event):
+    kind = "scenario.version_recorded"
+    scenario: str
+    version: str
+    scenario_sha256: str
+    source: str
+
+
+@dataclass
+class RunRequested(Event):
+    kind = "run.requested"
+    scenario: str
+    version: str
+    scenario_sha256: str
+    inputs_sha256: str
+    inputs: dict
+
+
+@dataclass
+class DraftQueued(Event):
+    kind = "run.drafted"
+    scenario: str
+    revision: int
+    guardian: str
+    backups: list
+    draft_sha256: str
+    findings: list
+    models: list  # [{"step", "model", "endpoint", ...}] for every model call behind this draft
+
+
+@dataclass
+class RunFailed(Event):
+    kind = "run.failed"
+    reason: str
+    attempt: int
+
+
+@dataclass
+class RunRetried(Event):
+    kind = "run.retried"
+    attempt: int
+
+
+@dataclass
+class DecisionMade(Event):
+    action: str
+    guardian: str  # the item's owning guardian (the actor may be a backup)
+    as_backup: bool
+    note: str | None = None
+    draft_sha256: str | None = None
+    edited_sha256: str | None = None
+    diff: str | None = None
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return f"decision.{ {'approve': 'approved', 'reject': 'rejected', 'edit': 'edited', 'revise': 'revised'}[self.action] }"
+
+
+@dataclass
+class DecisionRefused(Event):
+    kind = "decision.refused"
+    action: str
+    reason: str
+
+
+@dataclass
+class OutputReleased(Event):
+    kind = "output.released"
+    destination: str
+    location: str
+    sha256: str
+    decision: str
+
+
+# --- writing and reading -------------------------------------------------------------------------
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def emit(session: Session, event: Event, *, actor: str, run_id: int | None = None, item_id: int | None = None) -> AuditEvent:
+    """Append one event to the chain inside the caller's transaction."""
+    head = lock_row(session, AuditHead, 1)
+    if head is None:
+        head = AuditHead(id=1, seq=0, hash=GENESIS)
+        session.add(head)
+        session.flush()
+    data = canonical(event.data())
+    seq, at = head.seq + 1, now_iso()
+    digest = event_hash(seq, at, event.kind, actor, run_id, item_id, data, head.hash)
+    row = AuditEvent(seq=seq, at=at, kind=event.kind, actor=actor, run_id=run_id, item_id=item_id,
+                     data=data, prev_hash=head.hash, hash=digest)
+    session.add(row)
+    head.seq, head.hash = seq, digest
+    session.add(head)
+    session.flush()
+    return row
+
+
+def events(session: Session, *, run_ids: list[int] | None = None, batch: int = 1000) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        query = select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+        if run_ids is not None:
+            query = query.where(AuditEvent.run_id.in_(run_ids))
+        rows = session.exec(query).all()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1].seq
+
+
+@dataclass
+class Verification:
+    events: int
+    head: str
+    problems: list[str] = field(default_factory=list)
+
+
+def verify(session: Session) -> Verification:
+    """Check the whole chain; raise AuditBroken naming the first event that does not check out."""
+    prev, expected_seq = GENESIS, 1
+    for ev in events(session):
+        if ev.seq != expected_seq:
+            raise AuditBroken(expected_seq, f"audit event {expected_seq} is missing (next stored is {ev.seq})")
+        if ev.prev_hash != prev:
+            raise AuditBroken(ev.seq, f"audit event {ev.seq} does not link to event {ev.seq - 1}: the chain was altered")
+        digest = event_hash(ev.seq, ev.at, ev.kind, ev.actor, ev.run_id, ev.item_id, ev.data, ev.prev_hash)
+        if digest != ev.hash:
+            raise AuditBroken(ev.seq, f"audit event {ev.seq} ({ev.kind}) was altered: its content does not match its hash")
+        prev, expected_seq = ev.hash, expected_seq + 1
+    head = session.get(AuditHead, 1)
+    count = expected_seq - 1
+    if head is not None and (head.seq != count or head.hash != prev):
+        raise AuditBroken(count + 1 if head.seq > count else head.seq,
+                          f"the chain ends at event {count} but its recorded head is event {head.seq}: events were removed")
+    return Verification(events=count, head=prev)

@@ -1,0 +1,1 @@
+"""The `dew` command line: the guardians' desk in a terminal."""

@@ -1,0 +1,70 @@
+"""`dew audit ...`: read-only tracing and verification of the audit trail."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+from typing_extensions import Annotated
+
+from guardians import audit
+from guardians.db import transaction
+from guardians.queue import audit_log, trace as load_trace
+
+from .common import DewGroup, JsonOption, console, print_json, short, workspace
+
+app = typer.Typer(cls=DewGroup, help="Trace and verify the audit trail (read-only).", no_args_is_help=True)
+
+
+def _events_table(events: list[dict], title: str) -> Table:
+    table = Table("seq", "at", "event", "actor", "run", "item", "details", title=title)
+    for e in events:
+        table.add_row(str(e["seq"]), e["at"][:19], e["kind"], e["actor"], str(e["run_id"] or ""), str(e["item_id"] or ""),
+                      escape(short(_details(e), 70)))
+    return table
+
+
+def _details(e: dict) -> str:
+    d = dict(e["data"])
+    for bulky in ("inputs", "diff", "backups"):
+        d.pop(bulky, None)
+    return json.dumps(d, ensure_ascii=False, separators=(", ", "="))[1:-1].replace('"', "")
+
+
+@app.command()
+def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")],
+          as_json: JsonOption = False):
+    """Everything behind a work item: requester, scenario version, models, decisions, release."""
+    t = load_trace(workspace(ctx), item)
+    if as_json:
+        return print_json(t)
+    run = t["run"]
+    console.print(f"[bold]Trace of work item {item}[/bold] (run {run['id']}, {run['status']})")
+    console.print(f"requested by {run['requester']} · scenario {run['scenario']} {run['scenario_version']} "
+                  f"sha256 {run['scenario_sha256']}")
+    models = sorted({f"{p.get('model')} @ {p.get('endpoint')}" for p in t["provenance"]})
+    console.print(f"drafted by: {'; '.join(models) or 'deterministic steps only'}")
+    console.print(_events_table(t["events"], f"Audit events of run {run['id']}"))
+
+
+@app.command()
+def log(ctx: typer.Context, as_json: JsonOption = False,
+        limit: Annotated[Optional[int], typer.Option("--limit", help="Only the newest N events.")] = None):
+    """The whole audit trail, oldest first."""
+    events = audit_log(workspace(ctx), limit)
+    if as_json:
+        return print_json(events)
+    console.print(_events_table(events, "Audit log"))
+
+
+@app.command()
+def verify(ctx: typer.Context, as_json: JsonOption = False):
+    """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
+    with transaction(workspace(ctx).engine) as s:
+        result = audit.verify(s)
+    if as_json:
+        return print_json({"ok": True, "events": result.events, "head": result.head})
+    console.print(f"Audit chain intact: {result.events} events, head {result.head[:16]}…")

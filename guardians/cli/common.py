@@ -1,0 +1,107 @@
+"""What every command shares: the workspace, identity, JSON output and error translation."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+from typing_extensions import Annotated
+
+from agents.errors import DewError, IdentityRequired
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+AsOption = Annotated[Optional[str], typer.Option("--as", envvar="DEW_USER", help="Who you are (roster id). Env: DEW_USER.", show_envvar=False)]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+
+
+def fail(error: DewError) -> typer.Exit:
+    """Print a domain error as one clear line per problem on stderr; the exit code says its kind."""
+    for line in error.message.splitlines():
+        err_console.print(f"Error: {line}", markup=False, soft_wrap=True)
+    return typer.Exit(error.exit_code)
+
+
+class DewGroup(TyperGroup):
+    """Translates domain errors into one-line messages and exit codes, at the edge."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except DewError as e:
+            raise fail(e) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as e:  # a bug: say so in one line; DEW_DEBUG=1 shows the traceback
+            if os.environ.get("DEW_DEBUG") or type(e).__module__.startswith(("click", "typer")):
+                raise
+            raise fail(DewError(f"internal error: {type(e).__name__}: {e} (set DEW_DEBUG=1 for details)")) from None
+
+    def list_commands(self, ctx):
+        return list(self.commands)  # keep the order commands were added in, as the docs read
+
+
+@dataclass
+class AppState:
+    home: str | None = None
+    scenarios: str | None = None
+    _ws: Any = field(default=None, repr=False)
+
+    @property
+    def settings(self):
+        from guardians.workspace import Settings
+
+        return Settings.resolve(self.home, self.scenarios)
+
+    def workspace(self):
+        if self._ws is None:
+            from guardians.workspace import Workspace
+
+            self._ws = Workspace(self.settings)
+        return self._ws
+
+    def close(self) -> None:
+        if self._ws is not None:
+            self._ws.close()
+            self._ws = None
+
+
+def state(ctx: typer.Context) -> AppState:
+    return ctx.find_root().obj
+
+
+def workspace(ctx: typer.Context):
+    return state(ctx).workspace()
+
+
+def require_identity(actor: str | None, doing: str) -> str:
+    if not actor:
+        raise IdentityRequired(f"say who you are to {doing}: --as ID or DEW_USER")
+    return actor
+
+
+def default_requester(actor: str | None) -> str:
+    if actor:
+        return actor
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n")
+
+
+def short(text: str, width: int = 60) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,57 @@
+"""Decisions: `dew approve`, `dew reject`, `dew edit`, `dew revise`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from agents.errors import DecisionInvalid
+from guardians.decisions import decide
+
+from .common import AsOption, JsonOption, require_identity, workspace
+from .run_cmds import report
+
+ItemArg = Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def approve(ctx: typer.Context, item: ItemArg, actor: AsOption = None,
+                comment: Annotated[Optional[str], typer.Option("--comment", help="Note kept with the decision.")] = None,
+                as_json: JsonOption = False):
+        """Approve a draft as it stands; it is released."""
+        actor = require_identity(actor, "approve")
+        report(decide(workspace(ctx), item, actor=actor, action="approve", note=comment), as_json)
+
+    @app.command()
+    def reject(ctx: typer.Context, item: ItemArg,
+               reason: Annotated[str, typer.Option("--reason", help="Why (required).")],
+               actor: AsOption = None, as_json: JsonOption = False):
+        """Reject a draft; nothing is released."""
+        actor = require_identity(actor, "reject")
+        report(decide(workspace(ctx), item, actor=actor, action="reject", note=reason), as_json)
+
+    @app.command()
+    def edit(ctx: typer.Context, item: ItemArg,
+             file: Annotated[Path, typer.Option("--file", help="The edited output.")],
+             actor: AsOption = None,
+             comment: Annotated[Optional[str], typer.Option("--comment", help="Note kept with the decision.")] = None,
+             as_json: JsonOption = False):
+        """Approve your edited version of a draft; the edit is kept as a diff."""
+        actor = require_identity(actor, "edit")
+        try:
+            edited = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise DecisionInvalid(f"cannot read {file}: {e}") from None
+        report(decide(workspace(ctx), item, actor=actor, action="edit", note=comment, edited=edited), as_json)
+
+    @app.command()
+    def revise(ctx: typer.Context, item: ItemArg,
+               feedback: Annotated[str, typer.Option("--feedback", help="What the agent must change (required).")],
+               actor: AsOption = None, as_json: JsonOption = False):
+        """Send a draft back with feedback; the agent drafts again and a new work item appears."""
+        actor = require_identity(actor, "ask for a revision")
+        report(decide(workspace(ctx), item, actor=actor, action="revise", note=feedback), as_json)

@@ -1,0 +1,79 @@
+"""`dew demo`: every shipped digital employee drafts its sample job; the drafts wait for their guardians."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import typer
+from rich.markup import escape
+
+from agents.llm import settings_from_env
+from guardians.queue import inbox
+from guardians.runs import start_run
+
+from .common import AsOption, console, state, workspace
+from .run_cmds import print_inbox
+
+DEMO_REQUESTER = "demo.requester"
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def demo(ctx: typer.Context, actor: AsOption = None):
+        """Run each scenario's first sample through its agent and fill the guardians' queues."""
+        ws = workspace(ctx)
+        settings = ws.settings
+        requester = actor or DEMO_REQUESTER
+        llm = settings_from_env()
+        console.print(f"[bold]dew demo[/bold] · workspace {settings.home} · database {settings.database_label}")
+        console.print(f"scenarios: {settings.scenarios_dir}")
+        console.print("LLM: " + (f"{llm.model} at {llm.base_url or 'https://api.openai.com/v1'}" if llm else
+                                 "embedded SmolLM2-135M-Instruct on 127.0.0.1 (no network; drafts are weak, guardians decide)"))
+        chosen = [s for s in ws.catalogue.values() if s.spec.examples]
+        failed = 0
+        for loaded in chosen:
+            example = loaded.spec.examples[0]
+            console.print(f"\n→ {loaded.spec.name} ({loaded.id}), sample '{example.name}', requested by {requester} …")
+            t0 = time.monotonic()
+            result = start_run(ws, loaded.id, dict(example.inputs), requester=requester)
+            took = time.monotonic() - t0
+            if result.run.status == "failed":
+                failed += 1
+                console.print(f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {escape(result.run.error or '')}")
+                console.print(f"  retry with: dew retry {result.run.id}")
+                continue
+            item = result.item
+            calls = len(item.provenance)
+            console.print(f"  run {result.run.id} drafted in {took:.1f}s ({calls} model call{'s' * (calls != 1)}); "
+                          f"work item {item.id} waits for {item.guardian}"
+                          + (f" · {len(item.findings)} finding(s) flagged" if item.findings else ""))
+        console.print()
+        pending = inbox(ws, None)
+        for guardian in sorted({i.guardian for i in pending}):
+            rows = [{"item_id": i.id, "run_id": i.run_id, "scenario": i.scenario_id, "guardian": i.guardian,
+                     "backup_for": None, "revision": i.revision, "status": i.status, "risk": i.risk,
+                     "findings": len(i.findings), "preview": " ".join(i.draft.split())[:60]}
+                    for i in pending if i.guardian == guardian]
+            print_inbox(rows, f"Inbox of {guardian}")
+        if pending:
+            first = pending[-1]
+            prefix = "dew" if _default_home(ctx) else f"dew --home {settings.home}"
+            console.print("\nNext, try:")
+            for line in (
+                f"{prefix} show {first.id}",
+                f"{prefix} approve {first.id} --as {first.guardian} --comment 'checked against the file'",
+                f"{prefix} revise {first.id} --as {first.guardian} --feedback 'cite the evidence for each fact'",
+                f"{prefix} reject {first.id} --as {first.guardian} --reason 'wrong legal basis'",
+                f"{prefix} approve {first.id} --as {requester}      # refused: not this queue's guardian",
+                f"{prefix} released",
+                f"{prefix} audit trace {first.id}",
+                f"{prefix} audit verify",
+            ):
+                console.print(f"  {line}")
+        if failed:
+            raise typer.Exit(1)
+
+
+def _default_home(ctx: typer.Context) -> bool:
+    return state(ctx).home is None and not os.environ.get("DEW_HOME")

@@ -1,0 +1,50 @@
+"""`dew`: entry point, global options and command registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from typing_extensions import Annotated
+
+from . import audit_cmds, decide_cmds, demo_cmd, people_cmds, run_cmds, scenario_cmds
+from .common import AppState, DewGroup
+
+app = typer.Typer(
+    name="dew",
+    cls=DewGroup,
+    help="dew: digital employees that draft under named human guardians.\n\n"
+         "Agents draft. Guardians decide. Only an approved output is released. Auditors can trace every step.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    home: Annotated[Optional[Path], typer.Option("--home", envvar="DEW_HOME", help="Workspace folder (database, outbox). Default: ./.dew")] = None,
+    scenarios: Annotated[Optional[Path], typer.Option("--scenarios", envvar="DEW_SCENARIOS", help="Scenario folder. Default: ./scenarios if it exists, else the shipped ones.")] = None,
+):
+    ctx.obj = AppState(home=str(home) if home else None, scenarios=str(scenarios) if scenarios else None)
+    ctx.call_on_close(ctx.obj.close)
+
+
+demo_cmd.register(app)
+app.add_typer(scenario_cmds.app, name="scenarios")
+app.add_typer(people_cmds.app, name="guardians")
+run_cmds.register(app)
+decide_cmds.register(app)
+run_cmds.register_listings(app)
+app.add_typer(audit_cmds.app, name="audit")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""`dew guardians ...`: the roster."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from guardians.roster import add_guardian, list_guardians
+
+from .common import AsOption, DewGroup, JsonOption, console, default_requester, print_json, workspace
+
+app = typer.Typer(cls=DewGroup, help="The roster of guardians.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOption = False):
+    """List the guardians on the roster."""
+    rows = [{"id": g.id, "name": g.name, "title": g.title, "active": g.active} for g in list_guardians(workspace(ctx))]
+    if as_json:
+        return print_json(rows)
+    table = Table("id", "name", "title", title="Guardians")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["title"])
+    console.print(table)
+
+
+@app.command()
+def add(ctx: typer.Context,
+        guardian_id: Annotated[str, typer.Argument(metavar="ID", help="Roster id, e.g. li.wei")],
+        name: Annotated[str, typer.Option("--name", help="Full name.")],
+        title: Annotated[str, typer.Option("--title", help="Job title.")] = "",
+        actor: AsOption = None):
+    """Add a guardian to the roster."""
+    g = add_guardian(workspace(ctx), guardian_id, name, title, actor=default_requester(actor))
+    console.print(f"Added guardian {g.id} ({g.name}).")

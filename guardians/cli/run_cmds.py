@@ -1,0 +1,191 @@
+"""Runs and queues: `dew run`, `dew inbox`, `dew show`, `dew runs`, `dew retry`, `dew released`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+import yaml
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+from typing_extensions import Annotated
+
+from agents.errors import InputInvalid, RunFailed
+from guardians.queue import inbox as load_inbox
+from guardians.queue import item_view, released as load_released
+from guardians.runs import RunResult, list_runs, retry_run, start_run
+
+from .common import AsOption, JsonOption, console, default_requester, print_json, short, state, workspace
+
+
+def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
+    values: dict = {}
+    if input_file is not None:
+        try:
+            text = input_file.read_text(encoding="utf-8")
+            data = json.loads(text) if input_file.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as e:
+            raise InputInvalid(f"cannot read inputs from {input_file}: {e}") from None
+        if not isinstance(data, dict):
+            raise InputInvalid(f"{input_file} must hold a mapping of input names to values")
+        values.update(data)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputInvalid(f"--input takes KEY=VALUE (or KEY=@FILE), got '{pair}'")
+        if value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text(encoding="utf-8")
+            except OSError as e:
+                raise InputInvalid(f"--input {key}: cannot read {value[1:]}: {e.strerror}") from None
+        values[key.strip()] = value
+    return values
+
+
+def result_dict(r: RunResult) -> dict:
+    return {"run_id": r.run.id, "scenario": r.run.scenario_id, "status": r.run.status,
+            "item_id": r.item.id if r.item else None, "guardian": r.item.guardian if r.item else None,
+            "requester": r.run.requester, "error": r.run.error,
+            "released_to": r.release.location if r.release else None}
+
+
+def report(r: RunResult, as_json: bool) -> None:
+    """Print where a run stands; exit non-zero if it failed (it stays retryable)."""
+    if as_json:
+        print_json(result_dict(r))
+    elif r.run.status == "failed":
+        pass
+    elif r.release is not None:
+        console.print(f"Run {r.run.id} released to {r.release.location}")
+    elif r.item is not None and r.item.status == "pending":
+        console.print(f"Run {r.run.id} ({r.run.scenario_id}): draft queued as work item {r.item.id} "
+                      f"for {r.item.guardian}. See it with: dew show {r.item.id}")
+    else:
+        console.print(f"Run {r.run.id} is {r.run.status}.")
+    if r.run.status == "failed":
+        raise RunFailed(f"run {r.run.id} failed: {r.run.error}. Nothing was queued or released; "
+                        f"retry with: dew retry {r.run.id}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(ctx: typer.Context,
+            scenario: Annotated[str, typer.Argument(help="Scenario id.")],
+            inputs: Annotated[Optional[List[str]], typer.Option("--input", "-i", help="KEY=VALUE, or KEY=@FILE to read a file. Repeatable.")] = None,
+            input_file: Annotated[Optional[Path], typer.Option("--input-file", help="JSON or YAML file of inputs.")] = None,
+            example: Annotated[Optional[str], typer.Option("--example", help="Use the scenario's sample inputs of this name (or 'first').")] = None,
+            actor: AsOption = None,
+            as_json: JsonOption = False):
+        """Start a run: the agent drafts, and the draft waits in its guardian's queue."""
+        ws = workspace(ctx)
+        values = {}
+        if example:
+            examples = ws.scenario(scenario).spec.examples
+            chosen = examples[:1] if example == "first" else [e for e in examples if e.name == example]
+            if not chosen:
+                raise InputInvalid(f"scenario '{scenario}' has no example '{example}' "
+                                   f"(it has: {', '.join(e.name for e in examples) or 'none'})")
+            values.update(chosen[0].inputs)
+        values.update(parse_inputs(inputs or [], input_file))
+        report(start_run(ws, scenario, values, requester=default_requester(actor)), as_json)
+
+    @app.command()
+    def inbox(ctx: typer.Context, actor: AsOption = None,
+              all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
+              as_json: JsonOption = False):
+        """Work items waiting for a guardian (yours with --as; everyone's without)."""
+        items = load_inbox(workspace(ctx), actor, include_decided=all_)
+        rows = [{"item_id": i.id, "run_id": i.run_id, "scenario": i.scenario_id, "guardian": i.guardian,
+                 "backup_for": i.guardian if actor and actor != i.guardian else None, "revision": i.revision,
+                 "status": i.status, "risk": i.risk, "findings": len(i.findings), "created_at": i.created_at.isoformat(),
+                 "preview": short(i.draft, 80)} for i in items]
+        if as_json:
+            return print_json(rows)
+        print_inbox(rows, f"Inbox of {actor}" if actor else "All guardians' inboxes")
+
+    @app.command()
+    def show(ctx: typer.Context, item: Annotated[int, typer.Argument(help="Work item id.")], as_json: JsonOption = False):
+        """Show a work item: the draft, its inputs, provenance, findings and outcome."""
+        view = item_view(workspace(ctx), item)
+        if as_json:
+            return print_json(view)
+        print_item(view)
+
+
+def register_listings(app: typer.Typer) -> None:
+    @app.command()
+    def runs(ctx: typer.Context,
+             status: Annotated[Optional[str], typer.Option("--status", help="running, awaiting_decision, approved, released, rejected or failed.")] = None,
+             as_json: JsonOption = False):
+        """List runs and where each stands."""
+        rows = [{"run_id": r.id, "scenario": r.scenario_id, "status": r.status, "requester": r.requester,
+                 "attempts": r.attempts, "error": r.error, "created_at": r.created_at.isoformat()}
+                for r in list_runs(workspace(ctx), status)]
+        if as_json:
+            return print_json(rows)
+        table = Table("run", "scenario", "status", "requester", "attempts", "error", title="Runs")
+        for r in rows:
+            table.add_row(str(r["run_id"]), r["scenario"], r["status"], r["requester"], str(r["attempts"]), escape(short(r["error"] or "", 60)))
+        console.print(table)
+
+    @app.command()
+    def retry(ctx: typer.Context, run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
+              actor: AsOption = None, as_json: JsonOption = False):
+        """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
+        report(retry_run(workspace(ctx), run_id, actor=default_requester(actor)), as_json)
+
+    @app.command()
+    def released(ctx: typer.Context, as_json: JsonOption = False):
+        """List released outputs and where they went."""
+        rows = load_released(workspace(ctx))
+        if as_json:
+            return print_json(rows)
+        table = Table("run", "item", "scenario", "location", "sha256", "at", title="Released")
+        for r in rows:
+            table.add_row(str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19])
+        console.print(table)
+
+
+def print_inbox(rows: list[dict], title: str) -> None:
+    table = Table("item", "run", "scenario", "guardian", "rev", "status", "risk", "findings", "preview", title=title)
+    for r in rows:
+        guardian = r["guardian"] + (" (as backup)" if r["backup_for"] else "")
+        table.add_row(str(r["item_id"]), str(r["run_id"]), r["scenario"], guardian, str(r["revision"]), r["status"],
+                      r["risk"], str(r["findings"]), escape(r["preview"]))
+    if not rows:
+        console.print(f"{title}: nothing waiting.")
+    else:
+        console.print(table)
+
+
+def print_item(view: dict) -> None:
+    item, run = view["item"], view["run"]
+    console.print(f"[bold]Work item {item['id']}[/bold] · {item['status']} · revision {item['revision']} · risk {item['risk']}")
+    console.print(f"Scenario: {run['scenario']} {run['scenario_version']} (sha256 {run['scenario_sha256'][:12]}) · "
+                  f"run {run['id']} requested by {run['requester']}")
+    console.print(f"Guardian: {item['guardian']}" + (f" (backups: {', '.join(item['backups'])})" if item["backups"] else ""))
+    console.print("Inputs:")
+    for k, v in run["inputs"].items():
+        console.print(f"  {k}: {escape(short(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 100))}")
+    models = sorted({f"{p.get('model')} at {p.get('endpoint')}" for p in view["provenance"]})
+    steps = ", ".join(p.get("step", "?") for p in view["provenance"])
+    console.print(f"Drafted by: {'; '.join(models) or 'no model (deterministic steps only)'}" + (f" (calls: {steps})" if steps else ""))
+    if item["findings"]:
+        console.print("Findings (checks and reviewer, for the guardian):")
+        for f in item["findings"]:
+            console.print(f"  - {escape(f)}")
+    console.print(Panel(escape(item["draft"]), title="draft", expand=True))
+    d = view["decision"]
+    if d:
+        console.print(f"Decision: {d['action']} by {d['actor']} at {d['at'][:19]}" + (f": {escape(d['note'])}" if d["note"] else ""))
+        if d["diff"]:
+            console.print(Panel(escape(d["diff"]), title="edit (diff)"))
+    if item["next_item"]:
+        console.print(f"Revised draft: work item {item['next_item']}")
+    if view["release"]:
+        console.print(f"Released to {view['release']['location']} (sha256 {view['release']['sha256'][:12]})")
+    if item["status"] == "pending":
+        console.print(f"Decide with: dew approve|reject|edit|revise {item['id']} --as {item['guardian']} ...")

@@ -1,0 +1,100 @@
+"""`dew scenarios ...`: the catalogue of digital employees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from agents.errors import ScenarioInvalid
+from agents.loader import load_file, scenario_files
+from agents.spec import json_schema
+
+from .common import DewGroup, JsonOption, console, print_json, short, state, workspace
+
+app = typer.Typer(cls=DewGroup, help="List, validate and inspect scenarios.", no_args_is_help=True)
+
+
+def _summary(loaded) -> dict:
+    spec = loaded.spec
+    return {"id": spec.id, "name": spec.name, "version": spec.version, "sha256": loaded.sha256,
+            "guardian": spec.guardian, "backups": spec.backups, "risk": spec.risk, "description": spec.description,
+            "inputs": {k: v.model_dump() for k, v in spec.inputs.items()},
+            "steps": [{"id": s.id, "kind": s.kind} for s in spec.steps], "source": loaded.source}
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: JsonOption = False):
+    """List the scenarios in the scenario folder."""
+    from agents.loader import load_directory
+
+    catalogue = load_directory(state(ctx).settings.scenarios_dir)
+    rows = [_summary(s) for s in catalogue.values()]
+    if as_json:
+        return print_json(rows)
+    table = Table("id", "name", "version", "guardian", "risk", "steps", title=f"Scenarios in {state(ctx).settings.scenarios_dir}")
+    for r in rows:
+        table.add_row(r["id"], r["name"], r["version"], r["guardian"], r["risk"], str(len(r["steps"])))
+    console.print(table)
+
+
+@app.command()
+def check(paths: Annotated[List[Path], typer.Argument(help="Scenario files or folders.")],
+          as_json: JsonOption = False):
+    """Validate scenario files without running them. Exits non-zero naming file, line and field."""
+    files: list[Path] = []
+    for p in paths:
+        files.extend(scenario_files(p) if p.is_dir() else [p])
+    results, problems = [], []
+    for f in files:
+        try:
+            loaded = load_file(f)
+            results.append({"file": str(f), "ok": True, "id": loaded.id, "sha256": loaded.sha256, "problems": []})
+        except ScenarioInvalid as e:
+            results.append({"file": str(f), "ok": False, "problems": e.problems})
+            problems.extend(e.problems)
+    if as_json:
+        print_json(results)
+    else:
+        for r in results:
+            if r["ok"]:
+                console.print(f"ok  {r['file']}  ({r['id']})")
+    if problems:
+        raise ScenarioInvalid(", ".join(str(p) for p in paths), problems)
+
+
+@app.command()
+def show(ctx: typer.Context, scenario: Annotated[str, typer.Argument(help="Scenario id.")],
+         as_json: JsonOption = False,
+         mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the compiled graph as mermaid text.")] = False):
+    """Show one scenario: its job, guardian, inputs, steps and compiled graph."""
+    from agents.compiler import mermaid as draw
+
+    loaded = workspace(ctx).scenario(scenario)
+    if mermaid:
+        return typer.echo(draw(loaded.spec))
+    info = _summary(loaded)
+    if as_json:
+        info["mermaid"] = draw(loaded.spec)
+        return print_json(info)
+    spec = loaded.spec
+    console.print(f"[bold]{spec.name}[/bold]  ({spec.id} {spec.version}, sha256 {loaded.sha256[:12]})")
+    console.print(spec.description.strip())
+    console.print(f"guardian: {spec.guardian}   backups: {', '.join(spec.backups) or '-'}   risk: {spec.risk}")
+    table = Table("input", "type", "required", "description")
+    for name, inp in spec.inputs.items():
+        table.add_row(name, inp.type, "yes" if inp.required else "no", short(inp.description, 70))
+    console.print(table)
+    console.print("steps: " + " → ".join(f"{s.id} ({s.kind})" for s in spec.steps) + " → approval gate")
+    if spec.examples:
+        console.print("examples: " + ", ".join(e.name for e in spec.examples))
+
+
+@app.command()
+def schema():
+    """Print the JSON Schema of the scenario format (for editor autocompletion)."""
+    typer.echo(json.dumps(json_schema(), ensure_ascii=False, indent=2))

@@ -1,0 +1,81 @@
+"""Engines for the workspace database: a SQLite file (WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, create_engine
+
+from agents.errors import StorageError
+
+
+def normalize_url(url: str) -> str:
+    """SQLAlchemy URL with the psycopg 3 driver for PostgreSQL."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    if is_sqlite(url):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Let SQLAlchemy, not pysqlite, say when transactions begin (see _on_begin).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            # Take the write lock up front: two deciders then queue instead of failing on upgrade.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(url, pool_pre_ping=True)
+    raise StorageError(f"unsupported database URL '{url}': use sqlite:///FILE or postgresql://...")
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Session]:
+    """One unit of work: a state change and its audit events commit together or not at all."""
+    with Session(engine, expire_on_commit=False) as session:
+        with session.begin():
+            yield session
+
+
+def lock_row(session: Session, model, key) -> object | None:
+    """Fetch a row for update (PostgreSQL row lock; SQLite already holds the write lock)."""
+    return session.get(model, key, with_for_update=True)
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration. Safe to call from many processes at once."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(74657701)"))  # one migrator at a time
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

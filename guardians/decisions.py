@@ -1,0 +1,109 @@
+"""Decisions on work items, and who may make them.
+
+Only the item's guardian or one of its listed backups may decide; the requester of a run never
+decides on it; an item is decided once. The checks run inside the same transaction that records
+the decision, on a locked row, and a unique constraint on `decisions.item_id` backs them up, so
+two decisions racing cannot both land.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+
+from sqlalchemy.exc import IntegrityError
+
+from agents.checks import json_problem
+from agents.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
+
+from . import audit
+from .db import lock_row, transaction
+from .models import Decision, Guardian, Run, WorkItem, utcnow
+from .runs import RunResult, decision_payload, drive
+
+ACTIONS = {"approve": "approved", "reject": "rejected", "edit": "edited", "revise": "revised"}
+RUN_STATUS = {"approve": "approved", "edit": "approved", "reject": "rejected", "revise": "running"}
+
+
+def decide(ws, item_id: int, *, actor: str, action: str, note: str | None = None,
+           edited: str | None = None) -> RunResult:
+    if action not in ACTIONS:
+        raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(ACTIONS)})")
+    note = (note or "").strip() or None
+    if action == "reject" and not note:
+        raise DecisionInvalid("a rejection needs a reason (--reason)")
+    if action == "revise" and not note:
+        raise DecisionInvalid("a revision needs feedback for the agent (--feedback)")
+
+    with transaction(ws.engine) as s:
+        item = s.get(WorkItem, item_id)
+        run = s.get(Run, item.run_id) if item else None
+    if item is None:
+        raise NotFound(f"no work item {item_id}")
+    diff = None
+    if action == "edit":
+        diff = _check_edit(ws, item, run, edited)
+
+    try:
+        with transaction(ws.engine) as s:
+            item = lock_row(s, WorkItem, item_id)
+            run = lock_row(s, Run, item.run_id)
+            authorize(s, item, run, actor)
+            decision = Decision(item_id=item.id, run_id=run.id, action=action, actor=actor, note=note,
+                                edited_output=edited if action == "edit" else None, diff=diff)
+            s.add(decision)
+            item.status, item.decided_at = ACTIONS[action], utcnow()
+            run.status, run.updated_at = RUN_STATUS[action], utcnow()
+            s.add(item)
+            s.add(run)
+            s.flush()
+            audit.emit(s, audit.DecisionMade(
+                action=action, guardian=item.guardian, as_backup=actor != item.guardian, note=note,
+                draft_sha256=audit.sha256_text(item.draft),
+                edited_sha256=audit.sha256_text(edited) if action == "edit" else None, diff=diff,
+            ), actor=actor, run_id=run.id, item_id=item.id)
+    except IntegrityError:
+        _record_refusal(ws, item_id, actor, action, "already decided")
+        raise AlreadyDecided(f"work item {item_id} has already been decided") from None
+    except (NotAuthorized, AlreadyDecided) as e:
+        _record_refusal(ws, item_id, actor, action, e.message)
+        raise
+
+    payload = decision_payload(decision)
+    return drive(ws, run.id, lambda rt, sc: rt.resume(sc, run.id, payload), actor=actor)
+
+
+def authorize(session, item: WorkItem, run: Run, actor: str) -> None:
+    """Raise unless `actor` may decide on `item` now. The message says why not."""
+    if item.status != "pending":
+        raise AlreadyDecided(f"work item {item.id} was already {item.status}; a decided item cannot be decided again")
+    person = session.get(Guardian, actor)
+    if person is None or not person.active:
+        raise NotAuthorized(f"'{actor}' is not on the guardian roster, so may not decide on work item {item.id}")
+    if actor != item.guardian and actor not in item.backups:
+        who = " or ".join([item.guardian, *item.backups])
+        raise NotAuthorized(f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}'")
+    if actor == run.requester:
+        raise NotAuthorized(f"'{actor}' requested run {run.id} and may not decide on its own output (four-eyes rule)")
+
+
+def _check_edit(ws, item: WorkItem, run: Run, edited: str | None) -> str:
+    if edited is None or not edited.strip():
+        raise DecisionInvalid("an edit needs the edited output (--file), and it is empty")
+    if edited == item.draft:
+        raise DecisionInvalid("the edited output is identical to the draft; use approve instead")
+    spec = ws.stored_scenario(run.scenario_sha256).spec
+    if spec.output.format == "json":
+        problem = json_problem(edited, spec.output.schema_)
+        if problem:
+            raise DecisionInvalid(f"the edited output is not acceptable: {problem}")
+    diff = difflib.unified_diff(item.draft.splitlines(keepends=True), edited.splitlines(keepends=True),
+                                fromfile=f"item-{item.id}/draft", tofile=f"item-{item.id}/edited")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in diff)
+
+
+def _record_refusal(ws, item_id: int, actor: str, action: str, reason: str) -> None:
+    with transaction(ws.engine) as s:
+        item = s.get(WorkItem, item_id)
+        audit.emit(s, audit.DecisionRefused(action=action, reason=reason), actor=actor,
+                   run_id=item.run_id if item else None, item_id=item_id)

@@ -1,0 +1,121 @@
+"""The workspace database: SQLModel tables. Schema changes go through alembic (guardians/migrations)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Guardian(SQLModel, table=True):
+    """A person on the roster who may own queues and decide on work items."""
+
+    __tablename__ = "guardians"
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    title: str = ""
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScenarioVersion(SQLModel, table=True):
+    """The exact text of every scenario version a run was started with, by content hash."""
+
+    __tablename__ = "scenario_versions"
+    sha256: str = Field(primary_key=True, max_length=64)
+    scenario_id: str = Field(index=True)
+    version: str
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    first_seen: datetime = Field(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    scenario_id: str = Field(index=True)
+    scenario_sha256: str = Field(foreign_key="scenario_versions.sha256")
+    requester: str
+    inputs: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # running → awaiting_decision → (approved → released | rejected) ; any live state → failed → retry
+    status: str = Field(index=True, default="running")
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    attempts: int = 1
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkItem(SQLModel, table=True):
+    """A draft waiting in (or decided from) a guardian's queue. A revision makes a new item."""
+
+    __tablename__ = "work_items"
+    __table_args__ = (UniqueConstraint("run_id", "revision", name="uq_work_items_run_revision"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    revision: int = 0
+    scenario_id: str = Field(index=True)
+    guardian: str = Field(index=True)
+    backups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    risk: str
+    draft: str = Field(sa_column=Column(Text, nullable=False))
+    findings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    provenance: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # pending → approved | edited | rejected | revised
+    status: str = Field(index=True, default="pending")
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: Optional[datetime] = None
+
+
+class Decision(SQLModel, table=True):
+    __tablename__ = "decisions"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    # One decision per work item, enforced by the database even when two decisions race.
+    item_id: int = Field(foreign_key="work_items.id", unique=True)
+    run_id: int = Field(foreign_key="runs.id", index=True)
+    action: str  # approve | reject | edit | revise
+    actor: str
+    note: Optional[str] = Field(default=None, sa_column=Column(Text))  # comment, reason or feedback
+    edited_output: Optional[str] = Field(default=None, sa_column=Column(Text))
+    diff: Optional[str] = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Release(SQLModel, table=True):
+    __tablename__ = "releases"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    # Exactly once: one release per run and per item.
+    run_id: int = Field(foreign_key="runs.id", unique=True)
+    item_id: int = Field(foreign_key="work_items.id", unique=True)
+    destination: str
+    location: str
+    sha256: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One append-only, hash-chained record. `data` is stored exactly as it was hashed."""
+
+    __tablename__ = "audit_events"
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    at: str
+    kind: str = Field(index=True)
+    actor: str
+    run_id: Optional[int] = Field(default=None, index=True)
+    item_id: Optional[int] = Field(default=None, index=True)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    prev_hash: str
+    hash: str
+
+
+class AuditHead(SQLModel, table=True):
+    """The chain's tip, one row. Appends lock it, so concurrent writers form one chain."""
+
+    __tablename__ = "audit_head"
+    id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
+    seq: int = 0
+    hash: str = ""

@@ -1,0 +1,90 @@
+"""The roster: who may own queues and decide. Seeded from `guardians.yaml` next to the scenarios."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlmodel import select
+
+from agents.errors import InputInvalid, NotFound, ScenarioInvalid
+from agents.loader import ROSTER_FILE
+from agents.spec import PERSON_PATTERN
+
+from .audit import GuardianAdded, emit
+from .db import transaction
+from .models import Guardian
+
+
+class RosterEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=PERSON_PATTERN)
+    name: str = Field(min_length=1)
+    title: str = ""
+
+
+class RosterFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    guardians: list[RosterEntry] = Field(default_factory=list)
+
+
+def read_roster(path: Path) -> list[RosterEntry]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return RosterFile.model_validate(data).guardians
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise ScenarioInvalid(str(path), [f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {e}"]) from None
+    except ValidationError as e:
+        problems = [f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ScenarioInvalid(str(path), problems) from None
+
+
+def sync_roster_file(ws) -> int:
+    """Add or update the people the roster file lists. Returns how many changed."""
+    path = ws.settings.scenarios_dir / ROSTER_FILE
+    if not path.is_file():
+        return 0
+    changed = 0
+    entries = read_roster(path)
+    with transaction(ws.engine) as s:
+        for entry in entries:
+            row = s.get(Guardian, entry.id)
+            if row is not None and (row.name, row.title) == (entry.name, entry.title):
+                continue
+            changed += 1
+            if row is None:
+                row = Guardian(id=entry.id, name=entry.name, title=entry.title)
+            else:
+                row.name, row.title = entry.name, entry.title
+            s.add(row)
+            emit(s, GuardianAdded(guardian=entry.id, name=entry.name, title=entry.title, source="roster-file"),
+                 actor="roster")
+    return changed
+
+
+def add_guardian(ws, guardian_id: str, name: str, title: str = "", *, actor: str) -> Guardian:
+    try:
+        entry = RosterEntry(id=guardian_id, name=name, title=title)
+    except ValidationError as e:
+        raise InputInvalid(f"invalid guardian: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
+    with transaction(ws.engine) as s:
+        if s.get(Guardian, entry.id) is not None:
+            raise InputInvalid(f"'{entry.id}' is already on the roster")
+        row = Guardian(id=entry.id, name=entry.name, title=entry.title)
+        s.add(row)
+        emit(s, GuardianAdded(guardian=entry.id, name=entry.name, title=entry.title, source="cli"), actor=actor)
+    return row
+
+
+def list_guardians(ws) -> list[Guardian]:
+    with transaction(ws.engine) as s:
+        return list(s.exec(select(Guardian).order_by(Guardian.id)).all())
+
+
+def get_guardian(session, guardian_id: str) -> Guardian:
+    row = session.get(Guardian, guardian_id)
+    if row is None or not row.active:
+        raise NotFound(f"'{guardian_id}' is not on the guardian roster")
+    return row

@@ -1,0 +1,155 @@
+"""Starting, driving and retrying runs; queuing each draft the runtime hands back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlmodel import select
+
+from agents.errors import DewError, InvalidState, NotFound
+from agents.inputs import validate_inputs
+from agents.loader import LoadedScenario
+from agents.runtime import Outcome, Runtime
+
+from . import audit
+from .db import lock_row, transaction
+from .models import Decision, Guardian, Release, Run, ScenarioVersion, WorkItem, utcnow
+
+
+@dataclass
+class RunResult:
+    run: Run
+    item: WorkItem | None = None
+    release: Release | None = None
+
+
+def start_run(ws, scenario_id: str, inputs: dict, *, requester: str) -> RunResult:
+    loaded = ws.scenario(scenario_id)
+    values = validate_inputs(loaded.spec, inputs)
+    with transaction(ws.engine) as s:
+        _require_guardians(s, loaded)
+        if s.get(ScenarioVersion, loaded.sha256) is None:
+            s.add(ScenarioVersion(sha256=loaded.sha256, scenario_id=loaded.id, version=loaded.spec.version, text=loaded.text))
+            audit.emit(s, audit.ScenarioVersionRecorded(scenario=loaded.id, version=loaded.spec.version,
+                                                        scenario_sha256=loaded.sha256, source=loaded.source),
+                       actor=requester)
+        run = Run(scenario_id=loaded.id, scenario_sha256=loaded.sha256, requester=requester, inputs=values)
+        s.add(run)
+        s.flush()
+        audit.emit(s, audit.RunRequested(scenario=loaded.id, version=loaded.spec.version, scenario_sha256=loaded.sha256,
+                                         inputs_sha256=audit.sha256_text(audit.canonical(values)), inputs=values),
+                   actor=requester, run_id=run.id)
+    return drive(ws, run.id, lambda rt, sc: rt.start(sc, run.id, values))
+
+
+def _require_guardians(session, loaded: LoadedScenario) -> None:
+    spec = loaded.spec
+    for person in [spec.guardian, *spec.backups]:
+        row = session.get(Guardian, person)
+        if row is None or not row.active:
+            role = "guardian" if person == spec.guardian else "backup"
+            raise InvalidState(
+                f"scenario '{spec.id}' names {role} '{person}', who is not on the roster; "
+                f"add them with: dew guardians add {person} --name NAME"
+            )
+
+
+def drive(ws, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome], *, actor: str = "dew") -> RunResult:
+    """Let the runtime take the run as far as it goes, then record where it stopped.
+
+    A failure of any kind leaves the run `failed` with its reason and nothing queued or released;
+    `retry` continues it from its last checkpoint.
+    """
+    with transaction(ws.engine) as s:
+        run = s.get(Run, run_id)
+    scenario = ws.stored_scenario(run.scenario_sha256)
+    try:
+        outcome = step(ws.runtime, scenario)
+    except DewError as e:
+        return RunResult(run=_fail(ws, run_id, e.message))
+    if outcome.status == "awaiting_decision":
+        return RunResult(run=run, item=_queue(ws, run_id, scenario, outcome))
+    from .release import release_run  # approved or edited: the graph has ended; deliver it
+
+    return release_run(ws, run_id, actor=actor)
+
+
+def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> WorkItem:
+    spec = scenario.spec
+    with transaction(ws.engine) as s:
+        run = lock_row(s, Run, run_id)
+        existing = s.exec(select(WorkItem).where(WorkItem.run_id == run_id, WorkItem.revision == outcome.revisions)).first()
+        if existing is not None:  # a retry reached a gate whose draft is already queued
+            return existing
+        item = WorkItem(run_id=run_id, revision=outcome.revisions, scenario_id=spec.id, guardian=spec.guardian,
+                        backups=list(spec.backups), risk=spec.risk, draft=outcome.draft or "",
+                        findings=outcome.findings, provenance=outcome.provenance)
+        s.add(item)
+        run.status, run.error, run.updated_at = "awaiting_decision", None, utcnow()
+        s.add(run)
+        s.flush()
+        models = [{k: p.get(k) for k in ("step", "model", "endpoint", "at")} for p in outcome.provenance]
+        audit.emit(s, audit.DraftQueued(scenario=spec.id, revision=outcome.revisions, guardian=spec.guardian,
+                                        backups=list(spec.backups), draft_sha256=audit.sha256_text(item.draft),
+                                        findings=outcome.findings, models=models),
+                   actor=f"agent:{spec.id}", run_id=run_id, item_id=item.id)
+    return item
+
+
+def _fail(ws, run_id: int, reason: str) -> Run:
+    with transaction(ws.engine) as s:
+        run = lock_row(s, Run, run_id)
+        run.status, run.error, run.updated_at = "failed", reason, utcnow()
+        s.add(run)
+        audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
+    return run
+
+
+def retry_run(ws, run_id: int, *, actor: str) -> RunResult:
+    """Continue a failed run, or deliver an approved one whose release did not complete."""
+    with transaction(ws.engine) as s:
+        run = lock_row(s, Run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        if run.status == "approved":
+            pass  # decided but not yet released: fall through to the graph and release
+        elif run.status != "failed":
+            raise InvalidState(f"run {run_id} is {run.status}; only a failed run can be retried")
+        else:
+            run.status, run.attempts, run.updated_at = "running", run.attempts + 1, utcnow()
+            s.add(run)
+            audit.emit(s, audit.RunRetried(attempt=run.attempts), actor=actor, run_id=run_id)
+        pending = _unapplied_decision(s, run_id)
+    return drive(ws, run_id, lambda rt, sc: rt.retry(sc, run_id, pending), actor=actor)
+
+
+def _unapplied_decision(session, run_id: int) -> dict | None:
+    """The decision on the run's newest work item, which the graph may not have received yet."""
+    item = session.exec(select(WorkItem).where(WorkItem.run_id == run_id).order_by(WorkItem.revision.desc())).first()
+    if item is None or item.status == "pending":
+        return None
+    decision = session.exec(select(Decision).where(Decision.item_id == item.id)).first()
+    return decision_payload(decision) if decision else None
+
+
+def decision_payload(decision: Decision) -> dict:
+    """What the graph's approval gate receives. Only the action and the feedback matter to it."""
+    return {"action": decision.action, "feedback": decision.note if decision.action == "revise" else None,
+            "item_id": decision.item_id, "actor": decision.actor}
+
+
+def list_runs(ws, status: str | None = None) -> list[Run]:
+    with transaction(ws.engine) as s:
+        query = select(Run).order_by(Run.id)
+        if status:
+            query = query.where(Run.status == status)
+        return list(s.exec(query).all())
+
+
+def get_run(ws, run_id: int) -> Run:
+    with transaction(ws.engine) as s:
+        run = s.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run

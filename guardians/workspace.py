@@ -1,0 +1,113 @@
+"""A workspace: its folder (outbox), its database, its scenario catalogue and its roster."""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlmodel import select
+
+from agents.checkpoints import open_saver
+from agents.errors import ScenarioNotFound
+from agents.llm import EnvModelProvider, ModelProvider
+from agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
+from agents.runtime import Runtime
+
+from .db import make_engine, normalize_url, transaction, upgrade
+from .models import ScenarioVersion
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    scenarios_dir: Path
+    database_url: str
+
+    @classmethod
+    def resolve(cls, home: str | Path | None = None, scenarios: str | Path | None = None,
+                database_url: str | None = None) -> "Settings":
+        home = Path(home or os.environ.get("DEW_HOME") or ".dew").expanduser().resolve()
+        if scenarios is None:
+            scenarios = os.environ.get("DEW_SCENARIOS")
+        if scenarios is None:
+            scenarios = Path("scenarios") if Path("scenarios").is_dir() else shipped_directory()
+        url = database_url or os.environ.get("DEW_DATABASE_URL") or f"sqlite:///{home / 'dew.db'}"
+        return cls(home=home, scenarios_dir=Path(scenarios).expanduser().resolve(), database_url=normalize_url(url))
+
+    @property
+    def outbox(self) -> Path:
+        return self.home / "outbox"
+
+    @property
+    def database_label(self) -> str:
+        """The database URL with any password hidden, for display."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+class Workspace:
+    def __init__(self, settings: Settings, provider: ModelProvider | None = None, *, sync_roster: bool = True):
+        self.settings = settings
+        self.settings.home.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(settings.database_url)
+        upgrade(self.engine)
+        self.provider = provider or EnvModelProvider()
+        self._catalogue: dict[str, LoadedScenario] | None = None
+        self._versions: dict[str, LoadedScenario] = {}
+        self._stack = ExitStack()
+        self._runtime: Runtime | None = None
+        if sync_roster:
+            from .roster import sync_roster_file
+
+            sync_roster_file(self)
+
+    # -- scenarios ------------------------------------------------------------------------------
+    @property
+    def catalogue(self) -> dict[str, LoadedScenario]:
+        if self._catalogue is None:
+            self._catalogue = load_directory(self.settings.scenarios_dir)
+        return self._catalogue
+
+    def scenario(self, scenario_id: str) -> LoadedScenario:
+        try:
+            return self.catalogue[scenario_id]
+        except KeyError:
+            known = ", ".join(sorted(self.catalogue)) or "none"
+            raise ScenarioNotFound(f"no scenario '{scenario_id}' in {self.settings.scenarios_dir} (known: {known})") from None
+
+    def stored_scenario(self, sha256: str) -> LoadedScenario:
+        """The exact scenario text a run started with, whatever the file says today."""
+        loaded = self._versions.get(sha256)
+        if loaded is None:
+            with transaction(self.engine) as s:
+                row = s.get(ScenarioVersion, sha256)
+            if row is None:
+                raise ScenarioNotFound(f"scenario version {sha256[:12]} is not recorded in this workspace")
+            loaded = self._versions[sha256] = load_text(row.text, f"{row.scenario_id}@{sha256[:12]}")
+        return loaded
+
+    # -- runtime --------------------------------------------------------------------------------
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            saver = self._stack.enter_context(open_saver(self.settings.database_url))
+            self._runtime = Runtime(saver, self.provider)
+        return self._runtime
+
+    def close(self) -> None:
+        self._stack.close()
+        self._runtime = None
+        self.engine.dispose()
+
+    def __enter__(self) -> "Workspace":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def latest_versions(ws: Workspace) -> list[ScenarioVersion]:
+    with transaction(ws.engine) as s:
+        return list(s.exec(select(ScenarioVersion).order_by(ScenarioVersion.first_seen)).all())
