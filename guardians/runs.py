@@ -69,19 +69,22 @@ def drive(ws, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome], *
     except DewError as e:
         return RunResult(run=_fail(ws, run_id, e.message))
     if outcome.status == "awaiting_decision":
-        return RunResult(run=run, item=_queue(ws, run_id, scenario, outcome))
-    from .release import release_run  # approved or edited: the graph has ended; deliver it
+        return _queue(ws, run_id, scenario, outcome)
+    from .release import RELEASABLE, release_run
 
-    return release_run(ws, run_id, actor=actor)
+    if (outcome.decision or {}).get("action") in RELEASABLE:
+        return release_run(ws, run_id, actor=actor)  # the graph ended on an approval: deliver it
+    with transaction(ws.engine) as s:
+        return RunResult(run=s.get(Run, run_id))
 
 
-def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> WorkItem:
+def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunResult:
     spec = scenario.spec
     with transaction(ws.engine) as s:
         run = lock_row(s, Run, run_id)
         existing = s.exec(select(WorkItem).where(WorkItem.run_id == run_id, WorkItem.revision == outcome.revisions)).first()
         if existing is not None:  # a retry reached a gate whose draft is already queued
-            return existing
+            return RunResult(run=run, item=existing)
         item = WorkItem(run_id=run_id, revision=outcome.revisions, scenario_id=spec.id, guardian=spec.guardian,
                         backups=list(spec.backups), risk=spec.risk, draft=outcome.draft or "",
                         findings=outcome.findings, provenance=outcome.provenance)
@@ -94,7 +97,7 @@ def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> WorkI
                                         backups=list(spec.backups), draft_sha256=audit.sha256_text(item.draft),
                                         findings=outcome.findings, models=models),
                    actor=f"agent:{spec.id}", run_id=run_id, item_id=item.id)
-    return item
+    return RunResult(run=run, item=item)
 
 
 def _fail(ws, run_id: int, reason: str) -> Run:

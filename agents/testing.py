@@ -1,0 +1,52 @@
+"""A scripted chat model and provider, for tests and benchmarks (never used by the CLI).
+
+`ScriptedModelProvider(reply)` answers every LLM step with `reply(system, prompt)`, instantly and
+without a network, and records every call so tests can assert on prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+
+Reply = Callable[[str, str], str]
+
+
+def default_reply(system: str, prompt: str) -> str:
+    """Reviewers pass; drafters return a short numbered list that satisfies the shipped checks."""
+    if "PASS, or REVISE" in system:
+        return "PASS"
+    return "1. First point, as stated. Expected: act on it.\n2. Second point, as stated. Expected: report it."
+
+
+class ScriptedChatModel(BaseChatModel):
+    reply: Any
+    calls: Any = None  # the provider's list (typed Any so pydantic does not copy it)
+
+    @property
+    def _llm_type(self) -> str:
+        return "dew-scripted"
+
+    def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs) -> ChatResult:
+        system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
+        prompt = "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage))
+        self.calls.append({"system": system, "prompt": prompt, "messages": len(messages)})
+        text = self.reply(system, prompt)
+        if isinstance(text, BaseException):
+            raise text
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+@dataclass
+class ScriptedModelProvider:
+    reply: Reply = default_reply
+    model_name: str = "scripted"
+    calls: list = field(default_factory=list)
+
+    def get(self, *overrides) -> tuple[BaseChatModel, dict[str, Any]]:
+        model = ScriptedChatModel(reply=self.reply, calls=self.calls)
+        return model, {"model": self.model_name, "endpoint": "in-process", "embedded": False}

@@ -1,0 +1,86 @@
+"""Shared fixtures: workspaces on real SQLite files (and PostgreSQL where it answers), scripted
+models in-process, and a real OpenAI-compatible HTTP server on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agents.loader import shipped_directory
+from agents.testing import ScriptedModelProvider
+from guardians.workspace import Settings, Workspace
+
+from .fakellm import FakeOpenAI
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = shipped_directory()
+POSTGRES_ADMIN_URL = os.environ.get("DEW_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def fake_llm():
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def scenarios_dir(tmp_path) -> Path:
+    """A private copy of the shipped scenarios and roster, safe to modify in a test."""
+    target = tmp_path / "scenarios"
+    shutil.copytree(SCENARIOS, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def _postgres_database():
+    """Create a throw-away database; yield its URL; drop it. Skip clearly when no server answers."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as e:
+        pytest.skip(f"PostgreSQL half skipped: no server answers at {POSTGRES_ADMIN_URL} "
+                    f"(set DEW_TEST_POSTGRES_URL): {str(e).strip().splitlines()[0]}")
+    name = f"dew_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+        yield f"{base}/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request, tmp_path):
+    """Every storage test runs once on a SQLite file and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dew.db'}"
+    else:
+        yield from _postgres_database()
+
+
+@pytest.fixture
+def make_workspace(tmp_path, scenarios_dir):
+    """Open workspaces on a database URL with a scripted model; all are closed at the end."""
+    opened: list[Workspace] = []
+
+    def make(database_url: str | None = None, provider=None, home: Path | None = None) -> Workspace:
+        home = home or tmp_path / "home"
+        url = database_url or f"sqlite:///{home / 'dew.db'}"
+        ws = Workspace(Settings(home=home, scenarios_dir=scenarios_dir, database_url=url),
+                       provider=provider or ScriptedModelProvider())
+        opened.append(ws)
+        return ws
+
+    yield make
+    for ws in opened:
+        ws.close()
+
+
+@pytest.fixture
+def ws(make_workspace):
+    return make_workspace()

@@ -1,0 +1,89 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 with scripted answers, for tests.
+
+dew talks to it through ChatOpenAI exactly as it talks to DeepSeek, vLLM or Ollama, so tests
+cover the real client path: request bodies, HTTP errors, time-outs and malformed replies.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from agents.testing import default_reply
+
+
+class FakeOpenAI:
+    def __init__(self, reply=default_reply):
+        self.reply = reply
+        self.script: deque = deque()  # queued actions, each used once before falling back to `reply`
+        self.requests: list[dict] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> "FakeOpenAI":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail(self, status: int, times: int = 1) -> None:
+        self.script.extend([("status", status)] * times)
+
+    def hang(self, seconds: float, times: int = 1) -> None:
+        self.script.extend([("hang", seconds)] * times)
+
+    def say(self, *texts: str) -> None:
+        self.script.extend(("text", t) for t in texts)
+
+    def _handler(self):
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, status: int, body: dict | str):
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/models"):
+                    return self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                fake.requests.append(body)
+                action = fake.script.popleft() if fake.script else None
+                if action and action[0] == "status":
+                    return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "server_error"}})
+                if action and action[0] == "hang":
+                    time.sleep(action[1])
+                messages = body.get("messages", [])
+                system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+                prompt = "\n".join(m["content"] for m in messages if m["role"] == "user")
+                text = action[1] if action and action[0] == "text" else fake.reply(system, prompt)
+                self._send(200, {
+                    "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "fake"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": text}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                })
+
+        return Handler

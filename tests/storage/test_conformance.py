@@ -1,0 +1,167 @@
+"""The storage contract, run on every backend: a SQLite file and PostgreSQL.
+
+Like langgraph's checkpoint conformance suite: one set of tests, parametrized over backends by
+the `database_url` fixture, so SQLite and PostgreSQL cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+from sqlmodel import SQLModel
+
+from agents.errors import AlreadyDecided, AuditBroken
+from guardians import audit
+from guardians.db import transaction, upgrade
+from guardians.decisions import decide
+from guardians.queue import item_view
+from guardians.release import list_releases, release_run
+from guardians.runs import start_run
+
+DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
+
+
+def test_migrations_build_exactly_the_model_schema_and_rerun_safely(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    upgrade(ws.engine)  # a second upgrade is a no-op
+    with ws.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={
+            "include_object": lambda obj, name, type_, reflected, compare_to:
+                not (type_ == "table" and reflected and compare_to is None)}), SQLModel.metadata)
+        assert diff == []
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+
+
+def test_the_whole_governed_cycle(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    revised = decide(ws, r.item.id, actor="zhao.lei", action="revise", note="more detail")
+    done = decide(ws, revised.item.id, actor="liu.yang", action="approve")
+    assert done.run.status == "released" and done.release is not None
+    path = ws.settings.home / done.release.location
+    assert path.read_text(encoding="utf-8") == revised.item.draft
+    with transaction(ws.engine) as s:
+        assert audit.verify(s).events > 6
+
+
+def test_reopening_the_workspace_resumes_a_paused_run(make_workspace, database_url, tmp_path):
+    first = make_workspace(database_url)
+    r = start_run(first, "drill-script", DRILL, requester="alice")
+    first.close()
+    second = make_workspace(database_url)  # a new process would do exactly this
+    done = decide(second, r.item.id, actor="zhao.lei", action="approve")
+    assert done.run.status == "released"
+
+
+def test_audit_chain_detects_an_altered_event(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    with transaction(ws.engine) as s:
+        total = audit.verify(s).events
+        victim = s.exec(text("SELECT seq FROM audit_events WHERE kind = 'decision.approved'")).scalar()
+        s.exec(text("UPDATE audit_events SET actor = 'liu.yang' WHERE seq = :seq").bindparams(seq=victim))
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
+        audit.verify(s)
+    assert e.value.seq == victim and "was altered" in e.value.message
+    assert total > victim
+
+
+def test_audit_chain_detects_a_removed_event(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        s.exec(text("DELETE FROM audit_events WHERE seq = 3"))
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
+        audit.verify(s)
+    assert e.value.seq == 3
+
+
+def test_audit_chain_detects_a_truncated_tail(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        last = s.exec(text("SELECT max(seq) FROM audit_events")).scalar()
+        s.exec(text("DELETE FROM audit_events WHERE seq = :seq").bindparams(seq=last))
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken, match="events were removed"):
+        audit.verify(s)
+
+
+def test_audit_chain_detects_a_rehashed_rewrite_of_the_middle(make_workspace, database_url):
+    """Recomputing one event's hash after changing it still breaks the link of the next event."""
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        ev = s.exec(text("SELECT seq, at, kind, run_id, item_id, data, prev_hash FROM audit_events WHERE seq = 2")).one()
+        forged = audit.event_hash(ev.seq, ev.at, ev.kind, "forger", ev.run_id, ev.item_id, ev.data, ev.prev_hash)
+        s.exec(text("UPDATE audit_events SET actor = 'forger', hash = :h WHERE seq = 2").bindparams(h=forged))
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
+        audit.verify(s)
+    assert e.value.seq == 3 and "does not link" in e.value.message
+
+
+def test_two_racing_decisions_on_one_item_cannot_both_land(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    barrier = threading.Barrier(2)
+    outcomes: list = []
+
+    def attempt(actor, action, note):
+        barrier.wait()
+        try:
+            decide(ws, r.item.id, actor=actor, action=action, note=note)
+            outcomes.append(action)
+        except AlreadyDecided:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=attempt, args=("zhao.lei", "approve", None)),
+               threading.Thread(target=attempt, args=("liu.yang", "reject", "no"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(outcomes) in (["approve", "refused"], ["refused", "reject"])
+    view = item_view(ws, r.item.id)
+    assert view["item"]["status"] in ("approved", "rejected")
+    assert len(list_releases(ws)) == (1 if "approve" in outcomes else 0)
+    with transaction(ws.engine) as s:
+        assert audit.verify(s).events > 0
+
+
+def test_concurrent_audit_writers_form_one_unbroken_chain(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    errors: list = []
+
+    def writer(n):
+        try:
+            for i in range(10):
+                with transaction(ws.engine) as s:
+                    audit.emit(s, audit.RunRetried(attempt=i), actor=f"writer-{n}")
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    with transaction(ws.engine) as s:
+        result = audit.verify(s)
+    assert result.events == 6 + 40  # six roster entries, then every write
+
+
+def test_release_happens_exactly_once_even_when_repeated(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    done = decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    again = release_run(ws, r.run.id, actor="zhao.lei")
+    assert again.release.id == done.release.id
+    assert len(list_releases(ws)) == 1
+    with transaction(ws.engine) as s:
+        kinds = [e.kind for e in audit.events(s)]
+    assert kinds.count("output.released") == 1
