@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
+from agents.errors import AuditBroken
 from guardians import audit
 from guardians.db import transaction
 from guardians.queue import audit_log, trace as load_trace
@@ -63,8 +64,13 @@ def log(ctx: typer.Context, as_json: JsonOption = False,
 @app.command()
 def verify(ctx: typer.Context, as_json: JsonOption = False):
     """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
-    with transaction(workspace(ctx).engine) as s:
-        result = audit.verify(s)
+    try:
+        with transaction(workspace(ctx).engine) as s:
+            result = audit.verify(s)
+    except AuditBroken as e:
+        if as_json:
+            print_json({"ok": False, "first_bad_event": e.seq, "error": e.message})
+        raise
     if as_json:
         return print_json({"ok": True, "events": result.events, "head": result.head})
     console.print(f"Audit chain intact: {result.events} events, head {result.head[:16]}…")

@@ -1,0 +1,203 @@
+"""The CLI contract, driven as a user would, against a temp workspace and a real HTTP model server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from guardians.cli.main import app
+
+
+@pytest.fixture
+def dew(tmp_path, scenarios_dir, fake_llm, monkeypatch):
+    """Run `dew ARGS` in-process; returns the result (exit_code, stdout, stderr)."""
+    env = {"DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir),
+           "DEW_LLM_BASE_URL": fake_llm.url, "DEW_LLM_MODEL": "fake-model", "DEW_LLM_MAX_RETRIES": "0",
+           "DEW_USER": "", "COLUMNS": "200"}
+    for k in ("DEW_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    runner = CliRunner()
+
+    def run(*args, input=None):
+        result = runner.invoke(app, [str(a) for a in args], env=env, input=input)
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    run.env = env
+    run.fake = fake_llm
+    return run
+
+
+def j(result):
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def start(dew, scenario="drill-script", requester="alice"):
+    return j(dew("run", scenario, "--example", "first", "--as", requester, "--json"))
+
+
+def test_run_prints_the_contract_fields(dew):
+    out = start(dew)
+    assert {"run_id", "item_id", "status", "guardian"} <= set(out)
+    assert out["status"] == "awaiting_decision" and out["guardian"] == "zhao.lei"
+
+
+def test_run_takes_inputs_from_flags_files_and_at_files(dew, tmp_path):
+    (tmp_path / "inputs.yaml").write_text("facility_type: mall\nhazard: fire\n", encoding="utf-8")
+    (tmp_path / "teams.txt").write_text("Security\nCleaning crew\n", encoding="utf-8")
+    out = j(dew("run", "drill-script", "--input-file", tmp_path / "inputs.yaml", "-i", "participants=@" + str(tmp_path / "teams.txt"),
+                "-i", "duration_minutes=50", "--as", "alice", "--json"))
+    shown = j(dew("show", out["item_id"], "--json"))
+    assert shown["run"]["inputs"] == {"facility_type": "mall", "hazard": "fire",
+                                      "participants": "Security\nCleaning crew\n", "duration_minutes": 50}
+    assert "- Cleaning crew" in shown["item"]["draft"]
+
+
+def test_inbox_show_approve_released_and_trace(dew):
+    out = start(dew)
+    inbox = j(dew("inbox", "--as", "zhao.lei", "--json"))
+    assert [i["item_id"] for i in inbox] == [out["item_id"]]
+    assert j(dew("inbox", "--as", "li.wei", "--json")) == []
+    human = dew("show", out["item_id"])
+    assert "Work item" in human.stdout and "fake-model" in human.stdout and "zhao.lei" in human.stdout
+    approved = dew("approve", out["item_id"], "--as", "zhao.lei", "--comment", "ok")
+    assert approved.exit_code == 0 and "released to outbox/drill-script/" in approved.stdout
+    released = j(dew("released", "--json"))
+    assert len(released) == 1 and released[0]["item_id"] == out["item_id"]
+    path = Path(dew.env["DEW_HOME"]) / released[0]["location"]
+    assert path.read_text(encoding="utf-8") == j(dew("show", out["item_id"], "--json"))["item"]["draft"]
+    trace = j(dew("audit", "trace", out["item_id"], "--json"))
+    assert [e["kind"] for e in trace["events"]] == ["run.requested", "run.drafted", "decision.approved", "output.released"]
+    assert trace["events"][2]["actor"] == "zhao.lei"
+    assert dew("audit", "verify").exit_code == 0
+    assert j(dew("runs", "--status", "released", "--json"))[0]["run_id"] == out["run_id"]
+
+
+def test_edit_revise_and_reject(dew, tmp_path):
+    a, b, c = start(dew), start(dew), start(dew)
+    draft = j(dew("show", a["item_id"], "--json"))["item"]["draft"]
+    (tmp_path / "edited.md").write_text(draft.replace("First point", "Fire in bay 3"), encoding="utf-8")
+    assert dew("edit", a["item_id"], "--as", "zhao.lei", "--file", tmp_path / "edited.md").exit_code == 0
+    assert "+1. Fire in bay 3" in j(dew("show", a["item_id"], "--json"))["decision"]["diff"]
+    revised = j(dew("revise", b["item_id"], "--as", "liu.yang", "--feedback", "more injects", "--json"))
+    assert revised["item_id"] != b["item_id"] and revised["status"] == "awaiting_decision"
+    assert any("Guardian: more injects" in m["content"] for r in dew.fake.requests for m in r["messages"])
+    assert dew("reject", c["item_id"], "--as", "zhao.lei", "--reason", "duplicate").exit_code == 0
+    statuses = {i["item_id"]: i["status"] for i in j(dew("inbox", "--all", "--json"))}
+    assert statuses == {a["item_id"]: "edited", b["item_id"]: "revised", c["item_id"]: "rejected",
+                        revised["item_id"]: "pending"}
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["approve", "{item}", "--as", "chen.jing"], 3, "only zhao.lei or liu.yang may decide on it, not 'chen.jing'"),
+    (["approve", "{item}", "--as", "alice"], 3, "'alice' is not on the guardian roster"),
+    (["approve", "{item}"], 3, "say who you are to approve: --as ID or DEW_USER"),
+    (["reject", "{item}", "--as", "zhao.lei", "--reason", " "], 1, "a rejection needs a reason"),
+    (["show", "999"], 1, "no work item 999"),
+    (["run", "nope"], 1, "no scenario 'nope'"),
+    (["run", "drill-script", "-i", "hazard"], 1, "--input takes KEY=VALUE"),
+    (["retry", "{run}"], 4, "only a failed run can be retried"),
+])
+def test_refusals_are_one_clear_line_on_stderr(dew, args, code, message):
+    out = start(dew)
+    args = [a.format(item=out["item_id"], run=out["run_id"]) for a in args]
+    result = dew(*args)
+    assert result.exit_code == code
+    assert result.stderr.strip().splitlines() == [f"Error: {result.stderr.strip()[7:]}"]
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_requester_cannot_approve_their_own_run(dew):
+    out = start(dew, requester="zhao.lei")
+    result = dew("approve", out["item_id"], "--as", "zhao.lei")
+    assert result.exit_code == 3 and "four-eyes" in result.stderr
+
+
+def test_a_second_decision_is_refused(dew):
+    out = start(dew)
+    assert dew("approve", out["item_id"], "--as", "zhao.lei").exit_code == 0
+    again = dew("reject", out["item_id"], "--as", "liu.yang", "--reason", "late")
+    assert again.exit_code == 4 and "already approved" in again.stderr
+    assert len(j(dew("released", "--json"))) == 1
+
+
+def test_a_failed_run_is_reported_and_retried(dew):
+    dew.fake.fail(500, times=1)
+    failed = dew("run", "drill-script", "--example", "first", "--as", "alice", "--json")
+    assert failed.exit_code == 1
+    assert json.loads(failed.stdout)["status"] == "failed"
+    assert "retry with: dew retry 1" in failed.stderr
+    assert j(dew("inbox", "--json")) == []
+    assert j(dew("runs", "--status", "failed", "--json"))[0]["error"].count("Error code: 500") == 1
+    again = j(dew("retry", "1", "--as", "alice", "--json"))
+    assert again["status"] == "awaiting_decision" and again["item_id"]
+
+
+def test_audit_verify_detects_tampering(dew):
+    import sqlite3
+
+    out = start(dew)
+    dew("approve", out["item_id"], "--as", "zhao.lei")
+    assert j(dew("audit", "log", "--json"))[-1]["kind"] == "output.released"
+    db = sqlite3.connect(Path(dew.env["DEW_HOME"]) / "dew.db")
+    db.execute("UPDATE audit_events SET data = replace(data, 'zhao.lei', 'liu.yang') WHERE kind = 'decision.approved'")
+    db.commit()
+    seq = db.execute("SELECT seq FROM audit_events WHERE kind = 'decision.approved'").fetchone()[0]
+    db.close()
+    result = dew("audit", "verify")
+    assert result.exit_code == 5 and f"audit event {seq} (decision.approved) was altered" in result.stderr
+    result = dew("audit", "verify", "--json")
+    assert result.exit_code == 5 and json.loads(result.stdout) == {"ok": False, "first_bad_event": seq,
+                                                                 "error": result.stderr.strip()[7:]}
+
+
+def test_scenarios_list_show_check_and_schema(dew, scenarios_dir, tmp_path):
+    ids = [s["id"] for s in j(dew("scenarios", "list", "--json"))]
+    assert {"drill-script", "enforcement-document", "investment-screener"} <= set(ids)
+    shown = j(dew("scenarios", "show", "enforcement-document", "--json"))
+    assert shown["guardian"] == "li.wei" and "approval_gate" in shown["mermaid"]
+    assert dew("scenarios", "check", scenarios_dir).exit_code == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((scenarios_dir / "drill-script.yaml").read_text(encoding="utf-8").replace("risk: medium", "risk: huge"),
+                   encoding="utf-8")
+    result = dew("scenarios", "check", bad)
+    assert result.exit_code == 1
+    assert f"Error: {bad}:" in result.stderr and ": risk: Input should be" in result.stderr
+    schema = json.loads(dew("scenarios", "schema").stdout)
+    assert "steps" in schema["properties"]
+
+
+def test_guardians_add_and_list(dew):
+    assert dew("guardians", "add", "sun.li", "--name", "孙丽", "--title", "审核员").exit_code == 0
+    people = {g["id"]: g for g in j(dew("guardians", "list", "--json"))}
+    assert people["sun.li"]["name"] == "孙丽" and "li.wei" in people
+    again = dew("guardians", "add", "sun.li", "--name", "x")
+    assert again.exit_code == 1 and "already on the roster" in again.stderr
+
+
+def test_demo_fills_every_guardians_inbox(dew):
+    result = dew("demo")
+    assert result.exit_code == 0, result.output
+    assert "Inbox of li.wei" in result.stdout and "Inbox of chen.jing" in result.stdout and "Inbox of zhao.lei" in result.stdout
+    assert "Next, try:" in result.stdout and "audit verify" in result.stdout
+    pending = j(dew("inbox", "--json"))
+    assert {i["guardian"] for i in pending} == {"li.wei", "chen.jing", "zhao.lei"}
+
+
+def test_the_installed_command_never_shows_a_traceback(tmp_path, scenarios_dir):
+    exe = shutil.which("dew", path=str(Path(sys.executable).parent)) or shutil.which("dew")
+    assert exe, "the dew console script is not installed"
+    env = {**os.environ, "DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir)}
+    result = subprocess.run([exe, "approve", "1", "--as", "li.wei"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1 and result.stderr == "Error: no work item 1\n"
+    result = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0 and "Guardians decide" in result.stdout

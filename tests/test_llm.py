@@ -1,0 +1,79 @@
+"""The LLM path over real HTTP: settings, request shape, and endpoint failures."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from agents.errors import LLMError
+from agents.llm import EnvModelProvider, invoke, settings_from_env
+from agents.spec import LLMSpec
+from guardians.runs import retry_run, start_run
+
+DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
+
+
+def test_nothing_configured_means_the_embedded_model():
+    assert settings_from_env({}) is None
+
+
+def test_dew_variables_win_over_openai_ones_and_scenario_overrides_win_over_both():
+    env = {"OPENAI_BASE_URL": "http://openai.example/v1", "OPENAI_API_KEY": "sk-o", "OPENAI_MODEL": "gpt-x",
+           "DEW_LLM_BASE_URL": "http://vllm.internal:8000/v1", "DEW_LLM_MODEL": "deepseek-v3"}
+    s = settings_from_env(env)
+    assert (s.base_url, s.model, s.api_key) == ("http://vllm.internal:8000/v1", "deepseek-v3", "sk-o")
+    s = settings_from_env(env, LLMSpec(model="deepseek-r1", max_tokens=99), LLMSpec(temperature=0.9))
+    assert (s.model, s.max_tokens, s.temperature) == ("deepseek-r1", 99, 0.9)
+    assert settings_from_env({"OPENAI_API_KEY": "sk"}).base_url is None  # OpenAI's own endpoint
+
+
+def _provider(fake, **extra):
+    return EnvModelProvider(env={"DEW_LLM_BASE_URL": fake.url, "DEW_LLM_MODEL": "deepseek-chat",
+                                 "DEW_LLM_MAX_RETRIES": "1", "DEW_LLM_TIMEOUT": "5", **extra})
+
+
+def test_requests_carry_model_and_max_tokens(fake_llm):
+    model, prov = _provider(fake_llm, DEW_LLM_MAX_TOKENS="123").get()
+    assert invoke(model, [HumanMessage("hi")], "test", prov).startswith("1. First point")
+    body = fake_llm.requests[-1]
+    assert body["model"] == "deepseek-chat" and body["max_tokens"] == 123
+    assert prov == {"model": "deepseek-chat", "endpoint": fake_llm.url, "embedded": False}
+
+
+def test_server_errors_are_retried_then_reported(fake_llm):
+    model, prov = _provider(fake_llm).get()
+    fake_llm.fail(500, times=1)
+    assert invoke(model, [HumanMessage("hi")], "test", prov)  # one retry rides out one 500
+    fake_llm.fail(503, times=5)
+    with pytest.raises(LLMError, match="failed: .*Error code: 503 - scripted 503"):
+        invoke(model, [HumanMessage("hi")], "step 'x'", prov)
+    assert len(fake_llm.requests) == 2 + 2
+
+
+def test_a_timeout_is_reported(fake_llm):
+    model, prov = _provider(fake_llm, DEW_LLM_TIMEOUT="0.5", DEW_LLM_MAX_RETRIES="0").get()
+    fake_llm.hang(3)
+    with pytest.raises(LLMError, match="Timeout"):
+        invoke(model, [HumanMessage("hi")], "test", prov)
+
+
+def test_a_refused_connection_is_reported():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    provider = EnvModelProvider(env={"DEW_LLM_BASE_URL": f"http://127.0.0.1:{port}/v1", "DEW_LLM_MAX_RETRIES": "0"})
+    model, prov = provider.get()
+    with pytest.raises(LLMError, match="Connection error"):
+        invoke(model, [HumanMessage("hi")], "test", prov)
+
+
+def test_an_outage_fails_the_run_and_retry_finishes_it_over_http(make_workspace, fake_llm):
+    ws = make_workspace(provider=_provider(fake_llm, DEW_LLM_MAX_RETRIES="0"))
+    fake_llm.fail(500, times=1)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    assert r.run.status == "failed" and "Error code: 500" in r.run.error and r.item is None
+    again = retry_run(ws, r.run.id, actor="alice")
+    assert again.item is not None and again.item.provenance[0]["endpoint"] == fake_llm.url
+    assert again.item.provenance[0]["model"] == "deepseek-chat"

@@ -1,0 +1,122 @@
+"""Scenario files: the shipped ones load; broken ones are refused naming file, line and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.errors import ScenarioInvalid
+from agents.loader import load_directory, load_file, load_text
+from tests.conftest import SCENARIOS
+
+GOOD = """\
+dew: 1
+id: memo
+name: Memo writer
+description: Writes a memo.
+version: "1"
+guardian: li.wei
+risk: low
+inputs:
+  topic:
+    type: string
+steps:
+  - id: draft
+    kind: llm
+    role: You write memos.
+    prompt: "Write a memo about {{ inputs.topic }}."
+  - id: review
+    kind: review
+    target: draft
+    role: You review memos.
+    prompt: "{{ steps.draft }}"
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ScenarioInvalid) as e:
+        load_text(text, "memo.yaml")
+    return e.value.problems
+
+
+def test_shipped_scenarios_load():
+    catalogue = load_directory(SCENARIOS)
+    assert {"enforcement-document", "investment-screener", "drill-script"} <= set(catalogue)
+    for loaded in catalogue.values():
+        assert loaded.spec.examples, f"{loaded.id} ships no sample inputs"
+        assert len(loaded.sha256) == 64
+
+
+def test_a_good_file_loads_with_derived_defaults():
+    spec = load_text(GOOD, "memo.yaml").spec
+    assert spec.draft_step == "draft" and spec.revise_step == "draft"
+    assert spec.output.format == "markdown" and spec.extension == "md"
+
+
+def test_invalid_yaml_names_the_line():
+    [p] = problems(GOOD.replace("risk: low", "risk: [low"))
+    assert p.startswith("memo.yaml:") and "invalid YAML" in p
+
+
+def test_missing_field_names_file_line_and_field():
+    [p] = problems(GOOD.replace("    role: You write memos.\n", ""))
+    assert p == "memo.yaml:12: steps[0].role: required field is missing"
+
+
+def test_unknown_field_is_a_typo_with_its_line():
+    ps = problems(GOOD.replace("    prompt: \"Write", "    promt: \"Write"))
+    assert "memo.yaml:12: steps[0].prompt: required field is missing" in ps
+    assert any(p.startswith("memo.yaml:15: steps[0].promt: unknown field") for p in ps)
+
+
+def test_wrong_value_names_the_field():
+    [p] = problems(GOOD.replace("risk: low", "risk: extreme"))
+    assert p.startswith("memo.yaml:7: risk: Input should be 'low', 'medium' or 'high'")
+
+
+def test_wrong_step_kind_is_explained():
+    [p] = problems(GOOD.replace("kind: llm", "kind: magic"))
+    assert p.startswith("memo.yaml:12: steps[0]") and "magic" in p
+
+
+def test_references_must_point_to_earlier_steps():
+    bad = GOOD.replace("    target: draft\n", "    target: later\n")
+    [p] = problems(bad)
+    assert p.startswith("memo.yaml:18: steps[1].target: target 'later' is not an earlier step")
+
+
+def test_templates_are_checked_for_syntax_and_names():
+    ps = problems(GOOD.replace("{{ inputs.topic }}", "{{ inputs.subject }} {% if %}"))
+    assert any("template error" in p for p in ps)
+    [p] = problems(GOOD.replace("{{ inputs.topic }}", "{{ inputs.subject }}"))
+    assert p == "memo.yaml:15: steps[0].prompt: refers to inputs.subject, which is not a declared input"
+    [p] = problems(GOOD.replace('prompt: "{{ steps.draft }}"', 'prompt: "{{ steps.nothing }}"'))
+    assert "refers to steps.nothing" in p
+
+
+def test_duplicate_step_ids_and_self_backup_are_refused():
+    text = GOOD.replace("  - id: review", "  - id: draft").replace("risk: low", "risk: low\nbackups: [li.wei]")
+    ps = problems(text)
+    assert any("step id 'draft' is used twice" in p for p in ps)
+    assert any("backups" in p and "is the guardian" in p for p in ps)
+
+
+def test_examples_must_supply_required_inputs():
+    ps = problems(GOOD + "examples:\n  - name: empty\n    inputs: {colour: red}\n")
+    assert ps == ["memo.yaml:23: examples[0].inputs.colour: 'colour' is not a declared input",
+                  "memo.yaml:23: examples[0].inputs: required input 'topic' is missing"]
+
+
+def test_every_problem_of_a_directory_is_reported_together(tmp_path):
+    (tmp_path / "a.yaml").write_text(GOOD.replace("risk: low", "risk: x"), encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(GOOD.replace("id: memo", "id: Bad Id"), encoding="utf-8")
+    (tmp_path / "guardians.yaml").write_text("guardians: []\n", encoding="utf-8")  # the roster is not a scenario
+    with pytest.raises(ScenarioInvalid) as e:
+        load_directory(tmp_path)
+    assert [p.split(":")[0].rsplit("/", 1)[-1] for p in e.value.problems] == ["a.yaml", "b.yaml"]
+
+
+def test_load_file_reports_a_missing_file(tmp_path):
+    from agents.errors import ScenarioNotFound
+
+    with pytest.raises(ScenarioNotFound, match="no such file"):
+        load_file(tmp_path / "nope.yaml")
