@@ -67,12 +67,14 @@ class ScenarioVersionRecorded(Event):
 
 @dataclass
 class RunRequested(Event):
+    # Inputs may hold personal data: the immutable trail keeps their hash, the runs table the
+    # values (which a future redaction can clear without breaking the chain).
     kind = "run.requested"
     scenario: str
     version: str
     scenario_sha256: str
     inputs_sha256: str
-    inputs: dict
+    input_names: list
 
 
 @dataclass
@@ -107,8 +109,7 @@ class DecisionMade(Event):
     as_backup: bool
     note: str | None = None
     draft_sha256: str | None = None
-    edited_sha256: str | None = None
-    diff: str | None = None
+    edited_sha256: str | None = None  # the edit and its diff live in the decisions table
 
     @property
     def kind(self) -> str:  # type: ignore[override]

@@ -60,7 +60,7 @@ def decide(ws, item_id: int, *, actor: str, action: str, note: str | None = None
             audit.emit(s, audit.DecisionMade(
                 action=action, guardian=item.guardian, as_backup=actor != item.guardian, note=note,
                 draft_sha256=audit.sha256_text(item.draft),
-                edited_sha256=audit.sha256_text(edited) if action == "edit" else None, diff=diff,
+                edited_sha256=audit.sha256_text(edited) if action == "edit" else None,
             ), actor=actor, run_id=run.id, item_id=item.id)
     except IntegrityError:
         _record_refusal(ws, item_id, actor, action, "already decided")

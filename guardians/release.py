@@ -71,7 +71,7 @@ def _file_name(spec, run: Run) -> str:
     context = {"run": {"id": run.id, "date": run.created_at.date().isoformat()},
                "scenario": {"id": spec.id, "name": spec.name, "version": spec.version}, "inputs": run.inputs}
     name = render(spec.release.filename, context, where=f"scenario '{spec.id}': release.filename")
-    name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")
+    name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")[:120]
     return name or f"run-{run.id}"
 
 

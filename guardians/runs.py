@@ -38,7 +38,8 @@ def start_run(ws, scenario_id: str, inputs: dict, *, requester: str) -> RunResul
         s.add(run)
         s.flush()
         audit.emit(s, audit.RunRequested(scenario=loaded.id, version=loaded.spec.version, scenario_sha256=loaded.sha256,
-                                         inputs_sha256=audit.sha256_text(audit.canonical(values)), inputs=values),
+                                         inputs_sha256=audit.sha256_text(audit.canonical(values)),
+                                         input_names=sorted(values)),
                    actor=requester, run_id=run.id)
     return drive(ws, run.id, lambda rt, sc: rt.start(sc, run.id, values))
 

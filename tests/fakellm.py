@@ -15,13 +15,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from agents.testing import default_reply
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # a client that timed out and hung up is part of the tests, not a failure
+
+
 class FakeOpenAI:
     def __init__(self, reply=default_reply):
         self.reply = reply
         self.script: deque = deque()  # queued actions, each used once before falling back to `reply`
         self.requests: list[dict] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property

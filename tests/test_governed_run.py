@@ -283,3 +283,37 @@ def test_an_agent_that_claims_approval_is_still_just_a_draft(make_workspace):
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     assert r.run.status == "awaiting_decision" and r.item.status == "pending"
     assert outbox_files(ws) == []
+
+
+def test_a_failed_release_leaves_the_run_approved_and_retry_delivers_it(ws):
+    from agents.errors import ReleaseError
+
+    r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    blocker = ws.settings.outbox / "drill-script"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the folder should be", encoding="utf-8")
+    with pytest.raises(ReleaseError, match="cannot write"):
+        decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    assert item_view(ws, r.item.id)["run"]["status"] == "approved"
+    assert list_releases(ws) == []
+    blocker.unlink()
+    done = retry_run(ws, r.run.id, actor="zhao.lei")
+    assert done.run.status == "released" and outbox_files(ws)[0].read_text(encoding="utf-8") == r.item.draft
+    with transaction(ws.engine) as s:
+        kinds = [e.kind for e in audit.events(s)]
+    assert kinds.count("output.released") == 1
+
+
+def test_release_never_overwrites_a_different_file(ws):
+    from agents.errors import ReleaseError
+
+    r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    spec = ws.scenario("drill-script").spec
+    from guardians.release import _file_name
+
+    target = ws.settings.outbox / "drill-script" / f"{_file_name(spec, r.run)}.md"
+    target.parent.mkdir(parents=True)
+    target.write_text("someone else's file", encoding="utf-8")
+    with pytest.raises(ReleaseError, match="refusing to overwrite"):
+        decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    assert target.read_text(encoding="utf-8") == "someone else's file"

@@ -30,7 +30,7 @@ def _events_table(events: list[dict], title: str) -> Table:
 
 def _details(e: dict) -> str:
     d = dict(e["data"])
-    for bulky in ("inputs", "diff", "backups"):
+    for bulky in ("backups", "models", "findings"):
         d.pop(bulky, None)
     return json.dumps(d, ensure_ascii=False, separators=(", ", "="))[1:-1].replace('"', "")
 

@@ -13,7 +13,7 @@ from guardians.queue import inbox
 from guardians.runs import start_run
 
 from .common import AsOption, console, state, workspace
-from .run_cmds import print_inbox
+from .run_cmds import inbox_rows, print_inbox
 
 DEMO_REQUESTER = "demo.requester"
 
@@ -51,21 +51,17 @@ def register(app: typer.Typer) -> None:
         console.print()
         pending = inbox(ws, None)
         for guardian in sorted({i.guardian for i in pending}):
-            rows = [{"item_id": i.id, "run_id": i.run_id, "scenario": i.scenario_id, "guardian": i.guardian,
-                     "backup_for": None, "revision": i.revision, "status": i.status, "risk": i.risk,
-                     "findings": len(i.findings), "preview": " ".join(i.draft.split())[:60]}
-                    for i in pending if i.guardian == guardian]
-            print_inbox(rows, f"Inbox of {guardian}")
+            print_inbox(inbox_rows([i for i in pending if i.guardian == guardian]), f"Inbox of {guardian}")
         if pending:
-            first = pending[-1]
+            first = pending[0]
             prefix = "dew" if _default_home(ctx) else f"dew --home {settings.home}"
             console.print("\nNext, try:")
             for line in (
                 f"{prefix} show {first.id}",
+                f"{prefix} approve {first.id} --as {requester}      # refused: not on the roster, and the requester",
                 f"{prefix} approve {first.id} --as {first.guardian} --comment 'checked against the file'",
-                f"{prefix} revise {first.id} --as {first.guardian} --feedback 'cite the evidence for each fact'",
-                f"{prefix} reject {first.id} --as {first.guardian} --reason 'wrong legal basis'",
-                f"{prefix} approve {first.id} --as {requester}      # refused: not this queue's guardian",
+                f"{prefix} revise {first.id} --as {first.guardian} --feedback 'cite the source of every figure'",
+                f"{prefix} reject {first.id} --as {first.guardian} --reason 'figures not checked'",
                 f"{prefix} released",
                 f"{prefix} audit trace {first.id}",
                 f"{prefix} audit verify",

@@ -97,11 +97,7 @@ def register(app: typer.Typer) -> None:
               all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
               as_json: JsonOption = False):
         """Work items waiting for a guardian (yours with --as; everyone's without)."""
-        items = load_inbox(workspace(ctx), actor, include_decided=all_)
-        rows = [{"item_id": i.id, "run_id": i.run_id, "scenario": i.scenario_id, "guardian": i.guardian,
-                 "backup_for": i.guardian if actor and actor != i.guardian else None, "revision": i.revision,
-                 "status": i.status, "risk": i.risk, "findings": len(i.findings), "created_at": i.created_at.isoformat(),
-                 "preview": short(i.draft, 80)} for i in items]
+        rows = inbox_rows(load_inbox(workspace(ctx), actor, include_decided=all_), actor)
         if as_json:
             return print_json(rows)
         print_inbox(rows, f"Inbox of {actor}" if actor else "All guardians' inboxes")
@@ -149,11 +145,21 @@ def register_listings(app: typer.Typer) -> None:
         console.print(table)
 
 
+def inbox_rows(items, actor: str | None = None) -> list[dict]:
+    return [{"item_id": i.id, "run_id": i.run_id, "scenario": i.scenario_id, "guardian": i.guardian,
+             "backup_for": i.guardian if actor and actor != i.guardian else None, "revision": i.revision,
+             "status": i.status, "risk": i.risk, "findings": len(i.findings), "created_at": i.created_at.isoformat(),
+             "preview": short(i.draft, 80)} for i in items]
+
+
 def print_inbox(rows: list[dict], title: str) -> None:
-    table = Table("item", "run", "scenario", "guardian", "rev", "status", "risk", "findings", "preview", title=title)
+    table = Table(title=title)
+    for name in ("item", "scenario", "guardian", "rev", "status", "risk", "findings"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("preview", overflow="ellipsis", no_wrap=True, max_width=60)
     for r in rows:
         guardian = r["guardian"] + (" (as backup)" if r["backup_for"] else "")
-        table.add_row(str(r["item_id"]), str(r["run_id"]), r["scenario"], guardian, str(r["revision"]), r["status"],
+        table.add_row(str(r["item_id"]), r["scenario"], guardian, str(r["revision"]), r["status"],
                       r["risk"], str(r["findings"]), escape(r["preview"]))
     if not rows:
         console.print(f"{title}: nothing waiting.")
