@@ -153,18 +153,21 @@ def inbox_rows(items, actor: str | None = None) -> list[dict]:
 
 
 def print_inbox(rows: list[dict], title: str) -> None:
-    table = Table(title=title)
-    for name in ("item", "scenario", "guardian", "rev", "status", "risk", "findings"):
-        table.add_column(name, no_wrap=True)
-    table.add_column("preview", overflow="ellipsis", no_wrap=True, max_width=60)
-    for r in rows:
-        guardian = r["guardian"] + (" (as backup)" if r["backup_for"] else "")
-        table.add_row(str(r["item_id"]), r["scenario"], guardian, str(r["revision"]), r["status"],
-                      r["risk"], str(r["findings"]), escape(r["preview"]))
     if not rows:
         console.print(f"{title}: nothing waiting.")
-    else:
-        console.print(table)
+        return
+    columns = ["item", "scenario", "guardian", "rev", "status", "risk", "findings"]
+    with_preview = console.width >= 110  # a preview only where it fits; `dew show` has the whole draft
+    table = Table(title=title)
+    for name in columns:
+        table.add_column(name, no_wrap=True, min_width=max(len(name), 6))
+    if with_preview:
+        table.add_column("preview", no_wrap=True, overflow="ellipsis", max_width=48)
+    for r in rows:
+        guardian = r["guardian"] + (" (backup)" if r["backup_for"] else "")
+        cells = [str(r["item_id"]), r["scenario"], guardian, str(r["revision"]), r["status"], r["risk"], str(r["findings"])]
+        table.add_row(*cells, *([escape(r["preview"])] if with_preview else []))
+    console.print(table)
 
 
 def print_item(view: dict) -> None:

@@ -36,7 +36,9 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
     rows = [_summary(s) for s in catalogue.values()]
     if as_json:
         return print_json(rows)
-    table = Table("id", "name", "version", "guardian", "risk", "steps", title=f"Scenarios in {state(ctx).settings.scenarios_dir}")
+    table = Table(title=f"Scenarios in {state(ctx).settings.scenarios_dir}")
+    for name in ("id", "name", "version", "guardian", "risk", "steps"):
+        table.add_column(name, no_wrap=name != "name")
     for r in rows:
         table.add_row(r["id"], r["name"], r["version"], r["guardian"], r["risk"], str(len(r["steps"])))
     console.print(table)
