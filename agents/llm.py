@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 from .errors import LLMError
 from .spec import LLMSpec
+
+if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most commands never call a model
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
 
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini"
 

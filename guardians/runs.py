@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from sqlmodel import select
 
 from agents.errors import DewError, InvalidState, NotFound
 from agents.inputs import validate_inputs
 from agents.loader import LoadedScenario
-from agents.runtime import Outcome, Runtime
 
 from . import audit
 from .db import lock_row, transaction
 from .models import Decision, Guardian, Release, Run, ScenarioVersion, WorkItem, utcnow
+
+if TYPE_CHECKING:
+    from agents.runtime import Outcome, Runtime
 
 
 @dataclass

@@ -10,14 +10,17 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from agents.checkpoints import open_saver
+from typing import TYPE_CHECKING
+
 from agents.errors import ScenarioNotFound
-from agents.llm import EnvModelProvider, ModelProvider
 from agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
-from agents.runtime import Runtime
 
 from .db import make_engine, normalize_url, transaction, upgrade
 from .models import ScenarioVersion
+
+if TYPE_CHECKING:
+    from agents.llm import ModelProvider
+    from agents.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,11 @@ class Workspace:
         self.settings.home.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(settings.database_url)
         upgrade(self.engine)
-        self.provider = provider or EnvModelProvider()
+        if provider is None:
+            from agents.llm import EnvModelProvider
+
+            provider = EnvModelProvider()
+        self.provider = provider
         self._catalogue: dict[str, LoadedScenario] | None = None
         self._versions: dict[str, LoadedScenario] = {}
         self._stack = ExitStack()
@@ -92,6 +99,10 @@ class Workspace:
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
+            # LangGraph is imported only by commands that drive runs.
+            from agents.checkpoints import open_saver
+            from agents.runtime import Runtime
+
             saver = self._stack.enter_context(open_saver(self.settings.database_url))
             self._runtime = Runtime(saver, self.provider)
         return self._runtime

@@ -11,9 +11,6 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from agents.errors import AuditBroken
-from guardians import audit
-from guardians.db import transaction
-from guardians.queue import audit_log, trace as load_trace
 
 from .common import DewGroup, JsonOption, console, print_json, short, workspace
 
@@ -39,6 +36,8 @@ def _details(e: dict) -> str:
 def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")],
           as_json: JsonOption = False):
     """Everything behind a work item: requester, scenario version, models, decisions, release."""
+    from guardians.queue import trace as load_trace
+
     t = load_trace(workspace(ctx), item)
     if as_json:
         return print_json(t)
@@ -55,6 +54,8 @@ def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM"
 def log(ctx: typer.Context, as_json: JsonOption = False,
         limit: Annotated[Optional[int], typer.Option("--limit", help="Only the newest N events.")] = None):
     """The whole audit trail, oldest first."""
+    from guardians.queue import audit_log
+
     events = audit_log(workspace(ctx), limit)
     if as_json:
         return print_json(events)
@@ -64,6 +65,9 @@ def log(ctx: typer.Context, as_json: JsonOption = False,
 @app.command()
 def verify(ctx: typer.Context, as_json: JsonOption = False):
     """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
+    from guardians import audit
+    from guardians.db import transaction
+
     try:
         with transaction(workspace(ctx).engine) as s:
             result = audit.verify(s)

@@ -9,10 +9,16 @@ import typer
 from typing_extensions import Annotated
 
 from agents.errors import DecisionInvalid
-from guardians.decisions import decide
-
 from .common import AsOption, JsonOption, require_identity, workspace
 from .run_cmds import report
+
+
+
+def decide(ctx, item: int, **kwargs):
+    from guardians.decisions import decide as record  # imported here: `dew --help` stays fast
+
+    return record(workspace(ctx), item, **kwargs)
+
 
 ItemArg = Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")]
 
@@ -24,7 +30,7 @@ def register(app: typer.Typer) -> None:
                 as_json: JsonOption = False):
         """Approve a draft as it stands; it is released."""
         actor = require_identity(actor, "approve")
-        report(decide(workspace(ctx), item, actor=actor, action="approve", note=comment), as_json)
+        report(decide(ctx, item, actor=actor, action="approve", note=comment), as_json)
 
     @app.command()
     def reject(ctx: typer.Context, item: ItemArg,
@@ -32,7 +38,7 @@ def register(app: typer.Typer) -> None:
                actor: AsOption = None, as_json: JsonOption = False):
         """Reject a draft; nothing is released."""
         actor = require_identity(actor, "reject")
-        report(decide(workspace(ctx), item, actor=actor, action="reject", note=reason), as_json)
+        report(decide(ctx, item, actor=actor, action="reject", note=reason), as_json)
 
     @app.command()
     def edit(ctx: typer.Context, item: ItemArg,
@@ -46,7 +52,7 @@ def register(app: typer.Typer) -> None:
             edited = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise DecisionInvalid(f"cannot read {file}: {e}") from None
-        report(decide(workspace(ctx), item, actor=actor, action="edit", note=comment, edited=edited), as_json)
+        report(decide(ctx, item, actor=actor, action="edit", note=comment, edited=edited), as_json)
 
     @app.command()
     def revise(ctx: typer.Context, item: ItemArg,
@@ -54,4 +60,4 @@ def register(app: typer.Typer) -> None:
                actor: AsOption = None, as_json: JsonOption = False):
         """Send a draft back with feedback; the agent drafts again and a new work item appears."""
         actor = require_identity(actor, "ask for a revision")
-        report(decide(workspace(ctx), item, actor=actor, action="revise", note=feedback), as_json)
+        report(decide(ctx, item, actor=actor, action="revise", note=feedback), as_json)

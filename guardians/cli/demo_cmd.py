@@ -9,8 +9,6 @@ import typer
 from rich.markup import escape
 
 from agents.llm import settings_from_env
-from guardians.queue import inbox
-from guardians.runs import start_run
 
 from .common import AsOption, console, state, workspace
 from .run_cmds import inbox_rows, print_inbox
@@ -22,6 +20,9 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(ctx: typer.Context, actor: AsOption = None):
         """Run each scenario's first sample through its agent and fill the guardians' queues."""
+        from guardians.queue import inbox
+        from guardians.runs import start_run
+
         ws = workspace(ctx)
         settings = ws.settings
         requester = actor or DEMO_REQUESTER

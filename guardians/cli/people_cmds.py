@@ -6,8 +6,6 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from guardians.roster import add_guardian, list_guardians
-
 from .common import AsOption, DewGroup, JsonOption, console, default_requester, print_json, workspace
 
 app = typer.Typer(cls=DewGroup, help="The roster of guardians.", no_args_is_help=True)
@@ -16,6 +14,8 @@ app = typer.Typer(cls=DewGroup, help="The roster of guardians.", no_args_is_help
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOption = False):
     """List the guardians on the roster."""
+    from guardians.roster import list_guardians
+
     rows = [{"id": g.id, "name": g.name, "title": g.title, "active": g.active} for g in list_guardians(workspace(ctx))]
     if as_json:
         return print_json(rows)
@@ -32,5 +32,7 @@ def add(ctx: typer.Context,
         title: Annotated[str, typer.Option("--title", help="Job title.")] = "",
         actor: AsOption = None):
     """Add a guardian to the roster."""
+    from guardians.roster import add_guardian
+
     g = add_guardian(workspace(ctx), guardian_id, name, title, actor=default_requester(actor))
     console.print(f"Added guardian {g.id} ({g.name}).")

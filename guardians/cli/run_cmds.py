@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 import yaml
@@ -14,11 +14,13 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from agents.errors import InputInvalid, RunFailed
-from guardians.queue import inbox as load_inbox
-from guardians.queue import item_view, released as load_released
-from guardians.runs import RunResult, list_runs, retry_run, start_run
 
-from .common import AsOption, JsonOption, console, default_requester, print_json, short, state, workspace
+from .common import AsOption, JsonOption, console, default_requester, print_json, short, workspace
+
+if TYPE_CHECKING:
+    from guardians.runs import RunResult
+
+# Service modules are imported inside the commands: `dew --help` should not pay for LangGraph.
 
 
 def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
@@ -80,6 +82,8 @@ def register(app: typer.Typer) -> None:
             actor: AsOption = None,
             as_json: JsonOption = False):
         """Start a run: the agent drafts, and the draft waits in its guardian's queue."""
+        from guardians.runs import start_run
+
         ws = workspace(ctx)
         values = {}
         if example:
@@ -97,6 +101,8 @@ def register(app: typer.Typer) -> None:
               all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
               as_json: JsonOption = False):
         """Work items waiting for a guardian (yours with --as; everyone's without)."""
+        from guardians.queue import inbox as load_inbox
+
         rows = inbox_rows(load_inbox(workspace(ctx), actor, include_decided=all_), actor)
         if as_json:
             return print_json(rows)
@@ -105,6 +111,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(ctx: typer.Context, item: Annotated[int, typer.Argument(help="Work item id.")], as_json: JsonOption = False):
         """Show a work item: the draft, its inputs, provenance, findings and outcome."""
+        from guardians.queue import item_view
+
         view = item_view(workspace(ctx), item)
         if as_json:
             return print_json(view)
@@ -117,6 +125,8 @@ def register_listings(app: typer.Typer) -> None:
              status: Annotated[Optional[str], typer.Option("--status", help="running, awaiting_decision, approved, released, rejected or failed.")] = None,
              as_json: JsonOption = False):
         """List runs and where each stands."""
+        from guardians.runs import list_runs
+
         rows = [{"run_id": r.id, "scenario": r.scenario_id, "status": r.status, "requester": r.requester,
                  "attempts": r.attempts, "error": r.error, "created_at": r.created_at.isoformat()}
                 for r in list_runs(workspace(ctx), status)]
@@ -131,11 +141,15 @@ def register_listings(app: typer.Typer) -> None:
     def retry(ctx: typer.Context, run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
               actor: AsOption = None, as_json: JsonOption = False):
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
+        from guardians.runs import retry_run
+
         report(retry_run(workspace(ctx), run_id, actor=default_requester(actor)), as_json)
 
     @app.command()
     def released(ctx: typer.Context, as_json: JsonOption = False):
         """List released outputs and where they went."""
+        from guardians.queue import released as load_released
+
         rows = load_released(workspace(ctx))
         if as_json:
             return print_json(rows)
