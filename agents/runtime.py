@@ -60,15 +60,17 @@ class Runtime:
     def retry(self, scenario: LoadedScenario, run_id, decision: dict[str, Any] | None = None) -> Outcome:
         """Continue a failed run from its last checkpoint.
 
-        If the run is still parked at the gate although a decision was recorded for it (the
-        process died before the resume was checkpointed), that decision is applied now.
+        If the run is still parked at the gate although a decision was recorded for the draft
+        waiting there (the process died before the resume was checkpointed), that decision is
+        applied now. A decision on any other draft is never applied to this one.
         """
         snapshot = self.graph(scenario).get_state(self._config(run_id))
         if snapshot.created_at is None:
             raise RunFailed(f"run {run_id} has no checkpoint to continue from; start it again")
         if GATE in snapshot.next and snapshot.interrupts:
-            if decision is None:
-                return self._outcome(snapshot.interrupts[0].value)
+            waiting = snapshot.interrupts[0].value
+            if decision is None or decision.get("revision") != waiting.get("revisions", 0):
+                return self._outcome(waiting)
             return self.resume(scenario, run_id, decision)
         return self._drive(scenario, run_id, None)
 

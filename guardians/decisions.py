@@ -69,7 +69,7 @@ def decide(ws, item_id: int, *, actor: str, action: str, note: str | None = None
         _record_refusal(ws, item_id, actor, action, e.message)
         raise
 
-    payload = decision_payload(decision)
+    payload = decision_payload(decision, item.revision)
     return drive(ws, run.id, lambda rt, sc: rt.resume(sc, run.id, payload), actor=actor)
 
 

@@ -69,10 +69,15 @@ def drive(ws, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome], *
     scenario = ws.stored_scenario(run.scenario_sha256)
     try:
         outcome = step(ws.runtime, scenario)
+        if outcome.status == "awaiting_decision":
+            return _queue(ws, run_id, scenario, outcome)
     except DewError as e:
         return RunResult(run=_fail(ws, run_id, e.message))
-    if outcome.status == "awaiting_decision":
-        return _queue(ws, run_id, scenario, outcome)
+    except Exception as e:  # a bug or a storage fault: the run must not stay 'running' for ever
+        return RunResult(run=_fail(ws, run_id, f"internal error: {type(e).__name__}: {e}"))
+    except BaseException:  # Ctrl-C or shutdown while drafting: record it, then let it propagate
+        _fail(ws, run_id, "interrupted while drafting")
+        raise
     from .release import RELEASABLE, release_run
 
     if (outcome.decision or {}).get("action") in RELEASABLE:
@@ -112,15 +117,22 @@ def _fail(ws, run_id: int, reason: str) -> Run:
     return run
 
 
-def retry_run(ws, run_id: int, *, actor: str) -> RunResult:
-    """Continue a failed run, or deliver an approved one whose release did not complete."""
+def retry_run(ws, run_id: int, *, actor: str, force: bool = False) -> RunResult:
+    """Continue a failed run, or deliver an approved one whose release did not complete.
+
+    A run left `running` by a process that died (killed, power loss) is retried only with
+    `force`, because a live process may still be driving it.
+    """
     with transaction(ws.engine) as s:
         run = lock_row(s, Run, run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
         if run.status == "approved":
             pass  # decided but not yet released: fall through to the graph and release
-        elif run.status != "failed":
+        elif run.status == "running" and not force:
+            raise InvalidState(f"run {run_id} is running (since {run.updated_at:%Y-%m-%d %H:%M:%S} UTC); "
+                               f"if the process driving it died, retry with --force")
+        elif run.status not in ("failed", "running"):
             raise InvalidState(f"run {run_id} is {run.status}; only a failed run can be retried")
         else:
             run.status, run.attempts, run.updated_at = "running", run.attempts + 1, utcnow()
@@ -136,13 +148,14 @@ def _unapplied_decision(session, run_id: int) -> dict | None:
     if item is None or item.status == "pending":
         return None
     decision = session.exec(select(Decision).where(Decision.item_id == item.id)).first()
-    return decision_payload(decision) if decision else None
+    return decision_payload(decision, item.revision) if decision else None
 
 
-def decision_payload(decision: Decision) -> dict:
-    """What the graph's approval gate receives. Only the action and the feedback matter to it."""
+def decision_payload(decision: Decision, revision: int) -> dict:
+    """What the graph's approval gate receives. `revision` says which draft it decides on, so a
+    retry never applies it to a later draft the guardian has not seen."""
     return {"action": decision.action, "feedback": decision.note if decision.action == "revise" else None,
-            "item_id": decision.item_id, "actor": decision.actor}
+            "item_id": decision.item_id, "actor": decision.actor, "revision": revision}
 
 
 def list_runs(ws, status: str | None = None) -> list[Run]:

@@ -151,9 +151,10 @@ def test_a_failure_during_revision_is_retried_with_the_guardians_feedback(make_w
     failed = decide(ws, r.item.id, actor="zhao.lei", action="revise", note="shorter injects")
     assert failed.run.status == "failed" and failed.item is None
     state["fail"] = False
+    before = len(provider.calls)
     again = retry_run(ws, r.run.id, actor="zhao.lei")
     assert again.item.revision == 1 and again.item.status == "pending"
-    assert any("Guardian: shorter injects" in c["prompt"] for c in provider.calls)
+    assert "Guardian: shorter injects" in provider.calls[before]["prompt"]  # the retry's own first call
 
 
 def test_inputs_are_validated_before_anything_is_recorded(ws):
@@ -317,3 +318,55 @@ def test_release_never_overwrites_a_different_file(ws):
     with pytest.raises(ReleaseError, match="refusing to overwrite"):
         decide(ws, r.item.id, actor="zhao.lei", action="approve")
     assert target.read_text(encoding="utf-8") == "someone else's file"
+
+
+def test_ctrl_c_while_drafting_leaves_the_run_failed_not_running(make_workspace):
+    state = {"interrupt": True}
+
+    def reply(system, prompt):
+        return KeyboardInterrupt() if state["interrupt"] else default_reply(system, prompt)
+
+    ws = make_workspace(provider=ScriptedModelProvider(reply=reply))
+    with pytest.raises(KeyboardInterrupt):
+        start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    from guardians.runs import list_runs
+
+    [run] = list_runs(ws)
+    assert run.status == "failed" and run.error == "interrupted while drafting"
+    state["interrupt"] = False
+    assert retry_run(ws, run.id, actor="alice").item is not None
+
+
+def test_a_run_left_running_by_a_dead_process_is_retried_only_with_force(ws, monkeypatch):
+    import guardians.decisions
+
+    r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    # The process dies right after the revise decision commits, before the graph is resumed.
+    monkeypatch.setattr(guardians.decisions, "drive", lambda *a, **k: None)
+    decide(ws, r.item.id, actor="zhao.lei", action="revise", note="use the east exit")
+    monkeypatch.undo()
+    with pytest.raises(InvalidState, match="retry with --force"):
+        retry_run(ws, r.run.id, actor="zhao.lei")
+    again = retry_run(ws, r.run.id, actor="zhao.lei", force=True)
+    assert again.item.revision == 1 and again.item.status == "pending"
+
+
+def test_retry_never_applies_a_decision_to_a_draft_the_guardian_has_not_seen(make_workspace, monkeypatch):
+    import guardians.runs
+
+    provider = ScriptedModelProvider()
+    ws = make_workspace(provider=provider)
+    r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    real_queue = guardians.runs._queue
+
+    def crash(*args, **kwargs):
+        raise SystemExit("killed after the revised draft was checkpointed, before it was queued")
+
+    monkeypatch.setattr(guardians.runs, "_queue", crash)
+    with pytest.raises(SystemExit):
+        decide(ws, r.item.id, actor="zhao.lei", action="revise", note="shorter")
+    monkeypatch.setattr(guardians.runs, "_queue", real_queue)
+    calls = len(provider.calls)
+    again = retry_run(ws, r.run.id, actor="zhao.lei")
+    assert again.item.revision == 1  # the draft already made, not a second revision of it
+    assert len(provider.calls) == calls  # nothing was drafted again

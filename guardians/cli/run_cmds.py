@@ -139,11 +139,12 @@ def register_listings(app: typer.Typer) -> None:
 
     @app.command()
     def retry(ctx: typer.Context, run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
+              force: Annotated[bool, typer.Option("--force", help="Also retry a run left 'running' by a process that died.")] = False,
               actor: AsOption = None, as_json: JsonOption = False):
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
         from guardians.runs import retry_run
 
-        report(retry_run(workspace(ctx), run_id, actor=default_requester(actor)), as_json)
+        report(retry_run(workspace(ctx), run_id, actor=default_requester(actor), force=force), as_json)
 
     @app.command()
     def released(ctx: typer.Context, as_json: JsonOption = False):
