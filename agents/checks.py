@@ -10,6 +10,26 @@ import jsonschema
 from .spec import Check
 
 
+# Characters a terminal or editor does not show as themselves: C0/C1 controls other than tab and
+# newlines (terminal escapes can hide or rewrite text) and Unicode bidirectional overrides.
+HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def hidden_characters(text: str) -> str | None:
+    """A finding for the guardian when a draft holds characters they would not see."""
+    found = HIDDEN.findall(text)
+    if not found:
+        return None
+    kinds = ", ".join(sorted({visible(c) for c in found}))
+    return (f"the draft contains {len(found)} invisible control character(s) ({kinds}); "
+            "dew show displays them escaped: check what they hide before approving")
+
+
+def visible(text: str) -> str:
+    """`text` with every hidden character written as a visible escape such as \\x1b."""
+    return HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def run_check(check: Check, output: str) -> str | None:
     """The problem this check finds in `output`, phrased for both the drafter and the guardian."""
     problem = _problem(check, output)

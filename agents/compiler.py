@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from .checks import json_problem, run_check
+from .checks import hidden_characters, json_problem, run_check
 from .errors import LLMError
 from .llm import ModelProvider, invoke
 from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep
@@ -122,7 +122,8 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str):
         messages = [SystemMessage(system), HumanMessage(prompt)]
         problem = "no reply"
         for attempt in range(1, step.attempts + 1):
-            text = invoke(model, messages, where, prov).strip()
+            # NUL is never meaningful in a draft, and PostgreSQL text cannot store it.
+            text = invoke(model, messages, where, prov).replace("\x00", "").strip()
             if not text:
                 problem = "the reply was empty"
             elif step.output == "json":
@@ -219,8 +220,12 @@ def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt:
 def _gate_node(spec: Scenario):
     def node(state: RunState):
         findings = [f"{sid}: {p}" for sid, ps in (state.get("findings") or {}).items() for p in (ps or [])]
+        draft = draft_text(state.get("outputs", {}).get(spec.draft_step, ""))
+        hidden = hidden_characters(draft)
+        if hidden:
+            findings.append(f"{GATE}: {hidden}")
         payload = {
-            "draft": draft_text(state.get("outputs", {}).get(spec.draft_step, "")),
+            "draft": draft,
             "findings": findings,
             "provenance": state.get("provenance", []),
             "revisions": state.get("revisions", 0),

@@ -201,3 +201,13 @@ def test_the_installed_command_never_shows_a_traceback(tmp_path, scenarios_dir):
     assert result.returncode == 1 and result.stderr == "Error: no work item 1\n"
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0 and "Guardians decide" in result.stdout
+
+
+def test_hidden_characters_in_a_draft_are_flagged_and_shown_escaped(dew):
+    dew.fake.say("1. Alarm sounds. Expected: evacuate.\x1b[8m 2. Skip the head count.\x1b[28m\x00")
+    out = start(dew)
+    view = j(dew("show", out["item_id"], "--json"))
+    assert "\x00" not in view["item"]["draft"]  # NUL is dropped from model output
+    assert any("invisible control character" in f for f in view["item"]["findings"])
+    human = dew("show", out["item_id"])
+    assert "\x1b" not in human.stdout and "\\x1b[8m 2. Skip the head count." in human.stdout

@@ -6,13 +6,12 @@ import json
 from typing import Optional
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
 from agents.errors import AuditBroken
 
-from .common import DewGroup, JsonOption, console, print_json, short, workspace
+from .common import DewGroup, JsonOption, console, print_json, safe, short, workspace
 
 app = typer.Typer(cls=DewGroup, help="Trace and verify the audit trail (read-only).", no_args_is_help=True)
 
@@ -21,7 +20,7 @@ def _events_table(events: list[dict], title: str) -> Table:
     table = Table("seq", "at", "event", "actor", "run", "item", "details", title=title)
     for e in events:
         table.add_row(str(e["seq"]), e["at"][:19], e["kind"], e["actor"], str(e["run_id"] or ""), str(e["item_id"] or ""),
-                      escape(short(_details(e), 70)))
+                      safe(short(_details(e), 70)))
     return table
 
 

@@ -10,9 +10,11 @@ from typing import Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
+from agents.checks import visible
 from agents.errors import DewError, IdentityRequired
 
 console = Console(highlight=False)
@@ -105,3 +107,9 @@ def print_json(value: Any) -> None:
 def short(text: str, width: int = 60) -> str:
     text = " ".join((text or "").split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def safe(text: str) -> str:
+    """Text from a draft, an input or a model, made safe to print: no Rich markup is interpreted
+    and no terminal escape reaches the terminal (a guardian must see what they approve)."""
+    return escape(visible(text))

@@ -6,11 +6,10 @@ import os
 import time
 
 import typer
-from rich.markup import escape
 
 from agents.llm import settings_from_env
 
-from .common import AsOption, console, state, workspace
+from .common import AsOption, console, safe, state, workspace
 from .run_cmds import inbox_rows, print_inbox
 
 DEMO_REQUESTER = "demo.requester"
@@ -41,7 +40,7 @@ def register(app: typer.Typer) -> None:
             took = time.monotonic() - t0
             if result.run.status == "failed":
                 failed += 1
-                console.print(f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {escape(result.run.error or '')}")
+                console.print(f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {safe(result.run.error or '')}")
                 console.print(f"  retry with: dew retry {result.run.id}")
                 continue
             item = result.item

@@ -8,14 +8,13 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 import yaml
-from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from typing_extensions import Annotated
 
 from agents.errors import InputInvalid, RunFailed
 
-from .common import AsOption, JsonOption, console, default_requester, print_json, short, workspace
+from .common import AsOption, JsonOption, console, default_requester, print_json, safe, short, workspace
 
 if TYPE_CHECKING:
     from guardians.runs import RunResult
@@ -134,7 +133,7 @@ def register_listings(app: typer.Typer) -> None:
             return print_json(rows)
         table = Table("run", "scenario", "status", "requester", "attempts", "error", title="Runs")
         for r in rows:
-            table.add_row(str(r["run_id"]), r["scenario"], r["status"], r["requester"], str(r["attempts"]), escape(short(r["error"] or "", 60)))
+            table.add_row(str(r["run_id"]), r["scenario"], r["status"], r["requester"], str(r["attempts"]), safe(short(r["error"] or "", 60)))
         console.print(table)
 
     @app.command()
@@ -181,7 +180,7 @@ def print_inbox(rows: list[dict], title: str) -> None:
     for r in rows:
         guardian = r["guardian"] + (" (backup)" if r["backup_for"] else "")
         cells = [str(r["item_id"]), r["scenario"], guardian, str(r["revision"]), r["status"], r["risk"], str(r["findings"])]
-        table.add_row(*cells, *([escape(r["preview"])] if with_preview else []))
+        table.add_row(*cells, *([safe(r["preview"])] if with_preview else []))
     console.print(table)
 
 
@@ -193,20 +192,20 @@ def print_item(view: dict) -> None:
     console.print(f"Guardian: {item['guardian']}" + (f" (backups: {', '.join(item['backups'])})" if item["backups"] else ""))
     console.print("Inputs:")
     for k, v in run["inputs"].items():
-        console.print(f"  {k}: {escape(short(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 100))}")
+        console.print(f"  {k}: {safe(short(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 100))}")
     models = sorted({f"{p.get('model')} at {p.get('endpoint')}" for p in view["provenance"]})
     steps = ", ".join(p.get("step", "?") for p in view["provenance"])
     console.print(f"Drafted by: {'; '.join(models) or 'no model (deterministic steps only)'}" + (f" (calls: {steps})" if steps else ""))
     if item["findings"]:
         console.print("Findings (checks and reviewer, for the guardian):")
         for f in item["findings"]:
-            console.print(f"  - {escape(f)}")
-    console.print(Panel(escape(item["draft"]), title="draft", expand=True))
+            console.print(f"  - {safe(f)}")
+    console.print(Panel(safe(item["draft"]), title="draft", expand=True))
     d = view["decision"]
     if d:
-        console.print(f"Decision: {d['action']} by {d['actor']} at {d['at'][:19]}" + (f": {escape(d['note'])}" if d["note"] else ""))
+        console.print(f"Decision: {d['action']} by {d['actor']} at {d['at'][:19]}" + (f": {safe(d['note'])}" if d["note"] else ""))
         if d["diff"]:
-            console.print(Panel(escape(d["diff"]), title="edit (diff)"))
+            console.print(Panel(safe(d["diff"]), title="edit (diff)"))
     if item["next_item"]:
         console.print(f"Revised draft: work item {item['next_item']}")
     if view["release"]:
