@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Iterator
 
@@ -140,10 +140,9 @@ def now_iso() -> str:
 def emit(session: Session, event: Event, *, actor: str, run_id: int | None = None, item_id: int | None = None) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction."""
     head = lock_row(session, AuditHead, 1)
-    if head is None:
-        head = AuditHead(id=1, seq=0, hash=GENESIS)
-        session.add(head)
-        session.flush()
+    if head is None:  # created by the first migration; gone means someone removed it
+        raise AuditBroken(1, "the audit trail's head record is missing: the trail was tampered with; "
+                             "nothing more is recorded until an administrator investigates")
     data = canonical(event.data())
     seq, at = head.seq + 1, now_iso()
     digest = event_hash(seq, at, event.kind, actor, run_id, item_id, data, head.hash)
@@ -173,11 +172,31 @@ def events(session: Session, *, run_ids: list[int] | None = None, batch: int = 1
 class Verification:
     events: int
     head: str
-    problems: list[str] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        """`SEQ:HASH` of the newest event: publish it elsewhere, and check it later with --anchor."""
+        return f"{self.events}:{self.head}"
 
 
-def verify(session: Session) -> Verification:
-    """Check the whole chain; raise AuditBroken naming the first event that does not check out."""
+def parse_anchor(text: str) -> tuple[int, str]:
+    seq, sep, digest = text.partition(":")
+    if not sep or not seq.isdigit() or len(digest) != 64:
+        from agents.errors import InputInvalid
+
+        raise InputInvalid(f"an anchor is SEQ:SHA256 as printed by `dew audit verify`, not '{text}'")
+    return int(seq), digest.lower()
+
+
+def verify(session: Session, anchors: list[tuple[int, str]] = ()) -> Verification:
+    """Check the whole chain; raise AuditBroken naming the first event that does not check out.
+
+    The chain alone proves that no event was changed, removed or reordered *relative to the
+    others*. Whoever can rewrite the whole database can also rebuild a consistent chain, so a
+    head published outside the database earlier (an anchor) is checked too: its event must still
+    be there with the same hash.
+    """
+    wanted = dict(anchors)
     prev, expected_seq = GENESIS, 1
     for ev in events(session):
         if ev.seq != expected_seq:
@@ -187,10 +206,22 @@ def verify(session: Session) -> Verification:
         digest = event_hash(ev.seq, ev.at, ev.kind, ev.actor, ev.run_id, ev.item_id, ev.data, ev.prev_hash)
         if digest != ev.hash:
             raise AuditBroken(ev.seq, f"audit event {ev.seq} ({ev.kind}) was altered: its content does not match its hash")
+        if ev.seq in wanted and wanted.pop(ev.seq) != ev.hash:
+            raise AuditBroken(ev.seq, f"audit event {ev.seq} is not the one anchored earlier: the trail was rewritten")
         prev, expected_seq = ev.hash, expected_seq + 1
-    head = session.get(AuditHead, 1)
     count = expected_seq - 1
-    if head is not None and (head.seq != count or head.hash != prev):
-        raise AuditBroken(count + 1 if head.seq > count else head.seq,
-                          f"the chain ends at event {count} but its recorded head is event {head.seq}: events were removed")
+    if wanted:
+        seq = min(wanted)
+        raise AuditBroken(seq, f"anchored audit event {seq} is gone: the trail ends at event {count}")
+    head = session.get(AuditHead, 1)
+    if head is None:
+        raise AuditBroken(count + 1, "the audit trail's head record is missing: the trail was tampered with")
+    if head.seq > count:
+        raise AuditBroken(count + 1, f"the chain ends at event {count} but its head records event {head.seq}: "
+                                     f"events were removed")
+    if head.seq < count:
+        raise AuditBroken(head.seq + 1, f"audit event {head.seq + 1} was added outside dew: "
+                                        f"the head records event {head.seq}")
+    if head.hash != prev:
+        raise AuditBroken(count, f"audit event {count} does not match the recorded head: the trail was altered")
     return Verification(events=count, head=prev)

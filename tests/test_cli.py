@@ -148,6 +148,9 @@ def test_audit_verify_detects_tampering(dew):
     out = start(dew)
     dew("approve", out["item_id"], "--as", "zhao.lei")
     assert j(dew("audit", "log", "--json"))[-1]["kind"] == "output.released"
+    anchor = j(dew("audit", "verify", "--json"))["anchor"]
+    assert dew("audit", "verify", "--anchor", anchor).exit_code == 0
+    assert "an anchor is SEQ:SHA256" in dew("audit", "verify", "--anchor", "junk").stderr
     db = sqlite3.connect(Path(dew.env["DEW_HOME"]) / "dew.db")
     db.execute("UPDATE audit_events SET data = replace(data, 'zhao.lei', 'liu.yang') WHERE kind = 'decision.approved'")
     db.commit()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -62,18 +62,21 @@ def log(ctx: typer.Context, as_json: JsonOption = False,
 
 
 @app.command()
-def verify(ctx: typer.Context, as_json: JsonOption = False):
+def verify(ctx: typer.Context, as_json: JsonOption = False,
+           anchor: Annotated[Optional[List[str]], typer.Option("--anchor", help="SEQ:SHA256 printed by an earlier verify and kept outside the database; it must still be in the chain. Repeatable.")] = None):
     """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
     from guardians import audit
     from guardians.db import transaction
 
+    anchors = [audit.parse_anchor(a) for a in anchor or []]
     try:
         with transaction(workspace(ctx).engine) as s:
-            result = audit.verify(s)
+            result = audit.verify(s, anchors)
     except AuditBroken as e:
         if as_json:
             print_json({"ok": False, "first_bad_event": e.seq, "error": e.message})
         raise
     if as_json:
-        return print_json({"ok": True, "events": result.events, "head": result.head})
-    console.print(f"Audit chain intact: {result.events} events, head {result.head[:16]}…")
+        return print_json({"ok": True, "events": result.events, "head": result.head, "anchor": result.anchor})
+    console.print(f"Audit chain intact: {result.events} events.")
+    console.print(f"Anchor (keep it outside this database; check it later with --anchor): {result.anchor}")

@@ -165,3 +165,46 @@ def test_release_happens_exactly_once_even_when_repeated(make_workspace, databas
     with transaction(ws.engine) as s:
         kinds = [e.kind for e in audit.events(s)]
     assert kinds.count("output.released") == 1
+
+
+def test_removing_the_tail_and_the_head_record_is_detected(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        s.exec(text("DELETE FROM audit_events WHERE seq > 5"))
+        s.exec(text("DELETE FROM audit_head"))
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken, match="head record is missing"):
+        audit.verify(s)
+    with pytest.raises(AuditBroken, match="head record is missing"):  # and nothing more is written
+        start_run(ws, "drill-script", DRILL, requester="alice")
+
+
+def test_an_event_appended_outside_dew_is_named(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        last = s.exec(text("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")).one()
+        seq, at, data = last.seq + 1, audit.now_iso(), "{}"
+        digest = audit.event_hash(seq, at, "decision.approved", "mallory", None, None, data, last.hash)
+        s.exec(text("INSERT INTO audit_events (seq, at, kind, actor, data, prev_hash, hash) "
+                    "VALUES (:seq, :at, 'decision.approved', 'mallory', :data, :prev, :h)")
+               .bindparams(seq=seq, at=at, data=data, prev=last.hash, h=digest))
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
+        audit.verify(s)
+    assert e.value.seq == seq and "added outside dew" in e.value.message
+
+
+def test_an_anchor_kept_outside_detects_a_rebuilt_trail(make_workspace, database_url):
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        anchor = audit.parse_anchor(audit.verify(s).anchor)
+    # Someone with database access wipes the trail and rebuilds a consistent, shorter one.
+    with transaction(ws.engine) as s:
+        s.exec(text("DELETE FROM audit_events"))
+        s.exec(text("UPDATE audit_head SET seq = 0, hash = :g").bindparams(g=audit.GENESIS))
+    with transaction(ws.engine) as s:
+        audit.emit(s, audit.RunRetried(attempt=1), actor="forger")
+        assert audit.verify(s).events == 1  # consistent on its own…
+    with transaction(ws.engine) as s, pytest.raises(AuditBroken, match=f"anchored audit event {anchor[0]} is gone"):
+        audit.verify(s, [anchor])  # …but not with the anchor published earlier

@@ -34,12 +34,14 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_audit_events_kind'), ['kind'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_run_id'), ['run_id'], unique=False)
 
-    op.create_table('audit_head',
+    audit_head = op.create_table('audit_head',
     sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
     sa.Column('seq', sa.Integer(), nullable=False),
     sa.Column('hash', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    # The chain's tip exists from the start, so a missing head always means tampering.
+    op.bulk_insert(audit_head, [{"id": 1, "seq": 0, "hash": "0" * 64}])
     op.create_table('guardians',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
