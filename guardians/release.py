@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from agents.errors import InvalidState, NotFound, ReleaseError
+from agents.errors import DewError, InvalidState, NotFound, ReleaseError
 from agents.templating import render
 
 from . import audit
@@ -32,6 +32,13 @@ def released_content(item: WorkItem, decision: Decision) -> str:
 
 
 def release_run(ws, run_id: int, *, actor: str):
+    """Release the approved output of a run, once. Calling it again only completes delivery.
+
+    The file is staged (written and fsynced beside the outbox) inside the transaction that
+    records the release, and moved into the outbox only after that transaction commits: a
+    consumer of the outbox never sees an output whose release is not on record. If the process
+    dies between the commit and the move, `dew retry RUN` completes the delivery.
+    """
     from .runs import RunResult
 
     with transaction(ws.engine) as s:
@@ -39,51 +46,86 @@ def release_run(ws, run_id: int, *, actor: str):
     if run is None:
         raise NotFound(f"no run {run_id}")
     scenario = ws.stored_scenario(run.scenario_sha256).spec  # read before taking the write lock
-    with transaction(ws.engine) as s:
-        run = lock_row(s, Run, run_id)
-        existing = s.exec(select(Release).where(Release.run_id == run_id)).first()
-        if existing is not None:
-            return RunResult(run=run, item=s.get(WorkItem, existing.item_id), release=existing)
-        decision = s.exec(select(Decision).where(Decision.run_id == run_id, Decision.action.in_(RELEASABLE))).first()
-        if decision is None:
-            raise InvalidState(f"run {run_id} has no approved work item; nothing can be released")
-        item = s.get(WorkItem, decision.item_id)
-        content = released_content(item, decision)
-        name = _file_name(scenario, run)
-        folder = ws.settings.outbox / scenario.id
-        path = folder / f"{name}.{scenario.extension}"
-        digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
-        location = str(path.relative_to(ws.settings.home))
-        rel = Release(run_id=run_id, item_id=item.id, destination=scenario.release.to, location=location, sha256=digest)
-        s.add(rel)
-        run.status, run.error, run.updated_at = "released", None, utcnow()
-        s.add(run)
-        audit.emit(s, audit.OutputReleased(destination=rel.destination, location=location, sha256=digest,
-                                           decision=decision.action), actor=actor, run_id=run_id, item_id=item.id)
-        s.flush()
-        # The file is written last inside the transaction: if it fails nothing is recorded; if the
-        # commit fails after it, a retry writes the same bytes to the same path.
-        _write_once(path, content, digest)
+    try:
+        with transaction(ws.engine) as s:
+            run = lock_row(s, Run, run_id)
+            decision = s.exec(select(Decision).where(Decision.run_id == run_id, Decision.action.in_(RELEASABLE))).first()
+            if decision is None:
+                raise InvalidState(f"run {run_id} has no approved work item; nothing can be released")
+            item = s.get(WorkItem, decision.item_id)
+            content = released_content(item, decision)
+            rel = s.exec(select(Release).where(Release.run_id == run_id)).first()
+            if rel is None:
+                path = ws.settings.outbox / scenario.id / f"{_file_name(scenario, run)}.{scenario.extension}"
+                digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
+                location = path.relative_to(ws.settings.home).as_posix()
+                rel = Release(run_id=run_id, item_id=item.id, destination=scenario.release.to,
+                              location=location, sha256=digest)
+                s.add(rel)
+                run.status, run.error, run.updated_at = "released", None, utcnow()
+                s.add(run)
+                audit.emit(s, audit.OutputReleased(destination=rel.destination, location=location, sha256=digest,
+                                                   decision=decision.action), actor=actor, run_id=run_id, item_id=item.id)
+                s.flush()
+                _stage(ws, rel.location, content, rel.sha256)
+        _publish(ws, rel.location, content, rel.sha256)
+    except DewError as e:
+        if isinstance(e, InvalidState):
+            raise
+        raise ReleaseError(f"run {run_id}: the approval is recorded but the release failed: {e.message}; "
+                           f"fix the cause, then run: dew retry {run_id}") from None
     return RunResult(run=run, item=item, release=rel)
+
+
+MAX_NAME_BYTES = 150  # well under the 255-byte limit of common filesystems, with room for the suffix
 
 
 def _file_name(spec, run: Run) -> str:
     context = {"run": {"id": run.id, "date": run.created_at.date().isoformat()},
                "scenario": {"id": spec.id, "name": spec.name, "version": spec.version}, "inputs": run.inputs}
     name = render(spec.release.filename, context, where=f"scenario '{spec.id}': release.filename")
-    name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")[:120]
+    name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")
+    name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(".-")
     return name or f"run-{run.id}"
 
 
-def _write_once(path: Path, content: str, digest: str) -> None:
-    data = content.encode("utf-8")
+def _staging_path(ws, location: str) -> Path:
+    return ws.settings.outbox / ".staging" / location
+
+
+def _stage(ws, location: str, content: str, digest: str) -> None:
+    final = ws.settings.home / location
+    if final.exists() and _sha256(final) != digest:
+        raise ReleaseError(f"{final} already exists with other content; refusing to overwrite a released file")
+    try:  # surface a path problem now, while the release can still be rolled back
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ReleaseError(f"cannot write {final}: {e.strerror or e}") from None
+    _write_synced(_staging_path(ws, location), content.encode("utf-8"))
+
+
+def _publish(ws, location: str, content: str, digest: str) -> None:
+    """Move the staged file into the outbox; if the stage is gone, write the recorded content."""
+    final = ws.settings.home / location
+    if final.exists():
+        if _sha256(final) != digest:
+            raise ReleaseError(f"{final} already exists with other content; refusing to overwrite a released file")
+        return
+    staged = _staging_path(ws, location)
+    try:
+        if not (staged.exists() and _sha256(staged) == digest):
+            _write_synced(staged, content.encode("utf-8"))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+        _fsync_dir(final.parent)
+    except OSError as e:
+        raise ReleaseError(f"cannot write {final}: {e.strerror or e}") from None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-                return
-            raise ReleaseError(f"{path} already exists with other content; refusing to overwrite a released file")
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:40]}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -93,8 +135,21 @@ def _write_once(path: Path, content: str, digest: str) -> None:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        _fsync_dir(path.parent)
     except OSError as e:
         raise ReleaseError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def list_releases(ws) -> list[Release]:

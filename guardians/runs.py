@@ -127,8 +127,8 @@ def retry_run(ws, run_id: int, *, actor: str, force: bool = False) -> RunResult:
         run = lock_row(s, Run, run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
-        if run.status == "approved":
-            pass  # decided but not yet released: fall through to the graph and release
+        if run.status in ("approved", "released"):
+            pass  # decided but not (fully) delivered: the graph ends and release completes delivery
         elif run.status == "running" and not force:
             raise InvalidState(f"run {run_id} is running (since {run.updated_at:%Y-%m-%d %H:%M:%S} UTC); "
                                f"if the process driving it died, retry with --force")

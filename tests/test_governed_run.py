@@ -370,3 +370,27 @@ def test_retry_never_applies_a_decision_to_a_draft_the_guardian_has_not_seen(mak
     again = retry_run(ws, r.run.id, actor="zhao.lei")
     assert again.item.revision == 1  # the draft already made, not a second revision of it
     assert len(provider.calls) == calls  # nothing was drafted again
+
+
+def test_a_crash_between_commit_and_delivery_is_completed_by_retry(ws, monkeypatch):
+    import guardians.release
+
+    r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    monkeypatch.setattr(guardians.release, "_publish", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    with pytest.raises(SystemExit):
+        decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    monkeypatch.undo()
+    assert outbox_files(ws) == [] or all(".staging" in p.parts for p in outbox_files(ws))  # nothing visible yet
+    assert item_view(ws, r.item.id)["release"] is not None  # but the release is on record
+    done = retry_run(ws, r.run.id, actor="zhao.lei")
+    delivered = [p for p in outbox_files(ws) if ".staging" not in p.parts]
+    assert done.run.status == "released" and len(delivered) == 1
+    assert delivered[0].read_text(encoding="utf-8") == r.item.draft
+
+
+def test_long_names_in_release_file_names_are_cut_to_fit(ws):
+    party = "深圳市某区" + "很长的公司名称" * 40
+    r = start_run(ws, "enforcement-document", {"transcript": "问：是否占道？答：是。", "party": party}, requester="alice")
+    done = decide(ws, r.item.id, actor="li.wei", action="approve")
+    name = (ws.settings.home / done.release.location).name
+    assert len(name.encode("utf-8")) <= 160 and name.startswith(f"{r.run.id}-处罚决定书-深圳市某区")
