@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -44,7 +45,15 @@ def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
             postgres_conninfo(url), autocommit=True, prepare_threshold=0, row_factory=dict_row
         ) as conn:
             saver = PostgresSaver(conn)
-            saver.setup()
+            # setup() migrates the saver's tables; two processes doing it at once collide. Poll for
+            # the lock rather than wait on it: setup's CREATE INDEX CONCURRENTLY waits for every
+            # running statement, including a blocked pg_advisory_lock, which would deadlock.
+            while not conn.execute("SELECT pg_try_advisory_lock(74657702) AS ok").fetchone()["ok"]:
+                time.sleep(0.05)
+            try:
+                saver.setup()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(74657702)")
             yield saver
     else:
         raise ValueError(f"unsupported database URL for checkpoints: {url}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -38,9 +40,9 @@ def make_engine(url: str) -> Engine:
             # Let SQLAlchemy, not pysqlite, say when transactions begin (see _on_begin).
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            _enable_wal(cur)
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -52,6 +54,21 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql"):
         return create_engine(url, pool_pre_ping=True)
     raise StorageError(f"unsupported database URL '{url}': use sqlite:///FILE or postgresql://...")
+
+
+def _enable_wal(cur, attempts: int = 200) -> None:
+    """Switch a new database file to WAL. The switch needs an exclusive lock and SQLite does not
+    wait for it (no busy handler), so processes opening a fresh file at once take turns here."""
+    for _ in range(attempts):
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e):
+                raise
+        time.sleep(0.05)
+    raise StorageError("could not switch the SQLite database to WAL mode: it stayed locked by another process")
 
 
 @contextmanager

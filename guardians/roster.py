@@ -13,8 +13,8 @@ from agents.loader import ROSTER_FILE
 from agents.spec import PERSON_PATTERN
 
 from .audit import GuardianAdded, emit
-from .db import transaction
-from .models import Guardian
+from .db import lock_row, transaction
+from .models import AuditHead, Guardian
 
 
 class RosterEntry(BaseModel):
@@ -49,9 +49,15 @@ def sync_roster_file(ws) -> int:
     changed = 0
     entries = read_roster(path)
     with transaction(ws.engine) as s:
+        if all(_same(s.get(Guardian, e.id), e) for e in entries):
+            return 0  # the usual case: nothing to write, no lock taken
+        # Processes opening the workspace at once must not both add the same person: the chain's
+        # head lock serializes them, and rows are read again once it is held.
+        lock_row(s, AuditHead, 1)
+        s.expire_all()
         for entry in entries:
             row = s.get(Guardian, entry.id)
-            if row is not None and (row.name, row.title) == (entry.name, entry.title):
+            if _same(row, entry):
                 continue
             changed += 1
             if row is None:
@@ -62,6 +68,10 @@ def sync_roster_file(ws) -> int:
             emit(s, GuardianAdded(guardian=entry.id, name=entry.name, title=entry.title, source="roster-file"),
                  actor="roster")
     return changed
+
+
+def _same(row: Guardian | None, entry: RosterEntry) -> bool:
+    return row is not None and (row.name, row.title) == (entry.name, entry.title)
 
 
 def add_guardian(ws, guardian_id: str, name: str, title: str = "", *, actor: str) -> Guardian:

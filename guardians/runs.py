@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from agents.errors import DewError, InvalidState, NotFound
@@ -32,10 +33,17 @@ def start_run(ws, scenario_id: str, inputs: dict, *, requester: str) -> RunResul
     with transaction(ws.engine) as s:
         _require_guardians(s, loaded)
         if s.get(ScenarioVersion, loaded.sha256) is None:
-            s.add(ScenarioVersion(sha256=loaded.sha256, scenario_id=loaded.id, version=loaded.spec.version, text=loaded.text))
-            audit.emit(s, audit.ScenarioVersionRecorded(scenario=loaded.id, version=loaded.spec.version,
-                                                        scenario_sha256=loaded.sha256, source=loaded.source),
-                       actor=requester)
+            try:
+                with s.begin_nested():  # another process may record the same new version right now
+                    s.add(ScenarioVersion(sha256=loaded.sha256, scenario_id=loaded.id,
+                                          version=loaded.spec.version, text=loaded.text))
+                    s.flush()
+            except IntegrityError:
+                pass
+            else:
+                audit.emit(s, audit.ScenarioVersionRecorded(scenario=loaded.id, version=loaded.spec.version,
+                                                            scenario_sha256=loaded.sha256, source=loaded.source),
+                           actor=requester)
         run = Run(scenario_id=loaded.id, scenario_sha256=loaded.sha256, requester=requester, inputs=values)
         s.add(run)
         s.flush()

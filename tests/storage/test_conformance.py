@@ -208,3 +208,32 @@ def test_an_anchor_kept_outside_detects_a_rebuilt_trail(make_workspace, database
         assert audit.verify(s).events == 1  # consistent on its own…
     with transaction(ws.engine) as s, pytest.raises(AuditBroken, match=f"anchored audit event {anchor[0]} is gone"):
         audit.verify(s, [anchor])  # …but not with the anchor published earlier
+
+
+def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_path, scenarios_dir, database_url):
+    """Each thread opens its own workspace (own engine, own checkpoint connection), as separate
+    processes would: migrations, checkpoint setup and a new scenario version must not collide."""
+    from agents.testing import ScriptedModelProvider
+    from guardians.workspace import Settings, Workspace
+
+    errors, results = [], []
+    barrier = threading.Barrier(4)
+
+    def worker(n):
+        try:
+            barrier.wait()
+            ws = Workspace(Settings(home=tmp_path / f"home{n}", scenarios_dir=scenarios_dir, database_url=database_url),
+                           provider=ScriptedModelProvider())
+            try:
+                results.append(start_run(ws, "drill-script", DRILL, requester=f"r{n}").run.status)
+            finally:
+                ws.close()
+        except Exception as e:  # reported below
+            errors.append(f"{type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and results == ["awaiting_decision"] * 4
