@@ -224,6 +224,10 @@ def _gate_node(spec: Scenario):
         hidden = hidden_characters(draft)
         if hidden:
             findings.append(f"{GATE}: {hidden}")
+        if spec.output.format == "json":
+            problem = json_problem(draft, spec.output.schema_)
+            if problem:
+                findings.append(f"{GATE}: the draft is not the JSON the output requires: {problem}")
         payload = {
             "draft": draft,
             "findings": findings,

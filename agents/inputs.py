@@ -26,16 +26,21 @@ def validate_inputs(spec: Scenario, given: dict[str, Any]) -> dict[str, Any]:
                 raise InputInvalid(f"scenario '{spec.id}' needs input '{name}': {decl.description or decl.type}")
             values[name] = decl.default if decl.default is not None else ("" if decl.type in ("text", "string") else None)
             continue
-        values[name] = _coerce(spec.id, name, decl.type, given[name])
+        values[name] = coerce(spec.id, name, decl.type, given[name])
     return values
 
 
-def _coerce(scenario: str, name: str, kind: str, value: Any) -> Any:
+def coerce(scenario: str, name: str, kind: str, value: Any) -> Any:
     bad = InputInvalid(f"input '{name}' of scenario '{scenario}' must be {kind}, got {value!r:.60}")
     if kind in ("text", "string"):
         if isinstance(value, (dict, list)):
             raise bad
-        return str(value)
+        value = str(value)
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputInvalid(f"input '{name}' of scenario '{scenario}' is not valid text (broken Unicode)") from None
+        return value
     if kind == "json":
         if isinstance(value, str):
             try:

@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-from .errors import LLMError
+from .errors import LLMError, LLMNotConfigured
 from .spec import LLMSpec
 
 if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most commands never call a model
@@ -52,8 +52,8 @@ def settings_from_env(env: Mapping[str, str] | None = None, *overrides: LLMSpec 
     base_url = _env(env, "DEW_LLM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_BASE")
     model = _env(env, "DEW_LLM_MODEL", "OPENAI_MODEL")
     api_key = _env(env, "DEW_LLM_API_KEY", "OPENAI_API_KEY")
-    temperature = float(_env(env, "DEW_LLM_TEMPERATURE") or 0.2)
-    max_tokens = int(_env(env, "DEW_LLM_MAX_TOKENS") or 1024)
+    temperature = _number(env, "DEW_LLM_TEMPERATURE", 0.2, float)
+    max_tokens = _number(env, "DEW_LLM_MAX_TOKENS", 1024, int)
     for o in overrides:
         if o is None:
             continue
@@ -69,9 +69,22 @@ def settings_from_env(env: Mapping[str, str] | None = None, *overrides: LLMSpec 
         api_key=api_key,
         temperature=temperature,
         max_tokens=max_tokens,
-        timeout=float(_env(env, "DEW_LLM_TIMEOUT") or 120),
-        max_retries=int(_env(env, "DEW_LLM_MAX_RETRIES") or 2),
+        timeout=_number(env, "DEW_LLM_TIMEOUT", 120.0, float),
+        max_retries=_number(env, "DEW_LLM_MAX_RETRIES", 2, int),
     )
+
+
+def _number(env: Mapping[str, str], name: str, default, kind):
+    value = _env(env, name)
+    if value is None:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        raise LLMNotConfigured(f"{name} must be a {'whole ' if kind is int else ''}number, not '{value}'") from None
+    if number < 0:
+        raise LLMNotConfigured(f"{name} cannot be negative, got {value}")
+    return number
 
 
 def chat_model(settings: LLMSettings) -> BaseChatModel:
@@ -118,8 +131,8 @@ class EnvModelProvider:
                 model=server.model_name,
                 api_key=None,
                 temperature=next((o.temperature for o in reversed(overrides) if o and o.temperature is not None), 0.2),
-                max_tokens=spec_tokens[-1] if spec_tokens else int(_env(env, "DEW_LLM_MAX_TOKENS") or 400),
-                timeout=float(_env(env, "DEW_LLM_TIMEOUT") or 300),
+                max_tokens=spec_tokens[-1] if spec_tokens else _number(env, "DEW_LLM_MAX_TOKENS", 400, int),
+                timeout=_number(env, "DEW_LLM_TIMEOUT", 300.0, float),
                 max_retries=1,
                 embedded=True,
             )

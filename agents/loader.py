@@ -13,8 +13,29 @@ from jinja2 import TemplateSyntaxError
 from pydantic import ValidationError
 
 from .errors import ScenarioInvalid, ScenarioNotFound
+from .inputs import coerce, validate_inputs
+from .errors import InputInvalid
 from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, referenced_steps
-from .templating import compile_template
+from .templating import compile_template, undeclared_names
+
+# What each kind of template may read (see docs/scenario-reference.md).
+STEP_NAMES = {"inputs", "steps", "run", "scenario"}
+REVIEW_NAMES = STEP_NAMES | {"draft"}
+FILENAME_NAMES = {"inputs", "run", "scenario"}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first given on line {seen[key]})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 ROSTER_FILE = "guardians.yaml"
 
@@ -50,7 +71,7 @@ def load_file(path: str | Path) -> LoadedScenario:
 def load_text(text: str, source: str) -> LoadedScenario:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
@@ -88,15 +109,20 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
         elif step is not None and not isinstance(step, drafting):
             problems.append((loc, f"{what} '{ref}' is a {step.kind} step; it must be an llm or template step"))
 
-    def check_template(source: str, loc: tuple):
+    def check_template(source: str, loc: tuple, allowed: set[str] = STEP_NAMES):
         try:
             compile_template(source)
         except TemplateSyntaxError as e:
             problems.append((loc, f"template error on its line {e.lineno}: {e.message}"))
             return
+        for name in sorted(undeclared_names(source) - allowed):
+            problems.append((loc, f"refers to '{name}', which a template here cannot see "
+                                  f"(it sees: {', '.join(sorted(allowed))})"))
         for ref in sorted(referenced_steps(source)):
             if ref not in seen:
                 problems.append((loc, f"refers to steps.{ref}, which is not an earlier step"))
+            elif not isinstance(seen[ref], drafting):
+                problems.append((loc, f"refers to steps.{ref}, a {seen[ref].kind} step, which has no output"))
         for name in sorted(set(re.findall(r"\binputs\.([a-z_][a-z0-9_]*)", source)) - inputs):
             problems.append((loc, f"refers to inputs.{name}, which is not a declared input"))
 
@@ -128,7 +154,7 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             earlier_drafting(step.target, loc + ("target",), "target")
             if step.send_back_to:
                 earlier_drafting(step.send_back_to, loc + ("send_back_to",), "send_back_to")
-            check_template(step.prompt, loc + ("prompt",))
+            check_template(step.prompt, loc + ("prompt",), REVIEW_NAMES)
         seen[step.id] = step
 
     if spec.output.from_step:
@@ -137,20 +163,33 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
         problems.append((("steps",), "a scenario needs at least one llm or template step to draft its output"))
     if spec.output.revise_to:
         earlier_drafting(spec.output.revise_to, ("output", "revise_to"), "output.revise_to")
+        if not isinstance(seen.get(spec.output.revise_to), (LLMStep, type(None))):
+            problems.append((("output", "revise_to"), f"'{spec.output.revise_to}' is not an llm step, so it "
+                                                      "could not act on a guardian's feedback"))
     if spec.output.format == "json" and spec.output.schema_ is None:
         problems.append((("output", "schema"), "`format: json` needs a `schema` to validate drafts and edits"))
     if spec.guardian in spec.backups:
         problems.append((("backups",), f"'{spec.guardian}' is the guardian; a backup must be someone else"))
-    try:
-        compile_template(spec.release.filename)
-    except TemplateSyntaxError as e:
-        problems.append((("release", "filename"), f"template error: {e.message}"))
+    seen = {}  # the file name sees no step outputs
+    check_template(spec.release.filename, ("release", "filename"), FILENAME_NAMES)
+    for name, inp in spec.inputs.items():
+        if inp.default is not None:
+            try:
+                coerce(spec.id, name, inp.type, inp.default)
+            except InputInvalid as e:
+                problems.append((("inputs", name, "default"), f"the default does not fit the type: {e.message}"))
     for i, example in enumerate(spec.examples):
         for name in sorted(set(example.inputs) - inputs):
             problems.append((("examples", i, "inputs", name), f"'{name}' is not a declared input"))
         for name, inp in spec.inputs.items():
             if inp.required and name not in example.inputs:
                 problems.append((("examples", i, "inputs"), f"required input '{name}' is missing"))
+        if set(example.inputs) <= inputs:
+            try:
+                validate_inputs(spec, example.inputs)
+            except InputInvalid as e:
+                if "needs input" not in e.message:  # reported above with its place
+                    problems.append((("examples", i, "inputs"), e.message))
     return problems
 
 

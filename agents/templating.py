@@ -10,7 +10,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, UndefinedError
+from jinja2 import StrictUndefined, Template, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InputInvalid
@@ -22,6 +22,11 @@ _env.filters["tojson_pretty"] = lambda v: json.dumps(v, ensure_ascii=False, inde
 @lru_cache(maxsize=512)
 def compile_template(source: str) -> Template:
     return _env.from_string(source)
+
+
+def undeclared_names(source: str) -> set[str]:
+    """Top-level names a template reads from its context (for load-time checks)."""
+    return meta.find_undeclared_variables(_env.parse(source))
 
 
 def render(source: str, context: dict[str, Any], *, where: str = "template") -> str:

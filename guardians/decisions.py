@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agents.checks import json_problem
 from agents.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
+from agents.spec import LLMStep
 
 from . import audit
 from .db import lock_row, transaction
@@ -43,6 +44,10 @@ def decide(ws, item_id: int, *, actor: str, action: str, note: str | None = None
     diff = None
     if action == "edit":
         diff = _check_edit(ws, item, run, edited)
+    if action == "revise":
+        spec = ws.stored_scenario(run.scenario_sha256).spec
+        if not isinstance(spec.step(spec.revise_step), LLMStep):
+            raise DecisionInvalid(f"scenario '{spec.id}' has no agent to act on feedback; edit or reject instead")
 
     try:
         with transaction(ws.engine) as s:

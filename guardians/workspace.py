@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import select
 
 from typing import TYPE_CHECKING
 
-from agents.errors import ScenarioNotFound
+from agents.errors import ScenarioNotFound, StorageError
 from agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
 
 from .db import make_engine, normalize_url, transaction, upgrade
@@ -53,9 +54,17 @@ class Settings:
 class Workspace:
     def __init__(self, settings: Settings, provider: ModelProvider | None = None, *, sync_roster: bool = True):
         self.settings = settings
-        self.settings.home.mkdir(parents=True, exist_ok=True)
+        try:
+            self.settings.home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageError(f"cannot create the workspace folder {settings.home}: {e.strerror or e}") from None
         self.engine = make_engine(settings.database_url)
-        upgrade(self.engine)
+        try:
+            upgrade(self.engine)
+        except DBAPIError as e:
+            self.engine.dispose()
+            reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+            raise StorageError(f"cannot open the database {settings.database_label}: {reason}") from None
         if provider is None:
             from agents.llm import EnvModelProvider
 

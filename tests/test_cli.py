@@ -214,3 +214,16 @@ def test_hidden_characters_in_a_draft_are_flagged_and_shown_escaped(dew):
     assert any("invisible control character" in f for f in view["item"]["findings"])
     human = dew("show", out["item_id"])
     assert "\x1b" not in human.stdout and "\\x1b[8m 2. Skip the head count." in human.stdout
+
+
+def test_environment_problems_are_one_line_errors(dew, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = dew("--home", blocker / "ws", "inbox")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: cannot create the workspace folder")
+    monkeypatch.setitem(dew.env, "DEW_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    result = dew("inbox")
+    assert result.exit_code == 1 and result.stderr.startswith("Error: cannot open the database postgresql+psycopg://")
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = dew("scenarios", "check", tmp_path / "missing.yaml", tmp_path / "missing-too.yaml")
+    assert result.stderr.count("no such file or folder") == 2

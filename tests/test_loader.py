@@ -120,3 +120,41 @@ def test_load_file_reports_a_missing_file(tmp_path):
 
     with pytest.raises(ScenarioNotFound, match="no such file"):
         load_file(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("change, expected", [
+    (('{{ inputs.topic }}', '{{ input.topic }}'),
+     "memo.yaml:15: steps[0].prompt: refers to 'input', which a template here cannot see"),
+    (('prompt: "{{ steps.draft }}"', 'prompt: "{{ steps.review }}"'),
+     "memo.yaml:20: steps[1].prompt: refers to steps.review, which is not an earlier step"),
+    (("    type: string\n", "    type: integer\n    required: false\n    default: sixty\n"),
+     "memo.yaml:12: inputs.topic.default: the default does not fit the type"),
+    (("risk: low\n", "risk: low\nrisk: high\n"), "memo.yaml:8: invalid YAML: duplicate key 'risk' (first given on line 7)"),
+    (("risk: low\n", "risk: low\nrelease: {filename: '{{ steps.draft }}'}\n"),
+     "memo.yaml:8: release.filename: refers to 'steps', which a template here cannot see"),
+])
+def test_mistakes_that_would_only_fail_at_run_time_are_caught_at_load(change, expected):
+    ps = problems(GOOD.replace(*change))
+    assert any(p.startswith(expected) for p in ps), ps
+
+
+def test_a_step_cannot_read_the_output_of_a_check():
+    text = GOOD + """  - id: check
+    kind: check
+    target: draft
+    checks: [{min_chars: 1}]
+  - id: final
+    kind: template
+    template: "{{ steps.check }}"
+"""
+    assert any("refers to steps.check, a check step, which has no output" in p for p in problems(text))
+
+
+def test_examples_are_type_checked_and_revise_to_must_be_an_agent():
+    text = GOOD.replace("    type: string\n", "    type: integer\n") + "examples:\n  - name: bad\n    inputs: {topic: many}\n"
+    assert any("must be integer" in p for p in problems(text))
+    text = GOOD.replace("risk: low\n", "risk: low\noutput: {revise_to: fixed}\n") + """  - id: fixed
+    kind: template
+    template: "x"
+"""
+    assert any("output.revise_to" in p for p in problems(text))

@@ -51,7 +51,7 @@ def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM"
 
 @app.command()
 def log(ctx: typer.Context, as_json: JsonOption = False,
-        limit: Annotated[Optional[int], typer.Option("--limit", help="Only the newest N events.")] = None):
+        limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the newest N events.")] = None):
     """The whole audit trail, oldest first."""
     from guardians.queue import audit_log
 

@@ -49,9 +49,15 @@ def check(paths: Annotated[List[Path], typer.Argument(help="Scenario files or fo
           as_json: JsonOption = False):
     """Validate scenario files without running them. Exits non-zero naming file, line and field."""
     files: list[Path] = []
-    for p in paths:
-        files.extend(scenario_files(p) if p.is_dir() else [p])
     results, problems = [], []
+    for p in paths:
+        if p.is_dir():
+            files.extend(scenario_files(p))
+        elif p.exists():
+            files.append(p)
+        else:
+            results.append({"file": str(p), "ok": False, "problems": [f"{p}: no such file or folder"]})
+            problems.append(f"{p}: no such file or folder")
     for f in files:
         try:
             loaded = load_file(f)
