@@ -237,3 +237,18 @@ def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_pat
     for t in threads:
         t.join(120)
     assert errors == [] and results == ["awaiting_decision"] * 4
+
+
+def test_the_database_refuses_a_second_decision_even_if_the_status_check_is_bypassed(make_workspace, database_url):
+    """The unique constraint on decisions.item_id is the backstop behind the status check."""
+    from guardians.models import Decision
+
+    ws = make_workspace(database_url)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:  # a decision row written behind dew's back; status left pending
+        s.add(Decision(item_id=r.item.id, run_id=r.run.id, action="reject", actor="zhao.lei", note="x"))
+    with pytest.raises(AlreadyDecided):
+        decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    assert list_releases(ws) == []
+    with transaction(ws.engine) as s:
+        assert [e.kind for e in audit.events(s)][-1] == "decision.refused"
