@@ -30,9 +30,15 @@ def visible(text: str) -> str:
     return HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
-def run_check(check: Check, output: str) -> str | None:
-    """The problem this check finds in `output`, phrased for both the drafter and the guardian."""
-    problem = _problem(check, output)
+def run_check(check: Check, output: str, call_tool=None) -> str | None:
+    """The problem this check finds in `output`, phrased for both the drafter and the guardian.
+
+    `call_tool(check, output)` runs a tool-backed rule and returns its list of problems."""
+    if check.tool is not None:
+        found = call_tool(check, output) if call_tool else []
+        problem = "; ".join(str(p) for p in found) if found else None
+    else:
+        problem = _problem(check, output)
     if problem and check.message:
         return f"{check.message} ({problem})"
     return problem

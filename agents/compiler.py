@@ -17,15 +17,16 @@ import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from .checks import hidden_characters, json_problem, run_check
 from .errors import LLMError
-from .llm import ModelProvider, invoke
-from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep
-from .templating import render
+from .llm import ModelProvider, call, invoke, text_of
+from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep
+from .templating import render, render_value
+from .tools import ToolContext, ToolFailed, get_tool, to_jsonable
 
 GATE = "approval_gate"
 
@@ -74,20 +75,23 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def compile_scenario(spec: Scenario, provider: ModelProvider, checkpointer=None):
+def compile_scenario(spec: Scenario, provider: ModelProvider, checkpointer=None, data_dir=None):
     graph = StateGraph(RunState)
+    tools = _Tools(spec, data_dir)
     ids = [s.id for s in spec.steps]
     following = {sid: (ids[i + 1] if i + 1 < len(ids) else GATE) for i, sid in enumerate(ids)}
 
     for step in spec.steps:
         nxt = following[step.id]
         if isinstance(step, LLMStep):
-            graph.add_node(step.id, _llm_node(spec, step, provider, nxt), destinations=(nxt,))
+            graph.add_node(step.id, _llm_node(spec, step, provider, nxt, tools), destinations=(nxt,))
         elif isinstance(step, TemplateStep):
             graph.add_node(step.id, _template_node(spec, step, nxt), destinations=(nxt,))
+        elif isinstance(step, ToolStep):
+            graph.add_node(step.id, _tool_node(spec, step, nxt, tools), destinations=(nxt,))
         elif isinstance(step, CheckStep):
             back = (step.on_fail,) if step.on_fail else ()
-            graph.add_node(step.id, _check_node(step, nxt), destinations=(nxt, *back))
+            graph.add_node(step.id, _check_node(spec, step, nxt, tools), destinations=(nxt, *back))
         elif isinstance(step, ReviewStep):
             back = step.send_back_to or step.target
             graph.add_node(step.id, _review_node(spec, step, provider, nxt, back), destinations=(nxt, back))
@@ -107,7 +111,61 @@ def _revision_block(state: RunState, step_id: str) -> str:
     return block
 
 
-def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str):
+class _Tools:
+    """Calls registered tools for one scenario, with arguments rendered from the run's state."""
+
+    def __init__(self, spec: Scenario, data_dir):
+        self.spec = spec
+        self.data_dir = data_dir
+
+    def call(self, name: str, args: dict, state: RunState, where: str, extra: dict | None = None):
+        ctx = context(self.spec, state)
+        rendered = render_value(args, ctx, where=f"{where}: args")
+        if extra:
+            rendered = {**extra, **rendered}
+        tool_ctx = ToolContext(scenario_dir=self.data_dir, run_id=state.get("run", {}).get("id"))
+        try:
+            return to_jsonable(get_tool(name).call(rendered, tool_ctx))
+        except ToolFailed as e:
+            raise ToolFailed(f"{where}: {e.message}") from None
+
+
+def _tool_node(spec: Scenario, step: ToolStep, nxt: str, tools: _Tools):
+    where = f"scenario '{spec.id}', step '{step.id}'"
+
+    def node(state: RunState):
+        result = tools.call(step.tool, step.args, state, where)
+        return Command(goto=nxt, update={"outputs": {step.id: result}, "feedback": {step.id: None}})
+
+    return node
+
+
+def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, tools: _Tools, state: RunState):
+    """One drafting turn; with tools, let the model call them (bounded) before it answers."""
+    if not step.tools:
+        return invoke(model, messages, where, prov), []
+    bound = model.bind_tools([get_tool(name).openai_schema() for name in step.tools])
+    used = []
+    for _ in range(step.max_tool_calls):
+        reply = call(bound, messages, where, prov)
+        if not reply.tool_calls:
+            return text_of(reply), used
+        messages = [*messages, reply]
+        for tc in reply.tool_calls:
+            if tc["name"] not in step.tools:
+                result = {"error": f"no tool named '{tc['name']}'; available: {', '.join(step.tools)}"}
+            else:
+                try:
+                    result = tools.call(tc["name"], {}, state, where, extra=tc.get("args") or {})
+                except ToolFailed as e:
+                    result = {"error": e.message}  # the model sees the error and may correct itself
+            used.append({"tool": tc["name"], "args": tc.get("args") or {}})
+            messages.append(ToolMessage(json.dumps(result, ensure_ascii=False), tool_call_id=tc["id"]))
+    messages = [*messages, HumanMessage("Stop calling tools now and give your answer.")]
+    return invoke(model, messages, where, prov), used
+
+
+def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, tools: _Tools):
     where = f"scenario '{spec.id}', step '{step.id}'"
 
     def node(state: RunState):
@@ -121,9 +179,12 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str):
         model, prov = provider.get(spec.llm, step.llm)
         messages = [SystemMessage(system), HumanMessage(prompt)]
         problem = "no reply"
+        tool_calls: list = []
         for attempt in range(1, step.attempts + 1):
+            text, used = _agent_turn(step, model, messages, where, prov, tools, state)
+            tool_calls += used
             # NUL is never meaningful in a draft, and PostgreSQL text cannot store it.
-            text = invoke(model, messages, where, prov).replace("\x00", "").strip()
+            text = text.replace("\x00", "").strip()
             if not text:
                 problem = "the reply was empty"
             elif step.output == "json":
@@ -139,6 +200,8 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str):
         else:
             raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
         record = {"step": step.id, "at": _now(), "attempts": attempt, **prov}
+        if tool_calls:
+            record["tool_calls"] = tool_calls
         return Command(
             goto=nxt,
             update={"outputs": {step.id: value}, "feedback": {step.id: None}, "provenance": [record]},
@@ -155,10 +218,17 @@ def _template_node(spec: Scenario, step: TemplateStep, nxt: str):
     return node
 
 
-def _check_node(step: CheckStep, nxt: str):
+def _check_node(spec: Scenario, step: CheckStep, nxt: str, tools: _Tools):
+    where = f"scenario '{spec.id}', step '{step.id}'"
+
     def node(state: RunState):
         output = draft_text(state.get("outputs", {}).get(step.target, ""))
-        problems = [p for c in step.checks if (p := run_check(c, output))]
+
+        def call_tool(check, text):
+            found = tools.call(check.tool, check.args, state, where, extra={"text": text})
+            return found if isinstance(found, list) else [found] if found else []
+
+        problems = [p for c in step.checks if (p := run_check(c, output, call_tool))]
         rounds = state.get("rounds", {}).get(step.id, 0)
         if problems and step.on_fail and rounds < step.max_rounds:
             return Command(

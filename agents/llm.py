@@ -143,12 +143,20 @@ class EnvModelProvider:
         return model, settings.provenance()
 
 
-def invoke(model: BaseChatModel, messages: list[BaseMessage], where: str, provenance: dict) -> str:
-    """Call the model once (the client itself retries transport errors) and return its text."""
+def call(model, messages: list[BaseMessage], where: str, provenance: dict):
+    """Call the model once (the client itself retries transport errors); return its message."""
     try:
-        reply = model.invoke(messages)
+        return model.invoke(messages)
     except Exception as e:  # the client raises many types: connection, timeout, HTTP status, parse
         raise LLMError(f"{where}: the model endpoint {provenance.get('endpoint')} failed: {_describe(e)}") from e
+
+
+def invoke(model: BaseChatModel, messages: list[BaseMessage], where: str, provenance: dict) -> str:
+    """Call the model once and return its text."""
+    return text_of(call(model, messages, where, provenance))
+
+
+def text_of(reply) -> str:
     content = reply.content
     if isinstance(content, list):  # content blocks
         content = "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)

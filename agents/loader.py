@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from .errors import ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
 from .errors import InputInvalid
-from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, referenced_steps
-from .templating import compile_template, undeclared_names
+from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
+from .templating import compile_template, template_strings, undeclared_names
+from .tools import registry
 
 # What each kind of template may read (see docs/scenario-reference.md).
 STEP_NAMES = {"inputs", "steps", "run", "scenario"}
@@ -99,7 +100,7 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
     """Rules that span fields: references between steps, templates, examples."""
     problems: list[tuple[tuple, str]] = []
     seen: dict[str, Any] = {}
-    drafting = (LLMStep, TemplateStep)
+    drafting = DRAFTING
     inputs = set(spec.inputs)
 
     def earlier_drafting(ref: str, loc: tuple, what: str, *, allow: set[str] = frozenset()):
@@ -126,23 +127,48 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
         for name in sorted(set(re.findall(r"\binputs\.([a-z_][a-z0-9_]*)", source)) - inputs):
             problems.append((loc, f"refers to inputs.{name}, which is not a declared input"))
 
+    tools = registry()
+
+    def check_tool(name: str, args: dict, loc: tuple, supplied: set[str] = frozenset()):
+        tool = tools.get(name)
+        if tool is None:
+            problems.append((loc + ("tool",), f"no tool named '{name}' (registered: {', '.join(sorted(tools))})"))
+            return
+        params = tool.parameters()
+        known = set(params.get("properties", {}))
+        for arg in sorted(set(args) - known):
+            problems.append((loc + ("args", arg), f"tool '{name}' takes no argument '{arg}' (it takes: {', '.join(sorted(known))})"))
+        for arg in sorted(set(params.get("required", [])) - set(args) - supplied):
+            problems.append((loc + ("args",), f"tool '{name}' needs argument '{arg}'"))
+        for j, text in enumerate(template_strings(args)):
+            check_template(text, loc + ("args",))
+
     for i, step in enumerate(spec.steps):
         loc = ("steps", i)
         if step.id in seen:
             problems.append((loc + ("id",), f"step id '{step.id}' is used twice"))
         if isinstance(step, LLMStep):
             check_template(step.prompt, loc + ("prompt",))
+            for name in step.tools:
+                if name not in tools:
+                    problems.append((loc + ("tools",), f"no tool named '{name}' (registered: {', '.join(sorted(tools))})"))
             if step.output == "json" and step.schema_ is None:
                 problems.append((loc + ("schema",), "an llm step with `output: json` needs a `schema`"))
         elif isinstance(step, TemplateStep):
             check_template(step.template, loc + ("template",))
+        elif isinstance(step, ToolStep):
+            check_tool(step.tool, step.args, loc)
         elif isinstance(step, CheckStep):
             earlier_drafting(step.target, loc + ("target",), "target")
             if step.on_fail:
                 earlier_drafting(step.on_fail, loc + ("on_fail",), "on_fail")
             for j, check in enumerate(step.checks):
-                set_fields = [k for k in ("contains", "not_contains", "min_chars", "max_chars", "matches", "json_schema")
-                              if getattr(check, k) is not None]
+                set_fields = [k for k in ("contains", "not_contains", "min_chars", "max_chars", "matches", "json_schema",
+                                          "tool") if getattr(check, k) is not None]
+                if check.tool is not None:
+                    check_tool(check.tool, check.args, loc + ("checks", j), supplied={"text"})
+                elif check.args:
+                    problems.append((loc + ("checks", j, "args"), "`args` belongs to a check with a `tool`"))
                 if len(set_fields) != 1:
                     problems.append((loc + ("checks", j), f"a check sets exactly one rule; this one sets {set_fields or 'none'}"))
                 if check.matches is not None:

@@ -35,16 +35,18 @@ def thread_id(run_id: int | str) -> str:
 
 
 class Runtime:
-    def __init__(self, checkpointer, provider: ModelProvider):
+    def __init__(self, checkpointer, provider: ModelProvider, data_dir=None):
         self.checkpointer = checkpointer
         self.provider = provider
+        self.data_dir = data_dir  # where tools find a scenario's data (corpora, tables)
         self._graphs: dict[str, Any] = {}
 
     def graph(self, scenario: LoadedScenario):
         # Keyed by content hash: a run always resumes on the exact scenario text it started with.
         graph = self._graphs.get(scenario.sha256)
         if graph is None:
-            graph = self._graphs[scenario.sha256] = compile_scenario(scenario.spec, self.provider, self.checkpointer)
+            graph = self._graphs[scenario.sha256] = compile_scenario(
+                scenario.spec, self.provider, self.checkpointer, self.data_dir)
         return graph
 
     def _config(self, run_id) -> dict:

@@ -60,6 +60,10 @@ class LLMStep(_Step):
     )
     llm: LLMSpec | None = Field(None, description="Override of the scenario's LLM settings for this step.")
     attempts: int = Field(2, ge=1, le=5, description="Tries when the reply is empty or not valid JSON.")
+    tools: list[str] = Field(
+        default_factory=list, description="Registered tools the model may call (function calling) while drafting."
+    )
+    max_tool_calls: int = Field(4, ge=1, le=20, description="Bound on tool calls in one drafting turn.")
 
 
 class TemplateStep(_Step):
@@ -67,6 +71,20 @@ class TemplateStep(_Step):
 
     kind: Literal["template"]
     template: str = Field(description="Jinja2 template over `inputs`, `steps` and `run` (`run.id`, `run.date`).")
+
+
+ARGS_DESCRIPTION = (
+    "Arguments by name. A string is a Jinja2 template; a string that is exactly one `{{ expression }}` "
+    "passes the value itself (a list, a mapping, a number), e.g. `\"{{ steps.ranking }}\"`."
+)
+
+
+class ToolStep(_Step):
+    """Call a registered tool with arguments rendered from the run; its result is this step's output."""
+
+    kind: Literal["tool"]
+    tool: str = Field(description="Name of a registered tool (see docs/tools.md).")
+    args: dict[str, Any] = Field(default_factory=dict, description=ARGS_DESCRIPTION)
 
 
 class Check(_Strict):
@@ -78,6 +96,10 @@ class Check(_Strict):
     max_chars: int | None = Field(None, ge=1, description="The output has at most this many characters.")
     matches: str | None = Field(None, description="A regular expression the output must match somewhere.")
     json_schema: dict[str, Any] | None = Field(None, description="The output parses as JSON valid against this schema.")
+    tool: str | None = Field(
+        None, description="A registered tool called with `text` (the output) and `args`; it returns the problems it finds."
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="Further arguments of `tool`. " + ARGS_DESCRIPTION)
     message: str = Field("", description="What to tell the drafter (and the guardian) when the rule fails.")
 
 
@@ -107,7 +129,7 @@ class ReviewStep(_Step):
     llm: LLMSpec | None = Field(None, description="Override of the scenario's LLM settings for this step.")
 
 
-Step = Annotated[Union[LLMStep, TemplateStep, CheckStep, ReviewStep], Field(discriminator="kind")]
+Step = Annotated[Union[LLMStep, TemplateStep, ToolStep, CheckStep, ReviewStep], Field(discriminator="kind")]
 
 
 class OutputSpec(_Strict):
@@ -170,7 +192,7 @@ class Scenario(_Strict):
     def draft_step(self) -> str:
         if self.output.from_step:
             return self.output.from_step
-        drafting = [s.id for s in self.steps if isinstance(s, (LLMStep, TemplateStep))]
+        drafting = [s.id for s in self.steps if isinstance(s, DRAFTING)]
         return drafting[-1]
 
     @property
@@ -182,6 +204,9 @@ class Scenario(_Strict):
     @property
     def extension(self) -> str:
         return {"text": "txt", "markdown": "md", "json": "json"}[self.output.format]
+
+
+DRAFTING = (LLMStep, TemplateStep, ToolStep)  # steps that produce an output
 
 
 def json_schema() -> dict:

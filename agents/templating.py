@@ -7,6 +7,7 @@ values but not reach into Python. Undefined names fail loudly rather than render
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -27,6 +28,41 @@ def compile_template(source: str) -> Template:
 def undeclared_names(source: str) -> set[str]:
     """Top-level names a template reads from its context (for load-time checks)."""
     return meta.find_undeclared_variables(_env.parse(source))
+
+
+_WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
+
+
+def render_value(value: Any, context: dict[str, Any], *, where: str) -> Any:
+    """Render tool arguments: strings as templates, except that a string holding exactly one
+    `{{ expression }}` yields the expression's value itself (a mapping, a list, a number)."""
+    if isinstance(value, str):
+        m = _WHOLE_EXPRESSION.match(value)
+        if m:
+            try:
+                result = _env.compile_expression(m.group("expr"), undefined_to_none=False)(**context)
+            except UndefinedError as e:
+                raise InputInvalid(f"{where}: {e.message}") from None
+            if hasattr(result, "_undefined_name"):  # StrictUndefined returned, not raised
+                raise InputInvalid(f"{where}: '{m.group('expr').strip()}' is undefined")
+            return result
+        return render(value, context, where=where)
+    if isinstance(value, dict):
+        return {k: render_value(v, context, where=f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_value(v, context, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def template_strings(value: Any) -> list[str]:
+    """Every string inside a YAML value (to check templates at load time)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in template_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in template_strings(v)]
+    return []
 
 
 def render(source: str, context: dict[str, Any], *, where: str = "template") -> str:

@@ -31,6 +31,9 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "dew-scripted"
 
+    def bind_tools(self, tools, **kwargs):
+        return self  # scripted replies decide themselves whether to "call" a tool
+
     def _generate(self, messages: list[BaseMessage], stop=None, run_manager=None, **kwargs) -> ChatResult:
         system = "\n".join(str(m.content) for m in messages if isinstance(m, SystemMessage))
         prompt = "\n".join(str(m.content) for m in messages if isinstance(m, HumanMessage))
@@ -38,7 +41,8 @@ class ScriptedChatModel(BaseChatModel):
         text = self.reply(system, prompt)
         if isinstance(text, BaseException):
             raise text
-        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+        message = text if isinstance(text, AIMessage) else AIMessage(content=text)
+        return ChatResult(generations=[ChatGeneration(message=message)])
 
 
 @dataclass

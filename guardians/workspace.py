@@ -113,7 +113,7 @@ class Workspace:
             from agents.runtime import Runtime
 
             saver = self._stack.enter_context(open_saver(self.settings.database_url))
-            self._runtime = Runtime(saver, self.provider)
+            self._runtime = Runtime(saver, self.provider, data_dir=self.settings.scenarios_dir)
         return self._runtime
 
     def close(self) -> None:

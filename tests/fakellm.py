@@ -51,6 +51,9 @@ class FakeOpenAI:
     def say(self, *texts: str) -> None:
         self.script.extend(("text", t) for t in texts)
 
+    def call_tool(self, name: str, **args) -> None:
+        self.script.append(("tool", name, args))
+
     def _handler(self):
         fake = self
 
@@ -83,6 +86,15 @@ class FakeOpenAI:
                 messages = body.get("messages", [])
                 system = "\n".join(m["content"] for m in messages if m["role"] == "system")
                 prompt = "\n".join(m["content"] for m in messages if m["role"] == "user")
+                if action and action[0] == "tool":
+                    message = {"role": "assistant", "content": None, "tool_calls": [{
+                        "id": f"call_{len(fake.requests)}", "type": "function",
+                        "function": {"name": action[1], "arguments": json.dumps(action[2])}}]}
+                    return self._send(200, {
+                        "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": int(time.time()),
+                        "model": body.get("model", "fake"),
+                        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
                 text = action[1] if action and action[0] == "text" else fake.reply(system, prompt)
                 self._send(200, {
                     "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": int(time.time()),

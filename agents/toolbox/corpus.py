@@ -1,0 +1,103 @@
+"""Search a local folder of documents (Markdown or text) shipped with a scenario.
+
+Deterministic BM25 over words (Latin script) and character bigrams (Chinese), so the same
+question always finds the same passages, and every answer can cite where it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from ..tools import ToolContext, tool
+
+_CJK = re.compile(r"[\u3400-\u9fff]+")
+_WORD = re.compile(r"[A-Za-z0-9]+(?:[.'-][A-Za-z0-9]+)*")
+STOP = {"the", "a", "an", "of", "to", "and", "or", "in", "on", "for", "is", "are", "be", "we", "our", "can",
+        "what", "how", "which", "do", "does", "i", "my", "it", "with", "at", "by", "as", "from"}
+CJK_STOP = {"我们", "什么", "怎么", "如何", "可以", "是否", "哪些", "公司", "企业", "请问"}
+
+
+def tokens(text: str) -> list[str]:
+    out = [w.lower() for w in _WORD.findall(text) if w.lower() not in STOP]
+    for run in _CJK.findall(text):
+        if len(run) == 1:
+            out.append(run)
+        out.extend(b for b in (run[i:i + 2] for i in range(len(run) - 1)) if b not in CJK_STOP)
+    return out
+
+
+def _passages(path: Path) -> list[dict[str, Any]]:
+    """Split a document into passages at headings and blank lines, keeping the nearest heading."""
+    text = path.read_text(encoding="utf-8")
+    title = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.strip()), path.stem)
+    out, heading, buf = [], title, []
+
+    def flush():
+        body = " ".join(" ".join(buf).split())
+        if body:
+            out.append({"source": path.name, "title": title, "section": heading, "passage": body})
+        buf.clear()
+
+    for line in text.splitlines():
+        if line.startswith("#"):
+            flush()
+            heading = line.lstrip("# ").strip()
+        elif not line.strip():
+            flush()
+        else:
+            buf.append(line.strip())
+    flush()
+    return out
+
+
+@lru_cache(maxsize=16)
+def _index(folder: str, stamp: tuple) -> tuple[list[dict], list[Counter], Counter, float]:
+    passages = []
+    for path in sorted(Path(folder).glob("*")):
+        if path.suffix in (".md", ".txt"):
+            passages.extend(_passages(path))
+    counts = [Counter(tokens(p["section"] + " " + p["passage"])) for p in passages]
+    df = Counter(t for c in counts for t in c)
+    avg = sum(sum(c.values()) for c in counts) / max(len(counts), 1)
+    return passages, counts, df, avg
+
+
+def _folder(corpus: str, context: ToolContext) -> Path:
+    base = context.scenario_dir or Path.cwd()
+    folder = (base / corpus).resolve()
+    if not folder.is_dir():
+        raise ValueError(f"corpus folder '{corpus}' not found next to the scenario ({folder})")
+    return folder
+
+
+@tool()
+def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.0,
+                  context: ToolContext = None) -> list[dict[str, Any]]:
+    """Find the passages of a local document folder that best match a question, with their source.
+
+    Returns at most `top_k` passages scoring at least `min_score`; an empty list means nothing in
+    the corpus answers the question.
+    """
+    folder = _folder(corpus, context or ToolContext())
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")))
+    passages, counts, df, avg = _index(str(folder), stamp)
+    n = len(passages)
+    q = Counter(tokens(query))
+    scored = []
+    for passage, tf in zip(passages, counts):
+        length = sum(tf.values())
+        score = 0.0
+        for term in q:
+            if term not in tf:
+                continue
+            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
+            score += idf * tf[term] * 2.2 / (tf[term] + 1.2 * (0.25 + 0.75 * length / max(avg, 1)))
+        if score >= min_score:
+            scored.append({**passage, "score": round(score, 3)})
+    scored.sort(key=lambda p: (-p["score"], p["source"], p["passage"]))
+    return scored[:top_k]
