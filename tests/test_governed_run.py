@@ -165,7 +165,7 @@ def test_inputs_are_validated_before_anything_is_recorded(ws):
     with pytest.raises(InputInvalid, match="no input named 'colour'"):
         start_run(ws, "drill-script", {**DRILL_INPUTS, "colour": "red"}, requester="alice")
     with transaction(ws.engine) as s:
-        assert [e.kind for e in audit.events(s)] == ["guardian.added"] * 6
+        assert {e.kind for e in audit.events(s)} == {"guardian.added"}  # the roster, nothing else
 
 
 def test_trace_names_requester_scenario_version_model_decider_and_release(ws):

@@ -49,6 +49,8 @@ def _passages(path: Path) -> list[dict[str, Any]]:
             heading = line.lstrip("# ").strip()
         elif not line.strip():
             flush()
+        elif line.lstrip().startswith(">"):
+            continue  # a block quote is an editor's note about the document, not its content
         else:
             buf.append(line.strip())
     flush()
@@ -76,12 +78,13 @@ def _folder(corpus: str, context: ToolContext) -> Path:
 
 
 @tool()
-def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.0,
+def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.0, min_terms: int = 2,
                   context: ToolContext = None) -> list[dict[str, Any]]:
     """Find the passages of a local document folder that best match a question, with their source.
 
-    Returns at most `top_k` passages scoring at least `min_score`; an empty list means nothing in
-    the corpus answers the question.
+    Returns at most `top_k` passages that share at least `min_terms` distinct terms with the
+    question and score at least `min_score`; an empty list means nothing in the corpus answers it
+    (one shared word such as "时间" is not an answer).
     """
     folder = _folder(corpus, context or ToolContext())
     stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")))
@@ -91,6 +94,8 @@ def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.
     scored = []
     for passage, tf in zip(passages, counts):
         length = sum(tf.values())
+        if sum(1 for term in q if term in tf) < min_terms:
+            continue
         score = 0.0
         for term in q:
             if term not in tf:
@@ -101,3 +106,23 @@ def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.
             scored.append({**passage, "score": round(score, 3)})
     scored.sort(key=lambda p: (-p["score"], p["source"], p["passage"]))
     return scored[:top_k]
+
+
+NOT_FOUND = ("未找到", "not found")
+
+
+@tool()
+def check_citations(text: str, passages: list[dict[str, Any]]) -> list[str]:
+    """Problems with how an answer cites the numbered passages it was given: every citation [n]
+    must name a passage, an answer must cite at least one, and with no passages it must say that
+    nothing was found (未找到 / not found) instead of answering."""
+    cited = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)})
+    says_not_found = any(p in text.lower() for p in NOT_FOUND)
+    if not passages:
+        if says_not_found and not cited:
+            return []
+        return ["no passage answers the question: the answer must say 未找到 (not found) and cite nothing"]
+    problems = [f"[{n}] cites no passage (there are {len(passages)})" for n in cited if not 1 <= n <= len(passages)]
+    if not cited and not says_not_found:
+        problems.append("the answer cites no passage: support each statement with a citation such as [1]")
+    return problems

@@ -57,7 +57,7 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
     total = sum(abs(w) for w in weights.values()) or 1.0
     candidates, excluded = [], []
     for row in rows:
-        reasons = [f"{c} {row[c]} > {limit}" for c, limit in (exclude_if_above or {}).items()
+        reasons = [f"{c} {row[c]} > {limit:g}" for c, limit in (exclude_if_above or {}).items()
                    if isinstance(row[c], (int, float)) and row[c] > limit]
         if reasons:
             excluded.append({"name": row[name_column], "reasons": reasons})
