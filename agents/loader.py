@@ -16,13 +16,14 @@ from .errors import ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
 from .errors import InputInvalid
 from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
-from .templating import compile_template, template_strings, undeclared_names
+from .templating import compile_expression, compile_template, template_strings, undeclared_names
 from .tools import registry
 
 # What each kind of template may read (see docs/scenario-reference.md).
 STEP_NAMES = {"inputs", "steps", "run", "scenario"}
 REVIEW_NAMES = STEP_NAMES | {"draft"}
 FILENAME_NAMES = {"inputs", "run", "scenario"}
+HANDOFF_NAMES = {"output", "output_json", "inputs", "run", "scenario"}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -196,8 +197,21 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
         problems.append((("output", "schema"), "`format: json` needs a `schema` to validate drafts and edits"))
     if spec.guardian in spec.backups:
         problems.append((("backups",), f"'{spec.guardian}' is the guardian; a backup must be someone else"))
-    seen = {}  # the file name sees no step outputs
+    seen = {}  # the file name and the hand-off see no step outputs
     check_template(spec.release.filename, ("release", "filename"), FILENAME_NAMES)
+    h = spec.release.handoff
+    if h is not None:
+        if h.scenario == spec.id:
+            problems.append((("release", "handoff", "scenario"), "a scenario cannot hand off to itself"))
+        if h.when:
+            try:
+                compile_expression(h.when)
+            except TemplateSyntaxError as e:
+                problems.append((("release", "handoff", "when"), f"expression error: {e.message}"))
+            else:
+                check_template("{{ " + h.when + " }}", ("release", "handoff", "when"), HANDOFF_NAMES)
+        for name, text in h.inputs.items():
+            check_template(text, ("release", "handoff", "inputs", name), HANDOFF_NAMES)
     for name, inp in spec.inputs.items():
         if inp.default is not None:
             try:
@@ -240,9 +254,27 @@ def load_directory(directory: str | Path) -> dict[str, LoadedScenario]:
             problems.append(f"{path}:1: id: '{loaded.id}' is also the id of {found[loaded.id].source}")
             continue
         found[loaded.id] = loaded
+    for loaded in found.values():
+        problems.extend(_handoff_problems(loaded, found))
     if problems:
         raise ScenarioInvalid(str(directory), problems)
     return found
+
+
+def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenario]) -> list[str]:
+    """A hand-off must name a scenario of the same catalogue and give it the inputs it needs."""
+    h = loaded.spec.release.handoff
+    if h is None:
+        return []
+    where = f"{loaded.source}:{_line_for(_line_index(yaml.compose(loaded.text, Loader=yaml.SafeLoader)), ('release', 'handoff'))}"
+    target = catalogue.get(h.scenario)
+    if target is None:
+        return [f"{where}: release.handoff.scenario: no scenario '{h.scenario}' in this folder"]
+    out = [f"{where}: release.handoff.inputs.{n}: scenario '{h.scenario}' has no input '{n}'"
+           for n in sorted(set(h.inputs) - set(target.spec.inputs))]
+    out += [f"{where}: release.handoff.inputs: scenario '{h.scenario}' needs input '{n}'"
+            for n, decl in target.spec.inputs.items() if decl.required and n not in h.inputs]
+    return out
 
 
 def shipped_directory() -> Path:

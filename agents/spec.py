@@ -141,13 +141,27 @@ class OutputSpec(_Strict):
     revise_to: str | None = Field(None, description="Step that drafts again when the guardian asks for revision; defaults to the first LLM step.")
 
 
+class HandoffSpec(_Strict):
+    """After release, start a run of another scenario with the approved output: one audited chain."""
+
+    scenario: str = Field(pattern=ID_PATTERN, description="Id of the scenario that takes over.")
+    when: str | None = Field(
+        None, description="Jinja2 expression; hand off only when it is true, e.g. `output_json.category == '市容执法'`."
+    )
+    inputs: dict[str, str] = Field(
+        description="The next scenario's inputs, as Jinja2 templates over `output` (the released text), "
+        "`output_json` (for JSON outputs), `inputs`, `run` and `scenario`."
+    )
+
+
 class ReleaseSpec(_Strict):
-    """Where an approved output goes. Version 1 knows the workspace outbox."""
+    """Where an approved output goes. Version 1 knows the workspace outbox, and may hand off."""
 
     to: Literal["outbox"] = Field("outbox", description="`outbox` writes `<workspace>/outbox/<scenario>/<file>`.")
     filename: str = Field(
         "{{ run.id }}-{{ scenario.id }}", description="Jinja2 template of the file name, without extension."
     )
+    handoff: HandoffSpec | None = Field(None, description="A scenario to start with the released output.")
 
 
 class Example(_Strict):

@@ -25,6 +25,10 @@ def compile_template(source: str) -> Template:
     return _env.from_string(source)
 
 
+def compile_expression(source: str):
+    return _env.compile_expression(source, undefined_to_none=False)
+
+
 def undeclared_names(source: str) -> set[str]:
     """Top-level names a template reads from its context (for load-time checks)."""
     return meta.find_undeclared_variables(_env.parse(source))
@@ -52,6 +56,17 @@ def render_value(value: Any, context: dict[str, Any], *, where: str) -> Any:
     if isinstance(value, list):
         return [render_value(v, context, where=f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def evaluate(expression: str, context: dict[str, Any], *, where: str) -> Any:
+    """The value of a Jinja2 expression (a hand-off's `when`)."""
+    try:
+        result = _env.compile_expression(expression, undefined_to_none=False)(**context)
+    except UndefinedError as e:
+        raise InputInvalid(f"{where}: {e.message}") from None
+    if hasattr(result, "_undefined_name"):
+        raise InputInvalid(f"{where}: '{expression}' is undefined")
+    return result
 
 
 def template_strings(value: Any) -> list[str]:

@@ -13,6 +13,7 @@ same way:
 from __future__ import annotations
 
 import inspect
+import typing
 import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -24,7 +25,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 from .errors import RunFailed
 
 ENTRY_POINT_GROUP = "dew.tools"
-BUILTIN_MODULES = ("agents.toolbox.tables", "agents.toolbox.corpus", "agents.toolbox.documents")
+BUILTIN_MODULES = ("agents.toolbox.tables", "agents.toolbox.corpus", "agents.toolbox.documents",
+                   "agents.toolbox.classify")
 
 
 class ToolFailed(RunFailed):
@@ -85,11 +87,12 @@ def tool(name: str | None = None, *, description: str | None = None):
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         tool_name = name or func.__name__
         sig = inspect.signature(func)
+        hints = typing.get_type_hints(func)  # resolves string annotations (from __future__ import annotations)
         fields = {}
         for pname, param in sig.parameters.items():
             if pname == "context":
                 continue
-            annotation = param.annotation if param.annotation is not inspect.Parameter.empty else Any
+            annotation = hints.get(pname, Any)
             default = param.default if param.default is not inspect.Parameter.empty else ...
             fields[pname] = (annotation, default)
         model = create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)

@@ -75,6 +75,21 @@ class RunRequested(Event):
     scenario_sha256: str
     inputs_sha256: str
     input_names: list
+    parent_run: int | None = None  # set when another scenario's release handed off to this run
+
+
+@dataclass
+class HandedOff(Event):
+    kind = "run.handed_off"
+    to_scenario: str
+    to_run: int
+
+
+@dataclass
+class HandoffFailed(Event):
+    kind = "run.handoff_failed"
+    to_scenario: str
+    reason: str
 
 
 @dataclass

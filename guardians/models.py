@@ -42,6 +42,8 @@ class Run(SQLModel, table=True):
     scenario_sha256: str = Field(foreign_key="scenario_versions.sha256")
     requester: str
     inputs: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    # Set when another scenario's release handed off to this run: the chain auditors follow.
+    parent_run_id: Optional[int] = Field(default=None, foreign_key="runs.id", index=True)
     # running → awaiting_decision → (approved → released | rejected) ; any live state → failed → retry
     status: str = Field(index=True, default="running")
     error: Optional[str] = Field(default=None, sa_column=Column(Text))

@@ -44,6 +44,7 @@ def item_view(ws, item_id: int) -> dict[str, Any]:
                  "decided_at": item.decided_at.isoformat() if item.decided_at else None,
                  "draft": item.draft, "findings": item.findings, "next_item": later},
         "run": {"id": run.id, "status": run.status, "requester": run.requester, "inputs": run.inputs,
+                "parent_run": run.parent_run_id,
                 "scenario": run.scenario_id, "scenario_version": version.version if version else None,
                 "scenario_sha256": run.scenario_sha256, "error": run.error},
         "provenance": item.provenance,
@@ -56,9 +57,21 @@ def trace(ws, item_id: int) -> dict[str, Any]:
     """Everything that happened to the run behind a work item, in order, from the audit trail."""
     view = item_view(ws, item_id)
     with transaction(ws.engine) as s:
-        run_id = view["run"]["id"]
-        events = [event_dict(e) for e in audit.events(s, run_ids=[run_id])]
-    return {**view, "events": events}
+        chain = chain_of(s, view["run"]["id"])
+        events = [event_dict(e) for e in audit.events(s, run_ids=chain)]
+    return {**view, "chain": chain, "events": events}
+
+
+def chain_of(session, run_id: int) -> list[int]:
+    """Every run linked to this one by hand-offs, first to last."""
+    root = session.get(Run, run_id)
+    while root.parent_run_id is not None:
+        root = session.get(Run, root.parent_run_id)
+    chain, frontier = [], [root.id]
+    while frontier:
+        chain.extend(frontier)
+        frontier = list(session.exec(select(Run.id).where(Run.parent_run_id.in_(frontier)).order_by(Run.id)).all())
+    return chain
 
 
 def event_dict(e) -> dict[str, Any]:

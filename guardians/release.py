@@ -74,7 +74,10 @@ def release_run(ws, run_id: int, *, actor: str):
             raise
         raise ReleaseError(f"run {run_id}: the approval is recorded but the release failed: {e.message}; "
                            f"fix the cause, then run: dew retry {run_id}") from None
-    return RunResult(run=run, item=item, release=rel)
+    from .handoff import hand_off
+
+    child, error = hand_off(ws, run, scenario, content)
+    return RunResult(run=run, item=item, release=rel, handoff=child, handoff_error=error)
 
 
 MAX_NAME_BYTES = 150  # well under the 255-byte limit of common filesystems, with room for the suffix

@@ -25,13 +25,19 @@ class RunResult:
     run: Run
     item: WorkItem | None = None
     release: Release | None = None
+    handoff: "RunResult | None" = None  # the run this release handed off to
+    handoff_error: str | None = None  # why a configured hand-off could not start
 
 
-def start_run(ws, scenario_id: str, inputs: dict, *, requester: str) -> RunResult:
+def start_run(ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_id: int | None = None) -> RunResult:
     loaded = ws.scenario(scenario_id)
     values = validate_inputs(loaded.spec, inputs)
     with transaction(ws.engine) as s:
         _require_guardians(s, loaded)
+        if parent_run_id is not None:
+            lock_row(s, Run, parent_run_id)  # one hand-off per parent, even when two retries race
+            if s.exec(select(Run).where(Run.parent_run_id == parent_run_id)).first() is not None:
+                raise InvalidState(f"run {parent_run_id} has already handed off")
         if s.get(ScenarioVersion, loaded.sha256) is None:
             try:
                 with s.begin_nested():  # another process may record the same new version right now
@@ -44,12 +50,15 @@ def start_run(ws, scenario_id: str, inputs: dict, *, requester: str) -> RunResul
                 audit.emit(s, audit.ScenarioVersionRecorded(scenario=loaded.id, version=loaded.spec.version,
                                                             scenario_sha256=loaded.sha256, source=loaded.source),
                            actor=requester)
-        run = Run(scenario_id=loaded.id, scenario_sha256=loaded.sha256, requester=requester, inputs=values)
+        run = Run(scenario_id=loaded.id, scenario_sha256=loaded.sha256, requester=requester, inputs=values,
+                  parent_run_id=parent_run_id)
         s.add(run)
         s.flush()
+        if parent_run_id is not None:
+            audit.emit(s, audit.HandedOff(to_scenario=loaded.id, to_run=run.id), actor="dew", run_id=parent_run_id)
         audit.emit(s, audit.RunRequested(scenario=loaded.id, version=loaded.spec.version, scenario_sha256=loaded.sha256,
                                          inputs_sha256=audit.sha256_text(audit.canonical(values)),
-                                         input_names=sorted(values)),
+                                         input_names=sorted(values), parent_run=parent_run_id),
                    actor=requester, run_id=run.id)
     return drive(ws, run.id, lambda rt, sc: rt.start(sc, run.id, values))
 

@@ -78,15 +78,15 @@ def _model_section(model: type[BaseModel]) -> list[str]:
 
 
 def scenario_reference() -> str:
-    models = [s.Scenario, s.InputSpec, s.LLMSpec, s.LLMStep, s.TemplateStep, s.CheckStep, s.Check,
-              s.ReviewStep, s.OutputSpec, s.ReleaseSpec, s.Example]
+    models = [s.Scenario, s.InputSpec, s.LLMSpec, s.LLMStep, s.TemplateStep, s.ToolStep, s.CheckStep, s.Check,
+              s.ReviewStep, s.OutputSpec, s.ReleaseSpec, s.HandoffSpec, s.Example]
     out = ["# Scenario YAML reference (format version 1)", "",
            "Generated from the pydantic models in `agents/spec.py` by `python -m guardians.cli.reference`; "
            "do not edit by hand. The same models give the JSON Schema in "
            "[`scenario.schema.json`](scenario.schema.json) (`dew scenarios schema`), which editors such as VS Code "
            "use for autocompletion with the first line `# yaml-language-server: $schema=../docs/scenario.schema.json`.",
            "", "A scenario file is a mapping with the fields of **Scenario**. `steps` is a list whose items are "
-           "told apart by `kind`: `llm`, `template`, `check` or `review`. Prompts, templates and file names are "
+           "told apart by `kind`: `llm`, `template`, `tool`, `check` or `review`. Prompts, templates and file names are "
            "Jinja2 templates that see `inputs.<name>`, `steps.<id>` (outputs of earlier steps), `run.id`, "
            "`run.date` and `scenario.id`/`name`/`version`; a reviewer's prompt also sees `draft`. An undefined "
            "name is an error, never a blank.", "",

@@ -14,7 +14,7 @@ from typing_extensions import Annotated
 
 from agents.errors import InputInvalid, RunFailed
 
-from .common import AsOption, JsonOption, console, default_requester, print_json, safe, short, workspace
+from .common import AsOption, JsonOption, console, default_requester, err_console, print_json, safe, short, workspace
 
 if TYPE_CHECKING:
     from guardians.runs import RunResult
@@ -47,10 +47,13 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
 
 
 def result_dict(r: RunResult) -> dict:
-    return {"run_id": r.run.id, "scenario": r.run.scenario_id, "status": r.run.status,
-            "item_id": r.item.id if r.item else None, "guardian": r.item.guardian if r.item else None,
-            "requester": r.run.requester, "error": r.run.error,
-            "released_to": r.release.location if r.release else None}
+    out = {"run_id": r.run.id, "scenario": r.run.scenario_id, "status": r.run.status,
+           "item_id": r.item.id if r.item else None, "guardian": r.item.guardian if r.item else None,
+           "requester": r.run.requester, "error": r.run.error,
+           "released_to": r.release.location if r.release else None}
+    if r.handoff is not None or r.handoff_error:
+        out["handoff"] = result_dict(r.handoff) if r.handoff else {"error": r.handoff_error}
+    return out
 
 
 def report(r: RunResult, as_json: bool) -> None:
@@ -61,6 +64,12 @@ def report(r: RunResult, as_json: bool) -> None:
         pass
     elif r.release is not None:
         console.print(f"Run {r.run.id} released to {r.release.location}")
+        if r.handoff is not None:
+            console.print(f"Handed off to {r.handoff.run.scenario_id}: run {r.handoff.run.id}"
+                          + (f", draft queued as work item {r.handoff.item.id} for {r.handoff.item.guardian}"
+                             if r.handoff.item else f" ({r.handoff.run.status}: {safe(r.handoff.run.error or '')})"))
+        elif r.handoff_error:
+            err_console.print(f"Warning: the hand-off did not start: {safe(r.handoff_error)}")
     elif r.item is not None and r.item.status == "pending":
         console.print(f"Run {r.run.id} ({r.run.scenario_id}): draft queued as work item {r.item.id} "
                       f"for {r.item.guardian}. See it with: dew show {r.item.id}")

@@ -34,7 +34,7 @@ def test_migrations_build_exactly_the_model_schema_and_rerun_safely(make_workspa
             "include_object": lambda obj, name, type_, reflected, compare_to:
                 not (type_ == "table" and reflected and compare_to is None)}), SQLModel.metadata)
         assert diff == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
 
 def test_the_whole_governed_cycle(make_workspace, database_url):
@@ -254,3 +254,31 @@ def test_the_database_refuses_a_second_decision_even_if_the_status_check_is_bypa
     assert list_releases(ws) == []
     with transaction(ws.engine) as s:
         assert [e.kind for e in audit.events(s)][-1] == "decision.refused"
+
+
+def test_upgrading_an_older_database_keeps_its_data(database_url):
+    """A workspace created by migration 0001 (before hand-offs) upgrades in place, losing nothing."""
+    from alembic import command
+    from alembic.config import Config
+    from pathlib import Path
+
+    from guardians import db
+
+    engine = db.make_engine(database_url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO scenario_versions (sha256, scenario_id, version, text, first_seen) "
+                          "VALUES ('abc', 's', '1', 'x', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO runs (scenario_id, scenario_sha256, requester, inputs, status, attempts, "
+                          "created_at, updated_at) VALUES ('s', 'abc', 'alice', '{}', 'failed', 1, "
+                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+    upgrade(engine)
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT requester, status, parent_run_id FROM runs")).one()
+        assert tuple(row) == ("alice", "failed", None)
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+    engine.dispose()

@@ -1,0 +1,85 @@
+"""Hand-off: a release starts the next scenario's run; the chain is one trail for auditors."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.errors import ScenarioInvalid
+from agents.loader import load_directory
+from guardians.decisions import decide
+from guardians.queue import trace
+from guardians.release import release_run
+from guardians.runs import list_runs, start_run
+from tests.conftest import SCENARIOS
+
+HOTLINE = {e.name: e.inputs for e in load_directory(SCENARIOS)["hotline-intake"].spec.examples}
+
+
+def test_an_approved_street_order_case_is_handed_off_to_the_enforcement_writer(ws):
+    r = start_run(ws, "hotline-intake", dict(HOTLINE["饭店占道经营"]), requester="operator.gao")
+    assert "类别：市容执法" in r.item.draft and "区城市管理和综合执法局" in r.item.draft
+    done = decide(ws, r.item.id, actor="xu.jie", action="approve")
+    child = done.handoff
+    assert child is not None and child.run.scenario_id == "enforcement-document"
+    assert child.run.parent_run_id == r.run.id and child.run.requester == "operator.gao"
+    assert child.item.guardian == "li.wei" and "12345热线工单转办" in child.run.inputs["transcript"]
+    t = trace(ws, child.item.id)
+    assert t["chain"] == [r.run.id, child.run.id]
+    kinds = [(e["run_id"], e["kind"]) for e in t["events"]]
+    assert (r.run.id, "output.released") in kinds and (r.run.id, "run.handed_off") in kinds
+    assert kinds[-2:] == [(child.run.id, "run.requested"), (child.run.id, "run.drafted")]
+    assert trace(ws, r.item.id)["chain"] == t["chain"]  # the same chain from either end
+    again = release_run(ws, r.run.id, actor="xu.jie")  # a retry of the release does not hand off twice
+    assert again.handoff is None and len(list_runs(ws)) == 2
+
+
+def test_other_cases_are_not_handed_off(ws):
+    r = start_run(ws, "hotline-intake", dict(HOTLINE["燃气异味（紧急）"]), requester="operator.gao")
+    assert "紧急（2小时内响应）" in r.item.draft and "区应急管理局（燃气专班）" in r.item.draft
+    done = decide(ws, r.item.id, actor="xu.jie", action="approve")
+    assert done.handoff is None and done.handoff_error is None and len(list_runs(ws)) == 1
+
+
+def test_a_hand_off_that_cannot_start_never_undoes_the_release(ws, scenarios_dir):
+    roster = scenarios_dir / "enforcement-document.yaml"
+    roster.write_text(roster.read_text(encoding="utf-8").replace("guardian: li.wei", "guardian: nobody"), encoding="utf-8")
+    ws._catalogue = None
+    r = start_run(ws, "hotline-intake", dict(HOTLINE["饭店占道经营"]), requester="operator.gao")
+    done = decide(ws, r.item.id, actor="xu.jie", action="approve")
+    assert done.run.status == "released" and done.handoff is None
+    assert "not on the roster" in done.handoff_error
+    assert [e["kind"] for e in trace(ws, r.item.id)["events"]][-1] == "run.handoff_failed"
+
+
+HANDOFF = """
+dew: 1
+id: first
+name: First
+description: Hands off.
+version: "1"
+guardian: li.wei
+risk: low
+inputs: {text: {type: text}}
+steps:
+  - {id: draft, kind: template, template: "{{ inputs.text }}"}
+release:
+  handoff:
+    scenario: TARGET
+    inputs: {INPUTS}
+"""
+
+
+@pytest.mark.parametrize("target, inputs, expected", [
+    ("nowhere", "{}", "release.handoff.scenario: no scenario 'nowhere' in this folder"),
+    ("drill-script", "{hazard: '{{ output }}'}", "release.handoff.inputs: scenario 'drill-script' needs input 'facility_type'"),
+    ("drill-script", "{colour: red, facility_type: x, hazard: y, participants: z}",
+     "release.handoff.inputs.colour: scenario 'drill-script' has no input 'colour'"),
+    ("first", "{text: '{{ output }}'}", "a scenario cannot hand off to itself"),
+    ("drill-script", "{facility_type: '{{ steps.draft }}', hazard: y, participants: z}", "refers to 'steps'"),
+])
+def test_hand_offs_are_checked_against_the_catalogue(tmp_path, scenarios_dir, target, inputs, expected):
+    (scenarios_dir / "first.yaml").write_text(HANDOFF.replace("TARGET", target).replace("{INPUTS}", inputs),
+                                              encoding="utf-8")
+    with pytest.raises(ScenarioInvalid) as e:
+        load_directory(scenarios_dir)
+    assert any(expected in p for p in e.value.problems), e.value.problems
