@@ -76,6 +76,7 @@ class RunRequested(Event):
     inputs_sha256: str
     input_names: list
     parent_run: int | None = None  # set when another scenario's release handed off to this run
+    origin: dict | None = None  # how the request arrived, e.g. routed by the front desk
 
 
 @dataclass

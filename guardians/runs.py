@@ -29,7 +29,9 @@ class RunResult:
     handoff_error: str | None = None  # why a configured hand-off could not start
 
 
-def start_run(ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_id: int | None = None) -> RunResult:
+def start_run(ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_id: int | None = None,
+              origin: dict | None = None) -> RunResult:
+    """Start a run. `origin` says how the request arrived when not directly (e.g. the front desk)."""
     loaded = ws.scenario(scenario_id)
     values = validate_inputs(loaded.spec, inputs)
     with transaction(ws.engine) as s:
@@ -58,7 +60,7 @@ def start_run(ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_
             audit.emit(s, audit.HandedOff(to_scenario=loaded.id, to_run=run.id), actor="dew", run_id=parent_run_id)
         audit.emit(s, audit.RunRequested(scenario=loaded.id, version=loaded.spec.version, scenario_sha256=loaded.sha256,
                                          inputs_sha256=audit.sha256_text(audit.canonical(values)),
-                                         input_names=sorted(values), parent_run=parent_run_id),
+                                         input_names=sorted(values), parent_run=parent_run_id, origin=origin),
                    actor=requester, run_id=run.id)
     return drive(ws, run.id, lambda rt, sc: rt.start(sc, run.id, values))
 

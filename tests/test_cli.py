@@ -230,3 +230,23 @@ def test_environment_problems_are_one_line_errors(dew, tmp_path, monkeypatch):
     assert len(result.stderr.strip().splitlines()) == 1
     result = dew("scenarios", "check", tmp_path / "missing.yaml", tmp_path / "missing-too.yaml")
     assert result.stderr.count("no such file or folder") == 2
+
+
+def test_ask_routes_a_request_shows_what_it_understood_and_starts_the_run(dew):
+    out = dew("ask", "我们公司研发投入800万，能拿多少补贴？", "--as", "alice", "--json")
+    assert out.exit_code == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["understood"]["scenario"] == "policy-qa" and data["run"]["status"] == "awaiting_decision"
+    trace = j(dew("audit", "trace", data["run"]["item_id"], "--json"))
+    origin = trace["events"][0]["data"]["origin"]
+    assert origin["via"] == "frontdesk" and origin["decided_by"] == "shortlist"
+    human = dew("ask", "我们公司研发投入800万，能拿多少补贴？", "--dry-run")
+    assert human.exit_code == 0 and "Understood: this is for" in human.stdout and "question:" in human.stdout
+    assert len(j(dew("runs", "--json"))) == 1  # the dry run started nothing
+
+
+def test_ask_refuses_what_it_cannot_route(dew):
+    out = dew("ask", "明天天气怎么样？")
+    assert out.exit_code == 1 and "could not route" in out.stdout
+    assert out.stderr.strip() == "Error: not routed: no digital employee's job matches this request"
+    assert j(dew("runs", "--json")) == []

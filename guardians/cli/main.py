@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from . import audit_cmds, decide_cmds, demo_cmd, people_cmds, run_cmds, scenario_cmds
+from . import ask_cmd, audit_cmds, decide_cmds, demo_cmd, people_cmds, run_cmds, scenario_cmds
 from .common import AppState, DewGroup
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ def main_options(
 demo_cmd.register(app)
 app.add_typer(scenario_cmds.app, name="scenarios")
 app.add_typer(people_cmds.app, name="guardians")
+ask_cmd.register(app)
 run_cmds.register(app)
 decide_cmds.register(app)
 run_cmds.register_listings(app)

@@ -100,11 +100,82 @@ def scenario_reference() -> str:
     return "\n".join(out)
 
 
+def scenarios_reference() -> str:
+    """docs/scenarios.md: the shipped library, from the YAML files themselves."""
+    import yaml
+
+    from agents.compiler import mermaid
+    from agents.loader import ROSTER_FILE, load_directory, shipped_directory
+
+    folder = shipped_directory()
+    roster = {g["id"]: g for g in yaml.safe_load((folder / ROSTER_FILE).read_text(encoding="utf-8"))["guardians"]}
+    catalogue = load_directory(folder)
+    out = ["# The scenario library", "",
+           "Generated from `scenarios/*.yaml` by `python -m guardians.cli.reference`; do not edit by hand. "
+           "Each scenario is one YAML file; its graph below is what dew compiles it to. "
+           "How well the embedded model does on each is measured in [pass-rates.md](pass-rates.md).", ""]
+    for sid in sorted(catalogue):
+        out.append(f"- [{catalogue[sid].spec.name}](#{sid}) (`{sid}`)")
+    out.append("")
+    for sid, loaded in sorted(catalogue.items()):
+        spec = loaded.spec
+
+        def person(pid):
+            p = roster.get(pid, {"name": "?", "title": ""})
+            return f"{p['name']} (`{pid}`, {p['title']})"
+
+        out += [f'<a id="{sid}"></a>', f"## {spec.name}", "",
+                f"`{sid}` · version {spec.version} · risk **{spec.risk}** · file `scenarios/{Path(loaded.source).name}`", "",
+                " ".join(spec.description.split()), "",
+                f"- Guardian: {person(spec.guardian)}",
+                f"- Backups: {', '.join(person(b) for b in spec.backups) or 'none'}",
+                f"- Output: {spec.output.format}, released to `outbox/{sid}/`"
+                + (f"; hands off to `{spec.release.handoff.scenario}`"
+                   + (f" when `{spec.release.handoff.when}`" if spec.release.handoff.when else "")
+                   if spec.release.handoff else ""),
+                f"- Samples: {', '.join(e.name for e in spec.examples)}", "",
+                "| input | type | required | description |", "|---|---|---|---|"]
+        for name, inp in spec.inputs.items():
+            out.append(f"| `{name}` | {inp.type} | {'yes' if inp.required else 'no'} | {inp.description} |")
+        out += ["", "Steps:", ""]
+        for st in spec.steps:
+            extra = f" — tool `{st.tool}`" if st.kind == "tool" else ""
+            out.append(f"1. `{st.id}` ({st.kind}){extra}: {st.title or ''}")
+        out += ["1. approval gate: the guardian approves, rejects, edits or sends back", "",
+                "```mermaid", mermaid(spec).strip(), "```", ""]
+    return "\n".join(out)
+
+
+def tools_reference() -> str:
+    """docs/tools.md: every registered tool with its arguments."""
+    import inspect
+
+    from agents.tools import registry
+
+    out = ["# Tools", "",
+           "Generated from the tool registry by `python -m guardians.cli.reference`; do not edit by hand. "
+           "A `tool` step calls one with `args`; a `check` may use one that returns problems (it receives "
+           "the checked output as `text`); an `llm` step that lists `tools` lets the model call them. "
+           "Packages add tools through the `dew.tools` entry-point group (see `agents/tools.py`).", ""]
+    for name, t in sorted(registry().items()):
+        params = t.parameters()
+        required = set(params.get("required", []))
+        out += [f"## `{name}`", "", inspect.getdoc(t.func) or t.description, "",
+                "| argument | type | required | default |", "|---|---|---|---|"]
+        for arg, sch in params.get("properties", {}).items():
+            kind = sch.get("type") or " or ".join(x.get("type", "?") for x in sch.get("anyOf", [])) or "object"
+            default = "" if arg in required else f"`{json.dumps(sch.get('default'), ensure_ascii=False)}`"
+            out.append(f"| `{arg}` | {kind} | {'yes' if arg in required else 'no'} | {default} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def schema_json() -> str:
     return json.dumps(s.json_schema(), ensure_ascii=False, indent=2) + "\n"
 
 
-FILES = {"cli.md": cli_reference, "scenario-reference.md": scenario_reference, "scenario.schema.json": schema_json}
+FILES = {"cli.md": cli_reference, "scenario-reference.md": scenario_reference, "scenario.schema.json": schema_json,
+         "scenarios.md": scenarios_reference, "tools.md": tools_reference}
 
 
 def main(argv: list[str]) -> int:

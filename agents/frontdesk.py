@@ -1,0 +1,131 @@
+"""The front desk: read a free-text request, pick the digital employee for it, extract its inputs.
+
+Two stages, so a weak model cannot send a request anywhere absurd: a deterministic shortlist
+ranks the catalogue by the words a request shares with each scenario's name, description and
+inputs; the model then chooses among that shortlist (or NONE) and extracts the inputs. If the
+model's answer is unusable, only a clear shortlist winner is taken. A request nothing matches is
+reported as unroutable, never forced into a scenario.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from .compiler import extract_json
+from .errors import DewError
+from .inputs import validate_inputs
+from .llm import ModelProvider, invoke
+from .loader import LoadedScenario
+from .toolbox.corpus import tokens
+
+MIN_SCORE = 1.5
+
+
+@dataclass
+class Routing:
+    request: str
+    scenario: str | None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    reason: str = ""
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+    decided_by: str = ""  # "model" | "shortlist" | "" (unroutable)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        return self.scenario is not None and not self.missing
+
+
+def _profile(loaded: LoadedScenario) -> str:
+    """What a scenario is about: its name, description, inputs and sample inputs (the samples are
+    the best description of the requests it usually gets)."""
+    spec = loaded.spec
+    parts = [spec.name, spec.description, *(f"{n} {i.description}" for n, i in spec.inputs.items())]
+    for example in spec.examples:
+        parts += [str(v)[:400] for v in example.inputs.values() if isinstance(v, str)]
+    return " ".join(parts)
+
+
+def shortlist(request: str, catalogue: dict[str, LoadedScenario], k: int = 3) -> list[tuple[str, float]]:
+    """Scenarios ranked by shared words (BM25-like: rare words count more), best first."""
+    docs = {sid: Counter(tokens(_profile(sc))) for sid, sc in catalogue.items()}
+    df = Counter(t for c in docs.values() for t in c)
+    q = set(tokens(request))
+    n = len(docs)
+    scores = []
+    for sid, tf in docs.items():
+        score = sum(math.log(1 + n / df[t]) * min(tf[t], 3) ** 0.5 for t in q if t in tf)
+        if score >= MIN_SCORE:
+            scores.append((sid, round(score, 2)))
+    scores.sort(key=lambda x: (-x[1], x[0]))
+    return scores[:k]
+
+
+def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelProvider) -> Routing:
+    request = request.strip()
+    candidates = shortlist(request, catalogue)
+    if not candidates:
+        return Routing(request, None, reason="no digital employee's job matches this request", candidates=[])
+    choice, inputs, decided_by, prov = _ask_model(request, candidates, catalogue, provider)
+    if choice is None and decided_by == "model":
+        return Routing(request, None, reason="the front desk judged that no digital employee handles this request",
+                       candidates=candidates, decided_by="model", provenance=prov)
+    if choice is None:  # the model's answer was unusable: take only a clear winner of the shortlist
+        if len(candidates) == 1 or candidates[0][1] >= 2 * candidates[1][1]:
+            choice, decided_by = candidates[0][0], "shortlist"
+        else:
+            names = " or ".join(catalogue[c].spec.name for c, _ in candidates[:2])
+            return Routing(request, None, reason=f"unclear whether this is for {names}; say which with dew run",
+                           candidates=candidates, provenance=prov)
+    spec = catalogue[choice].spec
+    inputs = {k: v for k, v in (inputs or {}).items() if k in spec.inputs and v not in (None, "")}
+    required = [n for n, i in spec.inputs.items() if i.required]
+    if len(required) == 1 and spec.inputs[required[0]].type == "text" and required[0] not in inputs:
+        inputs[required[0]] = request  # the request itself is the one text this employee works on
+    missing = [n for n, i in spec.inputs.items() if i.required and n not in inputs]
+    if not missing:
+        try:
+            inputs = validate_inputs(spec, inputs)
+        except DewError as e:
+            return Routing(request, choice, inputs, [], reason=e.message, candidates=candidates,
+                           decided_by=decided_by, provenance=prov, missing=[e.message])
+    matched = sorted(set(tokens(request)) & set(tokens(_profile(catalogue[choice]))))[:8]
+    reason = f"matched on: {', '.join(matched)}" if matched else "chosen by the front desk model"
+    return Routing(request, choice, inputs, missing, reason, candidates, decided_by, prov)
+
+
+def _ask_model(request, candidates, catalogue, provider):
+    lines = []
+    for sid, _ in candidates:
+        spec = catalogue[sid].spec
+        ins = ", ".join(f"{n} ({i.type}{', required' if i.required else ''}): {i.description}" for n, i in spec.inputs.items())
+        lines.append(f"- {sid}: {spec.name}. {' '.join(spec.description.split())[:300]} Inputs: {ins}")
+    system = ("You are the front desk of a city government's digital workforce. You pick which digital employee "
+              "should handle a request, or NONE if none fits, and copy the values of its inputs from the request. "
+              'Answer with one JSON object only: {"scenario": "<id or NONE>", "inputs": {"<name>": "<value>"}}')
+    prompt = f"Request:\n{request}\n\nDigital employees:\n" + "\n".join(lines)
+    try:
+        model, prov = provider.get()
+        reply = invoke(model, [SystemMessage(system), HumanMessage(prompt)], "front desk", prov)
+    except DewError as e:
+        return None, {}, "", {"error": e.message}
+    try:
+        answer = json.loads(extract_json(reply))
+    except json.JSONDecodeError:
+        return None, {}, "", {**prov, "reply": reply[:300]}
+    if not isinstance(answer, dict):
+        return None, {}, "", {**prov, "reply": reply[:300]}
+    scenario = str(answer.get("scenario") or "").strip()
+    inputs = answer.get("inputs") if isinstance(answer.get("inputs"), dict) else {}
+    if scenario.upper() == "NONE":
+        return None, {}, "model", prov
+    if scenario in dict(candidates):
+        return scenario, inputs, "model", prov
+    return None, {}, "", {**prov, "reply": reply[:300]}
