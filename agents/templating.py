@@ -43,13 +43,7 @@ def render_value(value: Any, context: dict[str, Any], *, where: str) -> Any:
     if isinstance(value, str):
         m = _WHOLE_EXPRESSION.match(value)
         if m:
-            try:
-                result = _env.compile_expression(m.group("expr"), undefined_to_none=False)(**context)
-            except UndefinedError as e:
-                raise InputInvalid(f"{where}: {e.message}") from None
-            if hasattr(result, "_undefined_name"):  # StrictUndefined returned, not raised
-                raise InputInvalid(f"{where}: '{m.group('expr').strip()}' is undefined")
-            return result
+            return evaluate(m.group("expr"), context, where=where)
         return render(value, context, where=where)
     if isinstance(value, dict):
         return {k: render_value(v, context, where=f"{where}.{k}") for k, v in value.items()}
@@ -61,11 +55,11 @@ def render_value(value: Any, context: dict[str, Any], *, where: str) -> Any:
 def evaluate(expression: str, context: dict[str, Any], *, where: str) -> Any:
     """The value of a Jinja2 expression (a hand-off's `when`)."""
     try:
-        result = _env.compile_expression(expression, undefined_to_none=False)(**context)
+        result = compile_expression(expression)(**context)
     except UndefinedError as e:
         raise InputInvalid(f"{where}: {e.message}") from None
-    if hasattr(result, "_undefined_name"):
-        raise InputInvalid(f"{where}: '{expression}' is undefined")
+    if hasattr(result, "_undefined_name"):  # a bare undefined name is returned, not raised
+        raise InputInvalid(f"{where}: '{expression.strip()}' is undefined")
     return result
 
 
