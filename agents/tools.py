@@ -26,7 +26,7 @@ from .errors import RunFailed
 
 ENTRY_POINT_GROUP = "dew.tools"
 BUILTIN_MODULES = ("agents.toolbox.tables", "agents.toolbox.corpus", "agents.toolbox.documents",
-                   "agents.toolbox.classify")
+                   "agents.toolbox.classify", "agents.toolbox.signals")
 
 
 class ToolFailed(RunFailed):

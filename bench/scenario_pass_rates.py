@@ -73,6 +73,18 @@ def main() -> int:
         for sid, name, passed, failed, n, med, findings in rows:
             found = ", ".join(f"{k} ({v})" for k, v in sorted(findings.items())) or "–"
             lines.append(f"| `{sid}` | {name} | {passed}/{n} | {failed} | {med:.1f} s | {found} |")
+        lines += ["", "## In plain words", ""]
+        for sid in sorted({r[0] for r in rows}):
+            mine = [r for r in rows if r[0] == sid]
+            passed, total = sum(r[2] for r in mine), sum(r[4] for r in mine)
+            if passed == total:
+                verdict = "passes its own checks on every sample."
+            elif passed == 0:
+                verdict = ("**does not pass its own checks with the embedded model** on any sample: every draft "
+                           "reaches the guardian with findings. Use a larger model (see the README) for real work.")
+            else:
+                verdict = f"passes its own checks on {passed} of {total} runs; the rest reach the guardian with findings."
+            lines.append(f"- `{sid}` {verdict}")
         args.write.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0
 

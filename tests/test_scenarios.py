@@ -15,7 +15,8 @@ SAMPLES = [(sid, ex.name) for sid, sc in sorted(CATALOGUE.items()) for ex in sc.
 
 
 def test_the_library_ships_its_scenarios_each_with_a_guardian_and_samples():
-    assert {"enforcement-document", "investment-screener", "drill-script", "document-format", "policy-qa"} <= set(CATALOGUE)
+    assert {"enforcement-document", "investment-screener", "drill-script", "document-format", "hotline-intake",
+            "policy-qa", "enterprise-risk"} <= set(CATALOGUE)
     for sc in CATALOGUE.values():
         assert sc.spec.guardian and sc.spec.backups and sc.spec.examples and sc.spec.description
 

@@ -235,3 +235,25 @@ def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_d
     tool_reply = next(m for m in second["messages"] if m["role"] == "tool")
     assert json.loads(tool_reply["content"])[1]["company"] == "锐芯半导体"
     assert r.item.provenance[0]["tool_calls"] == [{"tool": "read_table", "args": {"csv_text": COMPANIES}}]
+
+
+def test_risk_signals_are_tied_to_the_facts_that_raised_them():
+    from agents.toolbox.signals import risk_signals
+
+    rules = [{"field": "penalties", "op": ">=", "value": 2, "signal": "repeated penalties", "severity": "high"},
+             {"field": "paid", "op": "ratio_below", "of": "registered", "value": 0.2, "signal": "thin capital"},
+             {"field": "rating", "op": "missing", "signal": "no rating", "severity": "low"},
+             {"field": "listed", "op": "==", "value": True, "signal": "abnormal list", "severity": "high"}]
+    out = risk_signals({"penalties": 3, "paid": 2, "registered": 50, "listed": False}, rules)
+    assert out == [
+        {"signal": "repeated penalties", "severity": "high", "fact": "penalties = 3", "field": "penalties"},
+        {"signal": "thin capital", "severity": "medium", "fact": "paid / registered = 2 / 50 = 4%", "field": "paid"},
+        {"signal": "no rating", "severity": "low", "fact": "rating not given", "field": "rating"},
+    ]
+    assert risk_signals({"penalties": "many", "rating": "A"}, rules) == []  # wrong types raise nothing
+
+
+def test_check_figures_accepts_any_json_data():
+    facts = {"name": "X", "established": "2021-06-18", "capital": 50, "nested": {"staff": [3, 412]}}
+    assert check_figures("Founded 2021 with 50 million and 412 staff.", data=facts) == []
+    assert check_figures("It has 7 lawsuits.", data=facts) == ["the figure 7 is not in the data"]

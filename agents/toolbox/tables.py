@@ -110,17 +110,31 @@ def _as_float(figure: str) -> float:
     return float(figure.replace(",", ""))
 
 
+def _numbers_in(value: Any) -> list[float]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        return [_as_float(f) for f in _figures(value)]
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers_in(v)]
+    if isinstance(value, list):
+        return [n for v in value for n in _numbers_in(v)]
+    return []
+
+
 @tool()
-def check_figures(text: str, csv_text: str, also_allowed: str = "") -> list[str]:
-    """Problems for every figure in `text` that appears nowhere in the table (or in `also_allowed`).
+def check_figures(text: str, csv_text: str = "", data: Any = None, also_allowed: str = "") -> list[str]:
+    """Problems for every figure in `text` that appears nowhere in the data: a CSV table, any JSON
+    `data`, or `also_allowed` text.
 
     List numbering at the start of a line is not a figure. 1,820 and 1820, 9.1 and 9.10 match.
     """
-    known: set[float] = set()
-    for row in read_table(csv_text):
-        for value in row.values():
-            if isinstance(value, (int, float)):
-                known.add(float(value))
+    known: set[float] = set(_numbers_in(data))
+    if csv_text.strip():
+        for row in read_table(csv_text):
+            known.update(_numbers_in(row))
     for figure in _figures(also_allowed):
         known.add(_as_float(figure))
     problems, seen = [], set()
