@@ -198,13 +198,18 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
                 break
             messages += [AIMessage(text), HumanMessage(f"That reply cannot be used: {problem}. Answer again.")]
         else:
-            raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
+            if step.on_unusable == "fail":
+                raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
+            value = {"unusable_reply": text, "problem": problem}
+        findings = [] if problem is None else [
+            f"the model's reply was unusable after {step.attempts} tries ({problem}); the run went on without it"]
         record = {"step": step.id, "at": _now(), "attempts": attempt, **prov}
         if tool_calls:
             record["tool_calls"] = tool_calls
         return Command(
             goto=nxt,
-            update={"outputs": {step.id: value}, "feedback": {step.id: None}, "provenance": [record]},
+            update={"outputs": {step.id: value}, "feedback": {step.id: None}, "provenance": [record],
+                    "findings": {step.id: findings}},
         )
 
     return node

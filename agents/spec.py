@@ -60,6 +60,11 @@ class LLMStep(_Step):
     )
     llm: LLMSpec | None = Field(None, description="Override of the scenario's LLM settings for this step.")
     attempts: int = Field(2, ge=1, le=5, description="Tries when the reply is empty or not valid JSON.")
+    on_unusable: Literal["fail", "flag"] = Field(
+        "fail",
+        description="After `attempts` unusable replies: `fail` the run (retryable), or `flag` it to the guardian and "
+        "go on with `{unusable_reply, problem}` as this step's output (templates can test `is defined`).",
+    )
     tools: list[str] = Field(
         default_factory=list, description="Registered tools the model may call (function calling) while drafting."
     )

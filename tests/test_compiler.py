@@ -138,3 +138,14 @@ def test_json_problems_name_the_place():
     assert json_problem('{"a": 1}', schema) is None
     assert json_problem("{a: 1}", schema).startswith("not valid JSON")
     assert json_problem('{"a": "x"}', schema) == "JSON does not match the schema at a: 'x' is not of type 'integer'"
+
+
+def test_an_unusable_structured_reply_can_be_flagged_instead_of_failing_the_run(runtime):
+    text = SCENARIO.replace('    prompt: "About {{ inputs.topic }}"\n',
+                            '    prompt: "About {{ inputs.topic }}"\n    output: json\n    schema: {type: object, required: [a]}\n'
+                            '    on_unusable: flag\n')
+    rt, provider = runtime(lambda s, p: "PASS" if "PASS, or REVISE" in s else "no JSON here, DONE")
+    out = rt.start(load_text(text, "loop.yaml"), 1, {"topic": "x"})
+    assert out.status == "awaiting_decision"
+    assert any("unusable after 2 tries" in f for f in out.findings)
+    assert '"unusable_reply": "no JSON here, DONE"' in out.draft

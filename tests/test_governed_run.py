@@ -175,7 +175,7 @@ def test_trace_names_requester_scenario_version_model_decider_and_release(ws):
     t = trace(ws, r.item.id)
     loaded = ws.scenario("enforcement-document")
     assert t["run"]["requester"] == "officer.wang"
-    assert t["run"]["scenario_sha256"] == loaded.sha256 and t["run"]["scenario_version"] == "1.0.0"
+    assert t["run"]["scenario_sha256"] == loaded.sha256 and t["run"]["scenario_version"] == loaded.spec.version
     assert {p["model"] for p in t["provenance"]} == {"scripted"}
     kinds = [e["kind"] for e in t["events"]]
     assert kinds == ["run.requested", "run.drafted", "decision.approved", "output.released"]
