@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 
-from .errors import RunFailed
+from .errors import DewError, RunFailed
 
 ENTRY_POINT_GROUP = "dew.tools"
 BUILTIN_MODULES = ("agents.toolbox.tables", "agents.toolbox.corpus", "agents.toolbox.documents",
@@ -73,6 +73,8 @@ class Tool:
             return self.func(**kwargs)
         except ToolFailed:
             raise
+        except DewError as e:
+            raise ToolFailed(f"tool '{self.name}': {e.message}") from None
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise ToolFailed(f"tool '{self.name}' failed: {e}") from None
 

@@ -257,3 +257,10 @@ def test_check_figures_accepts_any_json_data():
     facts = {"name": "X", "established": "2021-06-18", "capital": 50, "nested": {"staff": [3, 412]}}
     assert check_figures("Founded 2021 with 50 million and 412 staff.", data=facts) == []
     assert check_figures("It has 7 lawsuits.", data=facts) == ["the figure 7 is not in the data"]
+
+
+def test_render_template_fills_a_form_and_names_what_is_missing():
+    tool = get_tool("render_template")
+    assert tool.call({"template": "当事人：{{ party }}", "data": {"party": "某公司"}}) == "当事人：某公司"
+    with pytest.raises(ToolFailed, match="'party' is undefined"):
+        tool.call({"template": "当事人：{{ party }}", "data": {}})

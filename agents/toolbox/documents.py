@@ -185,3 +185,12 @@ def fix_official_document(text: str) -> dict[str, Any]:
             changes.append(f"第{i + 1}行 标点改为全角：“{line.strip()}” → “{fixed.strip()}”")
             out[i] = fixed
     return {"text": "\n".join(out) + ("\n" if text.endswith("\n") else ""), "changes": changes}
+
+
+@tool()
+def render_template(template: str, data: dict[str, Any]) -> str:
+    """Render a Jinja2 template (sandboxed; undefined names are errors) with the given data, e.g.
+    to let a tool-using agent fill a fixed form."""
+    from ..templating import render
+
+    return render(template, data, where="render_template")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import typing
 from pathlib import Path
@@ -110,6 +111,13 @@ def scenarios_reference() -> str:
     folder = shipped_directory()
     roster = {g["id"]: g for g in yaml.safe_load((folder / ROSTER_FILE).read_text(encoding="utf-8"))["guardians"]}
     catalogue = load_directory(folder)
+    verdicts = {}  # measured, not assumed: the plain-words lines of docs/pass-rates.md
+    rates = DOCS / "pass-rates.md"
+    if rates.exists():
+        for line in rates.read_text(encoding="utf-8").splitlines():
+            m = re.match(r"- `([a-z0-9_-]+)` (.+)$", line)
+            if m:
+                verdicts[m.group(1)] = m.group(2)
     out = ["# The scenario library", "",
            "Generated from `scenarios/*.yaml` by `python -m guardians.cli.reference`; do not edit by hand. "
            "Each scenario is one YAML file; its graph below is what dew compiles it to. "
@@ -124,6 +132,7 @@ def scenarios_reference() -> str:
             p = roster.get(pid, {"name": "?", "title": ""})
             return f"{p['name']} (`{pid}`, {p['title']})"
 
+        verdict = verdicts.get(sid, "not measured yet; run bench/scenario_pass_rates.py")
         out += [f'<a id="{sid}"></a>', f"## {spec.name}", "",
                 f"`{sid}` · version {spec.version} · risk **{spec.risk}** · file `scenarios/{Path(loaded.source).name}`", "",
                 " ".join(spec.description.split()), "",
@@ -133,7 +142,8 @@ def scenarios_reference() -> str:
                 + (f"; hands off to `{spec.release.handoff.scenario}`"
                    + (f" when `{spec.release.handoff.when}`" if spec.release.handoff.when else "")
                    if spec.release.handoff else ""),
-                f"- Samples: {', '.join(e.name for e in spec.examples)}", "",
+                f"- Samples: {', '.join(e.name for e in spec.examples)}",
+                f"- With the embedded model: {verdict}", "",
                 "| input | type | required | description |", "|---|---|---|---|"]
         for name, inp in spec.inputs.items():
             out.append(f"| `{name}` | {inp.type} | {'yes' if inp.required else 'no'} | {inp.description} |")
