@@ -96,8 +96,9 @@ def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelPro
         except DewError as e:
             return Routing(request, choice, inputs, [], reason=e.message, candidates=candidates,
                            decided_by=decided_by, provenance=prov, missing=[e.message])
-    matched = sorted(set(tokens(request)) & set(tokens(_profile(catalogue[choice]))))[:8]
-    reason = f"matched on: {', '.join(matched)}" if matched else "chosen by the front desk model"
+    score = dict(candidates).get(choice, 0)
+    others = ", ".join(f"{sid} {sc}" for sid, sc in candidates if sid != choice)
+    reason = f"catalogue match score {score}" + (f" (others: {others})" if others else " (no other candidate)")
     return Routing(request, choice, inputs, missing, reason, candidates, decided_by, prov)
 
 

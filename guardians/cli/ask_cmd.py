@@ -63,6 +63,8 @@ def _print_understanding(ws, r) -> None:
     how = "chosen by the front-desk model" if r.decided_by == "model" else "clear best match of the catalogue"
     console.print(f"Understood: this is for [bold]{safe(spec.name)}[/bold] ({r.scenario}), {how}; {safe(r.reason)}.")
     for name, value in r.inputs.items():
+        if value in ("", None):
+            continue
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         console.print(f"  {name}: {safe(short(shown, 100))}")
     for name in r.missing:

@@ -17,10 +17,16 @@ app = typer.Typer(cls=DewGroup, help="Trace and verify the audit trail (read-onl
 
 
 def _events_table(events: list[dict], title: str) -> Table:
-    table = Table("seq", "at", "event", "actor", "run", "item", "details", title=title)
+    table = Table(title=title)
+    for name in ("seq", "at (UTC)", "event", "actor", "run", "item"):
+        table.add_column(name, no_wrap=True, min_width=len(name), max_width=20 if name == "actor" else None,
+                         overflow="ellipsis")
+    with_details = console.width >= 110  # details only where they fit; --json has everything
+    if with_details:
+        table.add_column("details", overflow="ellipsis", no_wrap=True, max_width=console.width - 80)
     for e in events:
-        table.add_row(str(e["seq"]), e["at"][:19], e["kind"], e["actor"], str(e["run_id"] or ""), str(e["item_id"] or ""),
-                      safe(short(_details(e), 70)))
+        cells = [str(e["seq"]), e["at"][5:19].replace("T", " "), e["kind"], e["actor"], str(e["run_id"] or ""), str(e["item_id"] or "")]
+        table.add_row(*cells, *([safe(short(_details(e), 200))] if with_details else []))
     return table
 
 
@@ -46,7 +52,9 @@ def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM"
                   f"sha256 {run['scenario_sha256']}")
     models = sorted({f"{p.get('model')} @ {p.get('endpoint')}" for p in t["provenance"]})
     console.print(f"drafted by: {'; '.join(models) or 'deterministic steps only'}")
-    console.print(_events_table(t["events"], f"Audit events of run {run['id']}"))
+    runs = " → ".join(str(r) for r in t["chain"])
+    console.print(_events_table(t["events"], f"Audit events of run {runs}" if len(t["chain"]) == 1
+                                else f"Audit events of the hand-off chain, runs {runs}"))
 
 
 @app.command()
