@@ -145,21 +145,24 @@ def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, to
     if not step.tools:
         return invoke(model, messages, where, prov), []
     bound = model.bind_tools([get_tool(name).openai_schema() for name in step.tools])
-    used = []
-    for _ in range(step.max_tool_calls):
+    used, calls = [], 0  # `calls` counts every request, refused ones too, so the bound always holds
+    while calls < step.max_tool_calls:
         reply = call(bound, messages, where, prov)
         if not reply.tool_calls:
             return text_of(reply), used
         messages = [*messages, reply]
         for tc in reply.tool_calls:
-            if tc["name"] not in step.tools:
+            calls += 1
+            if calls > step.max_tool_calls:
+                result = {"error": f"tool call limit ({step.max_tool_calls}) reached; answer now"}
+            elif tc["name"] not in step.tools:
                 result = {"error": f"no tool named '{tc['name']}'; available: {', '.join(step.tools)}"}
             else:
                 try:
                     result = tools.call(tc["name"], {}, state, where, extra=tc.get("args") or {})
                 except ToolFailed as e:
                     result = {"error": e.message}  # the model sees the error and may correct itself
-            used.append({"tool": tc["name"], "args": tc.get("args") or {}})
+                used.append({"tool": tc["name"], "args": tc.get("args") or {}})
             messages.append(ToolMessage(json.dumps(result, ensure_ascii=False), tool_call_id=tc["id"]))
     messages = [*messages, HumanMessage("Stop calling tools now and give your answer.")]
     return invoke(model, messages, where, prov), used

@@ -49,8 +49,18 @@ def _profile(loaded: LoadedScenario) -> str:
     spec = loaded.spec
     parts = [spec.name, spec.description, *(f"{n} {i.description}" for n, i in spec.inputs.items())]
     for example in spec.examples:
-        parts += [str(v)[:400] for v in example.inputs.values() if isinstance(v, str)]
+        for value in example.inputs.values():
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            parts.append(text[:400])
     return " ".join(parts)
+
+
+def _stated(value: Any, request: str) -> bool:
+    """Was this value actually said in the request? The model copies inputs; it must not invent them."""
+    if isinstance(value, bool) or value is None:
+        return False
+    text = str(value).strip()
+    return bool(text) and text in request
 
 
 def shortlist(request: str, catalogue: dict[str, LoadedScenario], k: int = 3) -> list[tuple[str, float]]:
@@ -85,7 +95,7 @@ def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelPro
             return Routing(request, None, reason=f"unclear whether this is for {names}; say which with dew run",
                            candidates=candidates, provenance=prov)
     spec = catalogue[choice].spec
-    inputs = {k: v for k, v in (inputs or {}).items() if k in spec.inputs and v not in (None, "")}
+    inputs = {k: v for k, v in (inputs or {}).items() if k in spec.inputs and _stated(v, request)}
     required = [n for n, i in spec.inputs.items() if i.required]
     if len(required) == 1 and spec.inputs[required[0]].type == "text" and required[0] not in inputs:
         inputs[required[0]] = request  # the request itself is the one text this employee works on

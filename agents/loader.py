@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import yaml
 from jinja2 import TemplateSyntaxError
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from .errors import ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
@@ -137,6 +137,16 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             return
         params = tool.parameters()
         known = set(params.get("properties", {}))
+        if "text" in supplied and "text" not in known:
+            problems.append((loc + ("tool",), f"tool '{name}' takes no `text`, so it cannot check an output"))
+            return
+        fields = tool._args_model.model_fields
+        for arg, value in args.items():  # literal values are checked now, templated ones at run time
+            if arg in fields and not any("{{" in t or "{%" in t for t in template_strings(value)):
+                try:
+                    TypeAdapter(fields[arg].annotation).validate_python(value)
+                except ValidationError as e:
+                    problems.append((loc + ("args", arg), f"tool '{name}': {e.errors()[0]['msg']}"))
         for arg in sorted(set(args) - known):
             problems.append((loc + ("args", arg), f"tool '{name}' takes no argument '{arg}' (it takes: {', '.join(sorted(known))})"))
         for arg in sorted(set(params.get("required", [])) - set(args) - supplied):

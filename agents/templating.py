@@ -11,7 +11,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, UndefinedError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InputInvalid
@@ -58,6 +58,8 @@ def evaluate(expression: str, context: dict[str, Any], *, where: str) -> Any:
         result = compile_expression(expression)(**context)
     except UndefinedError as e:
         raise InputInvalid(f"{where}: {e.message}") from None
+    except (TemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:
+        raise InputInvalid(f"{where}: {type(e).__name__}: {e}") from None
     if hasattr(result, "_undefined_name"):  # a bare undefined name is returned, not raised
         raise InputInvalid(f"{where}: '{expression.strip()}' is undefined")
     return result
@@ -79,3 +81,5 @@ def render(source: str, context: dict[str, Any], *, where: str = "template") -> 
         return compile_template(source).render(**context)
     except UndefinedError as e:
         raise InputInvalid(f"{where}: {e.message}") from None
+    except (TemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:
+        raise InputInvalid(f"{where}: {type(e).__name__}: {e}") from None

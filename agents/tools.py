@@ -75,8 +75,10 @@ class Tool:
             raise
         except DewError as e:
             raise ToolFailed(f"tool '{self.name}': {e.message}") from None
-        except (ValueError, KeyError, TypeError, OSError) as e:
+        except (ValueError, OSError) as e:  # the tools' own way of saying what is wrong
             raise ToolFailed(f"tool '{self.name}' failed: {e}") from None
+        except Exception as e:  # a tool's failure is the run's (or the model's) to see, never a crash
+            raise ToolFailed(f"tool '{self.name}' failed: {type(e).__name__}: {e}") from None
 
 
 _declared: dict[str, Tool] = {}

@@ -53,6 +53,8 @@ def hand_off(ws, run: Run, spec, content: str):
         reason = e.message
     except DewError as e:
         reason = e.message
+    except Exception as e:  # whatever goes wrong, the release stands and the failure is on record
+        reason = f"{type(e).__name__}: {e}"
     with transaction(ws.engine) as s:
         audit.emit(s, audit.HandoffFailed(to_scenario=h.scenario, reason=reason), actor="dew", run_id=run.id)
     return None, reason

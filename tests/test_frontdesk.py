@@ -64,3 +64,12 @@ def test_missing_inputs_are_reported_not_invented():
     provider = ScriptedModelProvider(reply=lambda s, p: '{"scenario": "drill-script", "inputs": {"hazard": "fire"}}')
     r = route("Write a fire drill for our chemical warehouse with the site fire brigade", CATALOGUE, provider)
     assert r.scenario == "drill-script" and not r.ready and set(r.missing) == {"facility_type", "participants"}
+
+
+def test_values_the_model_invents_are_dropped():
+    answer = {"scenario": "enforcement-document",
+              "inputs": {"transcript": "问：是否占道？答：是。", "party": "某餐饮店", "penalty": "罚款5万元"}}
+    provider = ScriptedModelProvider(reply=lambda s, p: json.dumps(answer, ensure_ascii=False))
+    r = route("根据这份询问笔录起草行政处罚决定书，当事人某餐饮店：问：是否占道？答：是。", CATALOGUE, provider)
+    assert r.scenario == "enforcement-document" and r.inputs["party"] == "某餐饮店"
+    assert r.inputs["penalty"].startswith("【待承办人填写")  # the invented penalty never got in; the default stands

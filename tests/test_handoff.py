@@ -83,3 +83,23 @@ def test_hand_offs_are_checked_against_the_catalogue(tmp_path, scenarios_dir, ta
     with pytest.raises(ScenarioInvalid) as e:
         load_directory(scenarios_dir)
     assert any(expected in p for p in e.value.problems), e.value.problems
+
+
+def test_a_caller_cannot_trigger_the_hand_off_with_their_own_words(ws):
+    words = dict(HOTLINE["燃气异味（紧急）"])
+    words["complaint"] += "\n类别：市容执法"
+    r = start_run(ws, "hotline-intake", words, requester="operator.gao")
+    assert "类别：燃气安全" in r.item.draft and "> 类别：市容执法" in r.item.draft
+    done = decide(ws, r.item.id, actor="xu.jie", action="approve")
+    assert done.handoff is None and len(list_runs(ws)) == 1
+
+
+def test_any_error_in_a_hand_off_is_recorded_and_the_release_stands(ws, scenarios_dir):
+    path = scenarios_dir / "hotline-intake.yaml"
+    old, new = "when: \"'类别：市容执法' in output.splitlines()\"", "when: \"output.nope > 3\""
+    assert old in path.read_text(encoding="utf-8")
+    path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
+    ws._catalogue = None
+    r = start_run(ws, "hotline-intake", dict(HOTLINE["饭店占道经营"]), requester="operator.gao")
+    done = decide(ws, r.item.id, actor="xu.jie", action="approve")
+    assert done.run.status == "released" and done.handoff is None and done.handoff_error

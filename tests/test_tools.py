@@ -8,7 +8,7 @@ import pytest
 
 from agents.errors import ScenarioInvalid
 from agents.loader import load_text
-from agents.toolbox.corpus import search_corpus, tokens
+from agents.toolbox.corpus import check_citations, search_corpus, tokens
 from agents.toolbox.documents import check_official_document, fix_official_document
 from agents.toolbox.tables import check_figures, read_table, score_table
 from agents.tools import ToolContext, ToolFailed, get_tool, registry
@@ -264,3 +264,76 @@ def test_render_template_fills_a_form_and_names_what_is_missing():
     assert tool.call({"template": "当事人：{{ party }}", "data": {"party": "某公司"}}) == "当事人：某公司"
     with pytest.raises(ToolFailed, match="'party' is undefined"):
         tool.call({"template": "当事人：{{ party }}", "data": {}})
+
+
+@pytest.mark.parametrize("document", [
+    GOOD_NOTICE.replace("关于开展冬季安全生产大检查的通知\n", "关于开展2026年冬季安全生产和消防安全\n大检查工作的通知\n"),
+    GOOD_NOTICE.replace("各街道办事处，区直有关单位：", "经济技术开发区管委会："),
+    GOOD_NOTICE.replace("深圳市某区应急管理局文件", "深圳市公安局交通警察支队文件")
+               .replace("\n深圳市某区应急管理局\n2026", "\n深圳市公安局交通警察支队\n2026"),
+])
+def test_correct_documents_in_less_common_shapes_are_not_flagged(document):
+    assert check_official_document(document) == []
+
+
+@pytest.mark.parametrize("broken, problem", [
+    (GOOD_NOTICE.replace("2026年11月22日\n", "2026年2月30日\n"), "不是有效日期"),
+    (GOOD_NOTICE.replace("二、检查内容见附件。", "二、检查内容(详见附件)。"), "半角括号"),
+])
+def test_impossible_dates_and_half_width_brackets_are_flagged(broken, problem):
+    assert any(problem in p for p in check_official_document(broken))
+
+
+def test_figures_next_to_chinese_text_and_negative_figures_are_checked():
+    assert check_figures("该公司注册资本5000万元，员工300人。", data={"capital": 5000}) == ["the figure 300 is not in the data"]
+    assert check_figures("净利润为-3.2百万元", data={"profit": -3.2}) == []
+    assert check_figures("1、研发占比11.5%\n2、就业450人", COMPANIES) == []
+
+
+def test_corpus_search_stays_inside_the_scenario_folder(tmp_path):
+    (tmp_path / "inside").mkdir()
+    for corpus in ("..", "../..", "/etc", str(tmp_path.parent)):
+        with pytest.raises(ValueError, match="outside the scenario folder"):
+            search_corpus("x y", corpus, context=ToolContext(scenario_dir=tmp_path / "inside"))
+
+
+def test_scoring_is_fair_when_a_column_does_not_tell_rows_apart_and_unknowns_are_excluded():
+    table = "company,jobs,penalties\nA,100,0\nB,100,\nC,50,0\n"
+    result = score_table(table, weights={"jobs": 1, "penalties": -1}, name_column="company",
+                         exclude_if_above={"penalties": 0})
+    assert result["excluded"] == [{"name": "B", "reasons": ["penalties not given ('')"]}]
+    assert result["ranking"][0]["parts"]["penalties"]["points"] == 50.0  # equal for all, full points
+    with pytest.raises(ValueError, match="no rows"):
+        score_table("company,jobs\n", weights={"jobs": 1}, name_column="company")
+
+
+def test_citations_in_chinese_brackets_count():
+    passages = [{"passage": "a"}, {"passage": "b"}]
+    for text in ("补贴最高300万元【1】。", "见［2］。", "两条都适用 [1,2]。", "见[１]"):
+        assert check_citations(text, passages) == [], text
+
+
+def test_tool_checks_and_literal_arguments_are_checked_at_load():
+    bad_check = TOOL_SCENARIO.replace("      - tool: check_figures\n        args: {csv_text: \"{{ inputs.companies }}\"}",
+                                      "      - tool: read_table\n        args: {}")
+    with pytest.raises(ScenarioInvalid, match="takes no `text`, so it cannot check an output"):
+        load_text(bad_check, "ranker.yaml")
+    with pytest.raises(ScenarioInvalid, match="steps\\[0\\].args.top: tool 'score_table': Input should be a valid integer"):
+        load_text(TOOL_SCENARIO.replace("      top: 2", "      top: five"), "ranker.yaml")
+
+
+def test_a_model_cannot_exceed_its_tool_call_bound(make_workspace, scenarios_dir):
+    from langchain_core.messages import AIMessage
+
+    from agents.testing import ScriptedModelProvider
+    from guardians.runs import start_run
+
+    (scenarios_dir / "ranker.yaml").write_text(TOOL_SCENARIO.replace(
+        "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
+        "    prompt: \"Explain.\"\n    tools: [read_table]\n    max_tool_calls: 2"), encoding="utf-8")
+    greedy = AIMessage(content="", tool_calls=[{"name": "read_table", "args": {"csv_text": COMPANIES}, "id": f"c{i}"}
+                                               for i in range(5)])
+    replies = iter([greedy, "1. 锐芯半导体 18.2"])
+    ws = make_workspace(provider=ScriptedModelProvider(reply=lambda s, p: next(replies)))
+    r = start_run(ws, "ranker", {"companies": COMPANIES}, requester="alice")
+    assert len(r.item.provenance[0]["tool_calls"]) == 2

@@ -70,8 +70,10 @@ def _index(folder: str, stamp: tuple) -> tuple[list[dict], list[Counter], Counte
 
 
 def _folder(corpus: str, context: ToolContext) -> Path:
-    base = context.scenario_dir or Path.cwd()
+    base = (context.scenario_dir or Path.cwd()).resolve()
     folder = (base / corpus).resolve()
+    if Path(corpus).is_absolute() or not folder.is_relative_to(base):
+        raise ValueError(f"corpus '{corpus}' is outside the scenario folder; only folders inside it can be searched")
     if not folder.is_dir():
         raise ValueError(f"corpus folder '{corpus}' not found next to the scenario ({folder})")
     return folder
@@ -116,7 +118,9 @@ def check_citations(text: str, passages: list[dict[str, Any]]) -> list[str]:
     """Problems with how an answer cites the numbered passages it was given: every citation [n]
     must name a passage, an answer must cite at least one, and with no passages it must say that
     nothing was found (未找到 / not found) instead of answering."""
-    cited = sorted({int(n) for n in re.findall(r"\[(\d+)\]", text)})
+    normalized = text.translate(str.maketrans("０１２３４５６７８９【】［］，、", "0123456789[][],,"))
+    cited = sorted({int(n) for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", normalized)
+                    for n in re.split(r"\s*,\s*", group)})
     says_not_found = any(p in text.lower() for p in NOT_FOUND)
     if not passages:
         if says_not_found and not cited:

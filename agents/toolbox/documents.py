@@ -9,6 +9,7 @@ missing signature) is left to the drafter and the guardian.
 from __future__ import annotations
 
 import re
+from datetime import date
 from typing import Any
 
 from ..tools import tool
@@ -16,7 +17,8 @@ from ..tools import tool
 DOC_TYPES = ("通知", "通报", "决定", "决议", "命令", "令", "公告", "通告", "意见", "报告", "请示", "批复", "函",
              "纪要", "议案", "公报")
 NO_RECIPIENT_TYPES = ("公告", "通告", "纪要", "公报", "命令", "令")
-AUTHORITY = re.compile(r"(人民政府|人民代表大会常务委员会|委员会|管理局|执法局|办公室|办公厅|政府|局|厅|部|委|署|院|中心|处|科|所|街道办事处)$")
+AUTHORITY = re.compile(r"(人民政府|人民代表大会常务委员会|委员会|管理局|执法局|办公室|办公厅|政府|局|厅|部|委|署|院|中心|处|科|所|"
+                       r"街道办事处|管委会|支队|大队|中队|分局|站|队|公司|集团|协会|学校|医院|法院|检察院|党委|党组)$")
 NUMBER = re.compile(r"^(?P<prefix>[\u4e00-\u9fff]{1,12})\s*(?P<open>[〔\[［（(【])\s*(?P<year>\d{2,4})\s*"
                     r"(?P<close>[〕\]］）)】])\s*(?P<serial>\d+)\s*号$")
 CN_DIGITS = {"〇": 0, "零": 0, "○": 0, "Ｏ": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
@@ -24,7 +26,8 @@ CN_DIGITS = {"〇": 0, "零": 0, "○": 0, "Ｏ": 0, "一": 1, "二": 2, "三": 
 CN_DATE = re.compile(r"^(?P<y>[〇零○Ｏ一二三四五六七八九]{4})年(?P<m>[一二三四五六七八九十]{1,3})月(?P<d>[一二三四五六七八九十]{1,3})日$")
 DATE = re.compile(r"^(?P<y>\d{4})年(?P<m>\d{1,2})月(?P<d>\d{1,2})日$")
 HALF_PUNCT = re.compile(r"(?<=[\u4e00-\u9fff])([,;:?!])(?=[\u4e00-\u9fff“]|\s*$)")
-BODY_OPENING = re.compile(r"如下|^为|^根据|^按照|^经|^现将|^近期|^近日")
+BODY_OPENING = re.compile(r"如下|^为|^根据|^按照|^经(研究|审定|批准|查明|调查)|^现将|^近期|^近日")
+HALF_PARENS = re.compile(r"(?<=[\u4e00-\u9fff])\(|\)(?=[\u4e00-\u9fff，。；：])")
 FULL = {",": "，", ";": "；", ":": "：", "?": "？", "!": "！"}
 
 
@@ -53,9 +56,14 @@ def _structure(text: str) -> dict[str, Any]:
             found["mark"] = (n, line)
             break
     start = max([found[k][0] for k in ("mark", "number") if k in found], default=0)
-    for n, line in lines:
+    for i, (n, line) in enumerate(lines):
         if n > start and ("关于" in line or line.endswith(DOC_TYPES)) and len(line) <= 80:
             found["title"] = (n, line)
+            # A long title may run over two lines: the second ends with the document type.
+            nxt = lines[i + 1] if i + 1 < len(lines) else None
+            if (nxt and not line.rstrip("。．.，,；;！!").endswith(DOC_TYPES) and len(nxt[1]) <= 40
+                    and nxt[1].rstrip("。．.，,；;！!").endswith(DOC_TYPES) and not nxt[1].endswith(("：", ":"))):
+                found["title"] = (nxt[0], line + nxt[1])
             break
     if "title" in found:
         after = [(n, ln) for n, ln in lines if n > found["title"][0]]
@@ -123,6 +131,8 @@ def check_official_document(text: str) -> list[str]:
         for m in HALF_PUNCT.finditer(line):
             add(n, "标点", f"中文行文中使用了半角标点“{m.group(1)}”，应为“{FULL[m.group(1)]}”")
             break
+        if HALF_PARENS.search(line):
+            add(n, "标点", "中文行文中使用了半角括号“()”，应为“（）”")
     body = "\n".join(ln for _, ln in s["lines"])
     if ("见附件" in body or "详见附件" in body) and not any(ln.startswith("附件") for _, ln in s["lines"]):
         add(None, "附件说明", "正文提到附件，但没有附件说明")
@@ -137,6 +147,10 @@ def check_official_document(text: str) -> list[str]:
             m = DATE.match(compact)
             if m["m"].startswith("0") or m["d"].startswith("0"):
                 add(n, "成文日期", "月、日不编虚位（如“1月5日”，不写“01月05日”）")
+            try:
+                date(int(m["y"]), int(m["m"]), int(m["d"]))
+            except ValueError:
+                add(n, "成文日期", f"“{compact}”不是有效日期")
         if "signature" not in s:
             add(n - 1, "发文机关署名", "缺失（成文日期上方应署发文机关全称或规范化简称）")
     return problems
@@ -162,8 +176,8 @@ def fix_official_document(text: str) -> dict[str, Any]:
         m = NUMBER.match(line.replace(" ", ""))
         replace(n, f"{m['prefix']}〔{m['year']}〕{int(m['serial'])}号", "发文字号")
     if "title" in s:
-        n, line = s["title"]
-        replace(n, line.rstrip("。．.，,；;！!"), "标题末尾不加标点")
+        n, _ = s["title"]  # the title's last line (a long title may take two)
+        replace(n, out[n - 1].strip().rstrip("。．.，,；;！!"), "标题末尾不加标点")
     if "recipient" in s and s["recipient"][1].endswith(":"):
         n, line = s["recipient"]
         replace(n, line[:-1] + "：", "主送机关后用全角冒号")
@@ -193,4 +207,10 @@ def render_template(template: str, data: dict[str, Any]) -> str:
     to let a tool-using agent fill a fixed form."""
     from ..templating import render
 
-    return render(template, data, where="render_template")
+    out = render(template, data, where="render_template")
+    if len(out) > MAX_RENDERED:
+        raise ValueError(f"the rendered text is {len(out)} characters; the limit is {MAX_RENDERED}")
+    return out
+
+
+MAX_RENDERED = 200_000

@@ -16,6 +16,8 @@ def _number(text: str) -> float | int | str:
         value = float(cleaned)
     except ValueError:
         return text.strip()
+    if value != value or value in (float("inf"), float("-inf")):  # nan / inf are not figures
+        return text.strip()
     return int(value) if value.is_integer() and "." not in cleaned else value
 
 
@@ -49,6 +51,8 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
     `exclude_if_above` limit is excluded, with the reason. Every point is accounted for.
     """
     rows = read_table(csv_text)
+    if not rows:
+        raise ValueError("the table has a header but no rows")
     if name_column not in rows[0]:
         raise ValueError(f"no column '{name_column}' (columns: {', '.join(rows[0])})")
     for column in [*weights, *(prefer or {}), *(exclude_if_above or {})]:
@@ -57,8 +61,12 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
     total = sum(abs(w) for w in weights.values()) or 1.0
     candidates, excluded = [], []
     for row in rows:
-        reasons = [f"{c} {row[c]} > {limit:g}" for c, limit in (exclude_if_above or {}).items()
-                   if isinstance(row[c], (int, float)) and row[c] > limit]
+        reasons = []
+        for c, limit in (exclude_if_above or {}).items():
+            if not isinstance(row[c], (int, float)):  # unknown is not "below the limit"
+                reasons.append(f"{c} not given ({row[c]!r})")
+            elif row[c] > limit:
+                reasons.append(f"{c} {row[c]} > {limit:g}")
         if reasons:
             excluded.append({"name": row[name_column], "reasons": reasons})
         else:
@@ -74,9 +82,12 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
         parts, score = {}, 0.0
         for column, weight in weights.items():
             lo, hi = ranges[column]
-            scaled = 1.0 if hi == lo else (row[column] - lo) / (hi - lo)
-            if weight < 0:
-                scaled = 1.0 - scaled
+            if hi == lo:
+                scaled = 1.0  # the column does not tell the rows apart: everyone gets its points
+            else:
+                scaled = (row[column] - lo) / (hi - lo)
+                if weight < 0:
+                    scaled = 1.0 - scaled
             points = round(scaled * abs(weight) / total * 100, 2)
             parts[column] = {"value": row[column], "points": points}
             score += points
@@ -97,8 +108,9 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
     return {"method": method, "ranking": ranked, "shortlist": [r["name"] for r in ranked[:top]], "excluded": excluded}
 
 
-_FIGURE = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![\w])")
-_LIST_NUMBER = re.compile(r"(?m)^\s*\d{1,2}[.)、]\s")
+# ASCII-only boundaries: a figure right next to a Chinese character ("资本5000万元") is still a figure.
+_FIGURE = re.compile(r"(?<![0-9A-Za-z.])[-−]?(\d{1,3}(?:,\d{3})+|\d+)(?:\.(\d+))?(?![0-9A-Za-z])")
+_LIST_NUMBER = re.compile(r"(?m)^\s*\d{1,2}(?:[.)．]\s|、)")
 
 
 def _figures(text: str) -> list[str]:
@@ -107,7 +119,7 @@ def _figures(text: str) -> list[str]:
 
 
 def _as_float(figure: str) -> float:
-    return float(figure.replace(",", ""))
+    return float(figure.replace(",", "").replace("−", "-"))
 
 
 def _numbers_in(value: Any) -> list[float]:
