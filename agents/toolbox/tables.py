@@ -142,6 +142,7 @@ def check_figures(text: str, csv_text: str = "", data: Any = None, also_allowed:
     `data`, or `also_allowed` text.
 
     List numbering at the start of a line is not a figure. 1,820 and 1820, 9.1 and 9.10 match.
+    Only Arabic figures are read: 万/亿 units and Chinese numerals (五千万) are not checked.
     """
     known: set[float] = set(_numbers_in(data))
     if csv_text.strip():
