@@ -9,7 +9,6 @@ two decisions racing cannot both land.
 from __future__ import annotations
 
 import difflib
-import json
 
 from sqlalchemy.exc import IntegrityError
 

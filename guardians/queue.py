@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import or_, select
+from sqlmodel import select
 
 from agents.errors import NotFound
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import select
 
 from typing import TYPE_CHECKING
 
@@ -127,7 +126,3 @@ class Workspace:
     def __exit__(self, *exc) -> None:
         self.close()
 
-
-def latest_versions(ws: Workspace) -> list[ScenarioVersion]:
-    with transaction(ws.engine) as s:
-        return list(s.exec(select(ScenarioVersion).order_by(ScenarioVersion.first_seen)).all())

@@ -104,7 +104,7 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
     method = ("min-max scaled columns, weights " + ", ".join(f"{c} {w:+g}" for c, w in weights.items())
               + (f"; +{prefer_points:g} points for " + "; ".join(f"{c} containing {', '.join(ws)}" for c, ws in prefer.items())
                  if prefer else "")
-              + (f"; excluded when " + ", ".join(f"{c} > {v:g}" for c, v in exclude_if_above.items()) if exclude_if_above else ""))
+              + ("; excluded when " + ", ".join(f"{c} > {v:g}" for c, v in exclude_if_above.items()) if exclude_if_above else ""))
     return {"method": method, "ranking": ranked, "shortlist": [r["name"] for r in ranked[:top]], "excluded": excluded}
 
 
