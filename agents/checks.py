@@ -35,7 +35,9 @@ def run_check(check: Check, output: str, call_tool=None) -> str | None:
 
     `call_tool(check, output)` runs a tool-backed rule and returns its list of problems."""
     if check.tool is not None:
-        found = call_tool(check, output) if call_tool else []
+        if call_tool is None:  # fail closed: a rule that cannot run must not pass
+            raise ValueError(f"check uses tool '{check.tool}' but no tool runner was given")
+        found = call_tool(check, output)
         problem = "; ".join(str(p) for p in found) if found else None
     else:
         problem = _problem(check, output)

@@ -250,3 +250,10 @@ def test_ask_refuses_what_it_cannot_route(dew):
     assert out.exit_code == 1 and "could not route" in out.stdout
     assert out.stderr.strip() == "Error: not routed: no digital employee's job matches this request"
     assert j(dew("runs", "--json")) == []
+
+
+def test_ask_json_prints_one_document_even_when_the_run_fails(dew):
+    dew.fake.fail(500, times=3)
+    out = dew("ask", "我们公司研发投入800万，能拿多少补贴？", "--as", "alice", "--json")
+    assert out.exit_code == 1 and "retry with: dew retry" in out.stderr
+    assert json.loads(out.stdout)["run"]["status"] == "failed"  # exactly one JSON document

@@ -9,7 +9,7 @@ from typing_extensions import Annotated
 from agents.errors import InputInvalid
 
 from .common import AsOption, JsonOption, console, default_requester, print_json, safe, short, workspace
-from .run_cmds import report
+from .run_cmds import raise_if_failed, report
 
 
 def register(app: typer.Typer) -> None:
@@ -45,8 +45,7 @@ def register(app: typer.Typer) -> None:
             from .run_cmds import result_dict
 
             print_json({"understood": understood, "run": result_dict(result)})
-            if result.run.status == "failed":
-                report(result, True)
+            raise_if_failed(result)  # one JSON document on stdout, the failure on stderr
             return
         report(result, False)
 

@@ -75,6 +75,10 @@ def report(r: RunResult, as_json: bool) -> None:
                       f"for {r.item.guardian}. See it with: dew show {r.item.id}")
     else:
         console.print(f"Run {r.run.id} is {r.run.status}.")
+    raise_if_failed(r)
+
+
+def raise_if_failed(r: RunResult) -> None:
     if r.run.status == "failed":
         raise RunFailed(f"run {r.run.id} failed: {r.run.error}. Nothing was queued or released; "
                         f"retry with: dew retry {r.run.id}")
