@@ -288,13 +288,8 @@ def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenari
 
 
 def shipped_directory() -> Path:
-    """The scenarios shipped with dew: the repository's folder, or its copy inside the wheel."""
-    here = Path(__file__).resolve().parent.parent / "scenarios"
-    if here.is_dir():
-        return here
-    from importlib.resources import files
-
-    return Path(str(files("dew_scenarios")))
+    """The scenarios shipped with dew: `scenarios/` beside `agents/`, in a checkout and in the wheel."""
+    return Path(__file__).resolve().parent.parent / "scenarios"
 
 
 # --- line numbers ------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 from .errors import DewError, RunFailed
 
 ENTRY_POINT_GROUP = "dew.tools"
-BUILTIN_MODULES = ("agents.toolbox.tables", "agents.toolbox.corpus", "agents.toolbox.documents",
-                   "agents.toolbox.classify", "agents.toolbox.signals")
+BUILTIN_MODULES = ("dew.agents.toolbox.tables", "dew.agents.toolbox.corpus", "dew.agents.toolbox.documents",
+                   "dew.agents.toolbox.classify", "dew.agents.toolbox.signals")
 
 
 class ToolFailed(RunFailed):

@@ -31,10 +31,10 @@ from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
 from langgraph.graph import END, START, StateGraph  # noqa: E402
 from langgraph.types import Command, interrupt  # noqa: E402
 
-from agents.checkpoints import open_saver  # noqa: E402
-from agents.loader import load_text  # noqa: E402
-from agents.runtime import Runtime  # noqa: E402
-from agents.testing import ScriptedChatModel, ScriptedModelProvider  # noqa: E402
+from dew.agents.checkpoints import open_saver  # noqa: E402
+from dew.agents.loader import load_text  # noqa: E402
+from dew.agents.runtime import Runtime  # noqa: E402
+from dew.agents.testing import ScriptedChatModel, ScriptedModelProvider  # noqa: E402
 
 REPLY = "1. The drafted text. Expected: nothing more."
 SCENARIO = """
@@ -109,9 +109,9 @@ def runtime_loop(url: str, cycles: int) -> list[float]:
 
 
 def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
-    from guardians.decisions import decide
-    from guardians.runs import start_run
-    from guardians.workspace import Settings, Workspace
+    from dew.guardians.decisions import decide
+    from dew.guardians.runs import start_run
+    from dew.guardians.workspace import Settings, Workspace
 
     scenarios = home / "scenarios"
     scenarios.mkdir(parents=True)

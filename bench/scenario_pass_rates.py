@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.llm import settings_from_env  # noqa: E402
-from agents.loader import shipped_directory  # noqa: E402
-from guardians.runs import start_run  # noqa: E402
-from guardians.workspace import Settings, Workspace  # noqa: E402
+from dew.agents.llm import settings_from_env  # noqa: E402
+from dew.agents.loader import shipped_directory  # noqa: E402
+from dew.guardians.runs import start_run  # noqa: E402
+from dew.guardians.workspace import Settings, Workspace  # noqa: E402
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Iterator
 
 from sqlmodel import Session, select
 
-from agents.errors import AuditBroken
+from dew.agents.errors import AuditBroken
 
 from .db import lock_row
 from .models import AuditEvent, AuditHead
@@ -198,7 +198,7 @@ class Verification:
 def parse_anchor(text: str) -> tuple[int, str]:
     seq, sep, digest = text.partition(":")
     if not sep or not seq.isdigit() or len(digest) != 64:
-        from agents.errors import InputInvalid
+        from dew.agents.errors import InputInvalid
 
         raise InputInvalid(f"an anchor is SEQ:SHA256 as printed by `dew audit verify`, not '{text}'")
     return int(seq), digest.lower()

@@ -12,9 +12,9 @@ import difflib
 
 from sqlalchemy.exc import IntegrityError
 
-from agents.checks import json_problem
-from agents.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
-from agents.spec import LLMStep
+from dew.agents.checks import json_problem
+from dew.agents.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
+from dew.agents.spec import LLMStep
 
 from . import audit
 from .db import lock_row, transaction

@@ -12,8 +12,8 @@ import json
 
 from sqlmodel import select
 
-from agents.errors import DewError, InvalidState
-from agents.templating import evaluate, render
+from dew.agents.errors import DewError, InvalidState
+from dew.agents.templating import evaluate, render
 
 from . import audit
 from .db import transaction

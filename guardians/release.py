@@ -15,8 +15,8 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from agents.errors import DewError, InvalidState, NotFound, ReleaseError
-from agents.templating import render
+from dew.agents.errors import DewError, InvalidState, NotFound, ReleaseError
+from dew.agents.templating import render
 
 from . import audit
 from .db import lock_row, transaction

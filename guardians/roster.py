@@ -8,9 +8,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import select
 
-from agents.errors import InputInvalid, NotFound, ScenarioInvalid
-from agents.loader import ROSTER_FILE
-from agents.spec import PERSON_PATTERN
+from dew.agents.errors import InputInvalid, NotFound, ScenarioInvalid
+from dew.agents.loader import ROSTER_FILE
+from dew.agents.spec import PERSON_PATTERN
 
 from .audit import GuardianAdded, emit
 from .db import lock_row, transaction

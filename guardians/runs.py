@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING, Callable
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from agents.errors import DewError, InvalidState, NotFound
-from agents.inputs import validate_inputs
-from agents.loader import LoadedScenario
+from dew.agents.errors import DewError, InvalidState, NotFound
+from dew.agents.inputs import validate_inputs
+from dew.agents.loader import LoadedScenario
 
 from . import audit
 from .db import lock_row, transaction
 from .models import Decision, Guardian, Release, Run, ScenarioVersion, WorkItem, utcnow
 
 if TYPE_CHECKING:
-    from agents.runtime import Outcome, Runtime
+    from dew.agents.runtime import Outcome, Runtime
 
 
 @dataclass

@@ -12,15 +12,15 @@ from sqlalchemy.exc import DBAPIError
 
 from typing import TYPE_CHECKING
 
-from agents.errors import ScenarioNotFound, StorageError
-from agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
+from dew.agents.errors import ScenarioNotFound, StorageError
+from dew.agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
 
 from .db import make_engine, normalize_url, transaction, upgrade
 from .models import ScenarioVersion
 
 if TYPE_CHECKING:
-    from agents.llm import ModelProvider
-    from agents.runtime import Runtime
+    from dew.agents.llm import ModelProvider
+    from dew.agents.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Workspace:
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
             raise StorageError(f"cannot open the database {settings.database_label}: {reason}") from None
         if provider is None:
-            from agents.llm import EnvModelProvider
+            from dew.agents.llm import EnvModelProvider
 
             provider = EnvModelProvider()
         self.provider = provider
@@ -108,8 +108,8 @@ class Workspace:
     def runtime(self) -> Runtime:
         if self._runtime is None:
             # LangGraph is imported only by commands that drive runs.
-            from agents.checkpoints import open_saver
-            from agents.runtime import Runtime
+            from dew.agents.checkpoints import open_saver
+            from dew.agents.runtime import Runtime
 
             saver = self._stack.enter_context(open_saver(self.settings.database_url))
             self._runtime = Runtime(saver, self.provider, data_dir=self.settings.scenarios_dir)

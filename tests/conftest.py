@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.loader import shipped_directory
-from agents.testing import ScriptedModelProvider
-from guardians.workspace import Settings, Workspace
+from dew.agents.loader import shipped_directory
+from dew.agents.testing import ScriptedModelProvider
+from dew.guardians.workspace import Settings, Workspace
 
 from .fakellm import FakeOpenAI
 

@@ -12,7 +12,7 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from agents.testing import default_reply
+from dew.agents.testing import default_reply
 
 
 class _Server(ThreadingHTTPServer):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from guardians.cli.main import app
+from dew.guardians.cli.main import app
 
 
 @pytest.fixture

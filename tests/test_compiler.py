@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agents.checks import json_problem, run_check
-from agents.compiler import mermaid, parse_verdict
-from agents.loader import load_directory, load_text
-from agents.runtime import Runtime
-from agents.spec import Check
-from agents.testing import ScriptedModelProvider
+from dew.agents.checks import json_problem, run_check
+from dew.agents.compiler import mermaid, parse_verdict
+from dew.agents.loader import load_directory, load_text
+from dew.agents.runtime import Runtime
+from dew.agents.spec import Check
+from dew.agents.testing import ScriptedModelProvider
 from tests.conftest import SCENARIOS
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from agents.errors import AlreadyDecided, DewError, NotAuthorized, ScenarioInvalid
-from guardians.cli import reference
+from dew.agents.errors import AlreadyDecided, DewError, NotAuthorized, ScenarioInvalid
+from dew.guardians.cli import reference
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("name", sorted(reference.FILES))
 def test_generated_reference_is_up_to_date(name):
-    """If this fails, run: python -m guardians.cli.reference"""
+    """If this fails, run: python -m dew.guardians.cli.reference"""
     assert (REPO / "docs" / name).read_text(encoding="utf-8") == reference.FILES[name]()
 
 

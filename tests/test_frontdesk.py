@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from agents.frontdesk import route, shortlist
-from agents.loader import load_directory
-from agents.testing import ScriptedModelProvider
+from dew.agents.frontdesk import route, shortlist
+from dew.agents.loader import load_directory
+from dew.agents.testing import ScriptedModelProvider
 from tests.conftest import SCENARIOS
 
 CATALOGUE = load_directory(SCENARIOS)

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from agents.errors import AlreadyDecided, DecisionInvalid, InputInvalid, InvalidState, LLMError, NotAuthorized
-from agents.testing import ScriptedModelProvider, default_reply
-from guardians import audit
-from guardians.db import transaction
-from guardians.decisions import decide
-from guardians.queue import inbox, item_view, trace
-from guardians.release import list_releases
-from guardians.runs import retry_run, start_run
+from dew.agents.errors import AlreadyDecided, DecisionInvalid, InputInvalid, InvalidState, LLMError, NotAuthorized
+from dew.agents.testing import ScriptedModelProvider, default_reply
+from dew.guardians import audit
+from dew.guardians.db import transaction
+from dew.guardians.decisions import decide
+from dew.guardians.queue import inbox, item_view, trace
+from dew.guardians.release import list_releases
+from dew.guardians.runs import retry_run, start_run
 
 DRILL_INPUTS = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team\nFire brigade",
                 "duration_minutes": 30}
@@ -266,7 +266,7 @@ output:
 
 
 def test_nothing_is_released_without_a_recorded_approval(ws):
-    from guardians.release import release_run
+    from dew.guardians.release import release_run
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     with pytest.raises(InvalidState, match="no approved work item"):
@@ -287,7 +287,7 @@ def test_an_agent_that_claims_approval_is_still_just_a_draft(make_workspace):
 
 
 def test_a_failed_release_leaves_the_run_approved_and_retry_delivers_it(ws):
-    from agents.errors import ReleaseError
+    from dew.agents.errors import ReleaseError
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     blocker = ws.settings.outbox / "drill-script"
@@ -306,11 +306,11 @@ def test_a_failed_release_leaves_the_run_approved_and_retry_delivers_it(ws):
 
 
 def test_release_never_overwrites_a_different_file(ws):
-    from agents.errors import ReleaseError
+    from dew.agents.errors import ReleaseError
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     spec = ws.scenario("drill-script").spec
-    from guardians.release import _file_name
+    from dew.guardians.release import _file_name
 
     target = ws.settings.outbox / "drill-script" / f"{_file_name(spec, r.run)}.md"
     target.parent.mkdir(parents=True)
@@ -329,7 +329,7 @@ def test_ctrl_c_while_drafting_leaves_the_run_failed_not_running(make_workspace)
     ws = make_workspace(provider=ScriptedModelProvider(reply=reply))
     with pytest.raises(KeyboardInterrupt):
         start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
-    from guardians.runs import list_runs
+    from dew.guardians.runs import list_runs
 
     [run] = list_runs(ws)
     assert run.status == "failed" and run.error == "interrupted while drafting"
@@ -338,11 +338,11 @@ def test_ctrl_c_while_drafting_leaves_the_run_failed_not_running(make_workspace)
 
 
 def test_a_run_left_running_by_a_dead_process_is_retried_only_with_force(ws, monkeypatch):
-    import guardians.decisions
+    import dew.guardians.decisions
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     # The process dies right after the revise decision commits, before the graph is resumed.
-    monkeypatch.setattr(guardians.decisions, "drive", lambda *a, **k: None)
+    monkeypatch.setattr(dew.guardians.decisions, "drive", lambda *a, **k: None)
     decide(ws, r.item.id, actor="zhao.lei", action="revise", note="use the east exit")
     monkeypatch.undo()
     with pytest.raises(InvalidState, match="retry with --force"):
@@ -352,20 +352,20 @@ def test_a_run_left_running_by_a_dead_process_is_retried_only_with_force(ws, mon
 
 
 def test_retry_never_applies_a_decision_to_a_draft_the_guardian_has_not_seen(make_workspace, monkeypatch):
-    import guardians.runs
+    import dew.guardians.runs
 
     provider = ScriptedModelProvider()
     ws = make_workspace(provider=provider)
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
-    real_queue = guardians.runs._queue
+    real_queue = dew.guardians.runs._queue
 
     def crash(*args, **kwargs):
         raise SystemExit("killed after the revised draft was checkpointed, before it was queued")
 
-    monkeypatch.setattr(guardians.runs, "_queue", crash)
+    monkeypatch.setattr(dew.guardians.runs, "_queue", crash)
     with pytest.raises(SystemExit):
         decide(ws, r.item.id, actor="zhao.lei", action="revise", note="shorter")
-    monkeypatch.setattr(guardians.runs, "_queue", real_queue)
+    monkeypatch.setattr(dew.guardians.runs, "_queue", real_queue)
     calls = len(provider.calls)
     again = retry_run(ws, r.run.id, actor="zhao.lei")
     assert again.item.revision == 1  # the draft already made, not a second revision of it
@@ -373,10 +373,10 @@ def test_retry_never_applies_a_decision_to_a_draft_the_guardian_has_not_seen(mak
 
 
 def test_a_crash_between_commit_and_delivery_is_completed_by_retry(ws, monkeypatch):
-    import guardians.release
+    import dew.guardians.release
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
-    monkeypatch.setattr(guardians.release, "_publish", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    monkeypatch.setattr(dew.guardians.release, "_publish", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
         decide(ws, r.item.id, actor="zhao.lei", action="approve")
     monkeypatch.undo()

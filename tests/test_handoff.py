@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agents.errors import ScenarioInvalid
-from agents.loader import load_directory
-from guardians.decisions import decide
-from guardians.queue import trace
-from guardians.release import release_run
-from guardians.runs import list_runs, start_run
+from dew.agents.errors import ScenarioInvalid
+from dew.agents.loader import load_directory
+from dew.guardians.decisions import decide
+from dew.guardians.queue import trace
+from dew.guardians.release import release_run
+from dew.guardians.runs import list_runs, start_run
 from tests.conftest import SCENARIOS
 
 HOTLINE = {e.name: e.inputs for e in load_directory(SCENARIOS)["hotline-intake"].spec.examples}

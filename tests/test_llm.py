@@ -7,10 +7,10 @@ import socket
 import pytest
 from langchain_core.messages import HumanMessage
 
-from agents.errors import LLMError
-from agents.llm import EnvModelProvider, invoke, settings_from_env
-from agents.spec import LLMSpec
-from guardians.runs import retry_run, start_run
+from dew.agents.errors import LLMError
+from dew.agents.llm import EnvModelProvider, invoke, settings_from_env
+from dew.agents.spec import LLMSpec
+from dew.guardians.runs import retry_run, start_run
 
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
 

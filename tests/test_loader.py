@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agents.errors import ScenarioInvalid
-from agents.loader import load_directory, load_file, load_text
+from dew.agents.errors import ScenarioInvalid
+from dew.agents.loader import load_directory, load_file, load_text
 from tests.conftest import SCENARIOS
 
 GOOD = """\
@@ -116,7 +116,7 @@ def test_every_problem_of_a_directory_is_reported_together(tmp_path):
 
 
 def test_load_file_reports_a_missing_file(tmp_path):
-    from agents.errors import ScenarioNotFound
+    from dew.agents.errors import ScenarioNotFound
 
     with pytest.raises(ScenarioNotFound, match="no such file"):
         load_file(tmp_path / "nope.yaml")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from agents.loader import load_directory
-from agents.testing import ScriptedModelProvider
-from guardians.runs import start_run
+from dew.agents.loader import load_directory
+from dew.agents.testing import ScriptedModelProvider
+from dew.guardians.runs import start_run
 from tests.conftest import SCENARIOS
 
 CATALOGUE = load_directory(SCENARIOS)

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from agents.errors import ScenarioInvalid
-from agents.loader import load_text
-from agents.toolbox.corpus import check_citations, search_corpus, tokens
-from agents.toolbox.documents import check_official_document, fix_official_document
-from agents.toolbox.tables import check_figures, read_table, score_table
-from agents.tools import ToolContext, ToolFailed, get_tool, registry
+from dew.agents.errors import ScenarioInvalid
+from dew.agents.loader import load_text
+from dew.agents.toolbox.corpus import check_citations, search_corpus, tokens
+from dew.agents.toolbox.documents import check_official_document, fix_official_document
+from dew.agents.toolbox.tables import check_figures, read_table, score_table
+from dew.agents.tools import ToolContext, ToolFailed, get_tool, registry
 
 COMPANIES = """company,sector,revenue_million_cny,rd_ratio_pct,planned_jobs,penalties_3y
 华储能源科技,energy storage systems,1820,11.5,450,0
@@ -26,7 +26,7 @@ def test_builtins_are_registered_through_the_entry_point_group():
 
     assert {"read_table", "score_table", "check_figures", "search_corpus", "check_official_document",
             "fix_official_document"} <= set(registry())
-    assert {ep.value for ep in entry_points(group="dew.tools")} >= {"agents.toolbox.tables"}
+    assert {ep.value for ep in entry_points(group="dew.tools")} >= {"dew.agents.toolbox.tables"}
 
 
 def test_read_table_parses_numbers_and_names_bad_rows():
@@ -191,8 +191,8 @@ steps:
 
 
 def test_a_tool_step_feeds_structured_results_to_later_steps(make_workspace, scenarios_dir):
-    from agents.testing import ScriptedModelProvider
-    from guardians.runs import start_run
+    from dew.agents.testing import ScriptedModelProvider
+    from dew.guardians.runs import start_run
 
     (scenarios_dir / "ranker.yaml").write_text(TOOL_SCENARIO, encoding="utf-8")
     replies = iter(["锐芯半导体 leads with 99.9% R&D.", "锐芯半导体 leads with 18.2% R&D."])
@@ -218,8 +218,8 @@ def test_tool_mistakes_are_caught_at_load(change, expected):
 
 
 def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_dir, fake_llm):
-    from agents.llm import EnvModelProvider
-    from guardians.runs import start_run
+    from dew.agents.llm import EnvModelProvider
+    from dew.guardians.runs import start_run
 
     (scenarios_dir / "ranker.yaml").write_text(TOOL_SCENARIO.replace(
         "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
@@ -238,7 +238,7 @@ def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_d
 
 
 def test_risk_signals_are_tied_to_the_facts_that_raised_them():
-    from agents.toolbox.signals import risk_signals
+    from dew.agents.toolbox.signals import risk_signals
 
     rules = [{"field": "penalties", "op": ">=", "value": 2, "signal": "repeated penalties", "severity": "high"},
              {"field": "paid", "op": "ratio_below", "of": "registered", "value": 0.2, "signal": "thin capital"},
@@ -325,8 +325,8 @@ def test_tool_checks_and_literal_arguments_are_checked_at_load():
 def test_a_model_cannot_exceed_its_tool_call_bound(make_workspace, scenarios_dir):
     from langchain_core.messages import AIMessage
 
-    from agents.testing import ScriptedModelProvider
-    from guardians.runs import start_run
+    from dew.agents.testing import ScriptedModelProvider
+    from dew.guardians.runs import start_run
 
     (scenarios_dir / "ranker.yaml").write_text(TOOL_SCENARIO.replace(
         "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from agents.testing import ScriptedModelProvider
-from guardians.decisions import decide
-from guardians.runs import start_run
+from dew.agents.testing import ScriptedModelProvider
+from dew.guardians.decisions import decide
+from dew.guardians.runs import start_run
 
 TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "writing-a-scenario.md"
 
@@ -37,7 +37,7 @@ def test_the_tutorial_scenario_runs_end_to_end(make_workspace, scenarios_dir):
 def test_the_documented_error_is_what_dew_prints(tmp_path):
     from typer.testing import CliRunner
 
-    from guardians.cli.main import app
+    from dew.guardians.cli.main import app
 
     folder = tmp_path / "scenarios"
     folder.mkdir()

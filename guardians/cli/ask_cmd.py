@@ -6,7 +6,7 @@ import json
 import typer
 from typing_extensions import Annotated
 
-from agents.errors import InputInvalid
+from dew.agents.errors import InputInvalid
 
 from .common import AsOption, JsonOption, console, default_requester, print_json, safe, short, workspace
 from .run_cmds import raise_if_failed, report
@@ -19,9 +19,9 @@ def register(app: typer.Typer) -> None:
             dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what was understood; start nothing.")] = False,
             actor: AsOption = None, as_json: JsonOption = False):
         """Say what you need; the front desk picks the digital employee, shows what it understood and starts the run."""
-        from agents.frontdesk import route
-        from guardians.audit import sha256_text
-        from guardians.runs import start_run
+        from dew.agents.frontdesk import route
+        from dew.guardians.audit import sha256_text
+        from dew.guardians.runs import start_run
 
         ws = workspace(ctx)
         r = route(request, ws.catalogue, ws.provider)

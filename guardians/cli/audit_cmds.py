@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from agents.errors import AuditBroken
+from dew.agents.errors import AuditBroken
 
 from .common import DewGroup, JsonOption, console, print_json, safe, short, workspace
 
@@ -41,7 +41,7 @@ def _details(e: dict) -> str:
 def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")],
           as_json: JsonOption = False):
     """Everything behind a work item: requester, scenario version, models, decisions, release."""
-    from guardians.queue import trace as load_trace
+    from dew.guardians.queue import trace as load_trace
 
     t = load_trace(workspace(ctx), item)
     if as_json:
@@ -61,7 +61,7 @@ def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM"
 def log(ctx: typer.Context, as_json: JsonOption = False,
         limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the newest N events.")] = None):
     """The whole audit trail, oldest first."""
-    from guardians.queue import audit_log
+    from dew.guardians.queue import audit_log
 
     events = audit_log(workspace(ctx), limit)
     if as_json:
@@ -73,8 +73,8 @@ def log(ctx: typer.Context, as_json: JsonOption = False,
 def verify(ctx: typer.Context, as_json: JsonOption = False,
            anchor: Annotated[Optional[List[str]], typer.Option("--anchor", help="SEQ:SHA256 printed by an earlier verify and kept outside the database; it must still be in the chain. Repeatable.")] = None):
     """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
-    from guardians import audit
-    from guardians.db import transaction
+    from dew.guardians import audit
+    from dew.guardians.db import transaction
 
     anchors = [audit.parse_anchor(a) for a in anchor or []]
     try:

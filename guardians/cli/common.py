@@ -14,8 +14,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 from typing_extensions import Annotated
 
-from agents.checks import visible
-from agents.errors import DewError, IdentityRequired
+from dew.agents.checks import visible
+from dew.agents.errors import DewError, IdentityRequired
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
@@ -58,13 +58,13 @@ class AppState:
 
     @property
     def settings(self):
-        from guardians.workspace import Settings
+        from dew.guardians.workspace import Settings
 
         return Settings.resolve(self.home, self.scenarios)
 
     def workspace(self):
         if self._ws is None:
-            from guardians.workspace import Workspace
+            from dew.guardians.workspace import Workspace
 
             self._ws = Workspace(self.settings)
         return self._ws

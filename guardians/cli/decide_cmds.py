@@ -8,14 +8,14 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from agents.errors import DecisionInvalid
+from dew.agents.errors import DecisionInvalid
 from .common import AsOption, JsonOption, require_identity, workspace
 from .run_cmds import report
 
 
 
 def decide(ctx, item: int, **kwargs):
-    from guardians.decisions import decide as record  # imported here: `dew --help` stays fast
+    from dew.guardians.decisions import decide as record  # imported here: `dew --help` stays fast
 
     return record(workspace(ctx), item, **kwargs)
 

@@ -7,7 +7,7 @@ import time
 
 import typer
 
-from agents.llm import settings_from_env
+from dew.agents.llm import settings_from_env
 
 from .common import AsOption, console, safe, state, workspace
 from .run_cmds import inbox_rows, print_inbox
@@ -19,8 +19,8 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(ctx: typer.Context, actor: AsOption = None):
         """Run each scenario's first sample through its agent and fill the guardians' queues."""
-        from guardians.queue import inbox
-        from guardians.runs import start_run
+        from dew.guardians.queue import inbox
+        from dew.guardians.runs import start_run
 
         ws = workspace(ctx)
         settings = ws.settings

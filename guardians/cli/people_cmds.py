@@ -14,7 +14,7 @@ app = typer.Typer(cls=DewGroup, help="The roster of guardians.", no_args_is_help
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOption = False):
     """List the guardians on the roster."""
-    from guardians.roster import list_guardians
+    from dew.guardians.roster import list_guardians
 
     rows = [{"id": g.id, "name": g.name, "title": g.title, "active": g.active} for g in list_guardians(workspace(ctx))]
     if as_json:
@@ -32,7 +32,7 @@ def add(ctx: typer.Context,
         title: Annotated[str, typer.Option("--title", help="Job title.")] = "",
         actor: AsOption = None):
     """Add a guardian to the roster."""
-    from guardians.roster import add_guardian
+    from dew.guardians.roster import add_guardian
 
     g = add_guardian(workspace(ctx), guardian_id, name, title, actor=default_requester(actor))
     console.print(f"Added guardian {g.id} ({g.name}).")

@@ -1,7 +1,7 @@
 """Generate the reference docs from the code: CLI help, scenario format, JSON Schema.
 
-    python -m guardians.cli.reference          # rewrite docs/cli.md, docs/scenario-reference.md, docs/scenario.schema.json
-    python -m guardians.cli.reference --check  # exit 1 if any of them is out of date (CI runs this through pytest)
+    python -m dew.guardians.cli.reference          # rewrite docs/cli.md, docs/scenario-reference.md, docs/scenario.schema.json
+    python -m dew.guardians.cli.reference --check  # exit 1 if any of them is out of date (CI runs this through pytest)
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from typer.testing import CliRunner
 
-from agents import spec as s
+from dew.agents import spec as s
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -28,7 +28,7 @@ def cli_reference() -> str:
     root = get_command(app)
     runner = CliRunner()
     parts = ["# dew CLI reference", "",
-             "Generated from `dew --help` by `python -m guardians.cli.reference`; do not edit by hand.", ""]
+             "Generated from `dew --help` by `python -m dew.guardians.cli.reference`; do not edit by hand.", ""]
 
     def walk(cmd, path: list[str]):
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}, prog_name="dew")
@@ -82,7 +82,7 @@ def scenario_reference() -> str:
     models = [s.Scenario, s.InputSpec, s.LLMSpec, s.LLMStep, s.TemplateStep, s.ToolStep, s.CheckStep, s.Check,
               s.ReviewStep, s.OutputSpec, s.ReleaseSpec, s.HandoffSpec, s.Example]
     out = ["# Scenario YAML reference (format version 1)", "",
-           "Generated from the pydantic models in `agents/spec.py` by `python -m guardians.cli.reference`; "
+           "Generated from the pydantic models in `agents/spec.py` by `python -m dew.guardians.cli.reference`; "
            "do not edit by hand. The same models give the JSON Schema in "
            "[`scenario.schema.json`](scenario.schema.json) (`dew scenarios schema`), which editors such as VS Code "
            "use for autocompletion with the first line `# yaml-language-server: $schema=../docs/scenario.schema.json`.",
@@ -105,8 +105,8 @@ def scenarios_reference() -> str:
     """docs/scenarios.md: the shipped library, from the YAML files themselves."""
     import yaml
 
-    from agents.compiler import mermaid
-    from agents.loader import ROSTER_FILE, load_directory, shipped_directory
+    from dew.agents.compiler import mermaid
+    from dew.agents.loader import ROSTER_FILE, load_directory, shipped_directory
 
     folder = shipped_directory()
     roster = {g["id"]: g for g in yaml.safe_load((folder / ROSTER_FILE).read_text(encoding="utf-8"))["guardians"]}
@@ -119,7 +119,7 @@ def scenarios_reference() -> str:
             if m:
                 verdicts[m.group(1)] = m.group(2)
     out = ["# The scenario library", "",
-           "Generated from `scenarios/*.yaml` by `python -m guardians.cli.reference`; do not edit by hand. "
+           "Generated from `scenarios/*.yaml` by `python -m dew.guardians.cli.reference`; do not edit by hand. "
            "Each scenario is one YAML file; its graph below is what dew compiles it to. "
            "How well the embedded model does on each is measured in [pass-rates.md](pass-rates.md).", ""]
     for sid in sorted(catalogue):
@@ -160,10 +160,10 @@ def tools_reference() -> str:
     """docs/tools.md: every registered tool with its arguments."""
     import inspect
 
-    from agents.tools import registry
+    from dew.agents.tools import registry
 
     out = ["# Tools", "",
-           "Generated from the tool registry by `python -m guardians.cli.reference`; do not edit by hand. "
+           "Generated from the tool registry by `python -m dew.guardians.cli.reference`; do not edit by hand. "
            "A `tool` step calls one with `args`; a `check` may use one that returns problems (it receives "
            "the checked output as `text`); an `llm` step that lists `tools` lets the model call them. "
            "Packages add tools through the `dew.tools` entry-point group (see `agents/tools.py`).", ""]
@@ -201,7 +201,7 @@ def main(argv: list[str]) -> int:
             path.parent.mkdir(exist_ok=True)
             path.write_text(text, encoding="utf-8")
     if stale:
-        print(f"out of date: {', '.join(stale)}; run: python -m guardians.cli.reference", file=sys.stderr)
+        print(f"out of date: {', '.join(stale)}; run: python -m dew.guardians.cli.reference", file=sys.stderr)
         return 1
     return 0
 

@@ -12,12 +12,12 @@ from rich.panel import Panel
 from rich.table import Table
 from typing_extensions import Annotated
 
-from agents.errors import InputInvalid, RunFailed
+from dew.agents.errors import InputInvalid, RunFailed
 
 from .common import AsOption, JsonOption, console, default_requester, err_console, print_json, safe, short, workspace
 
 if TYPE_CHECKING:
-    from guardians.runs import RunResult
+    from dew.guardians.runs import RunResult
 
 # Service modules are imported inside the commands: `dew --help` should not pay for LangGraph.
 
@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
             actor: AsOption = None,
             as_json: JsonOption = False):
         """Start a run: the agent drafts, and the draft waits in its guardian's queue."""
-        from guardians.runs import start_run
+        from dew.guardians.runs import start_run
 
         ws = workspace(ctx)
         values = {}
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
               all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
               as_json: JsonOption = False):
         """Work items waiting for a guardian (yours with --as; everyone's without)."""
-        from guardians.queue import inbox as load_inbox
+        from dew.guardians.queue import inbox as load_inbox
 
         rows = inbox_rows(load_inbox(workspace(ctx), actor, include_decided=all_), actor)
         if as_json:
@@ -123,7 +123,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def show(ctx: typer.Context, item: Annotated[int, typer.Argument(help="Work item id.")], as_json: JsonOption = False):
         """Show a work item: the draft, its inputs, provenance, findings and outcome."""
-        from guardians.queue import item_view
+        from dew.guardians.queue import item_view
 
         view = item_view(workspace(ctx), item)
         if as_json:
@@ -137,7 +137,7 @@ def register_listings(app: typer.Typer) -> None:
              status: Annotated[Optional[str], typer.Option("--status", help="running, awaiting_decision, approved, released, rejected or failed.")] = None,
              as_json: JsonOption = False):
         """List runs and where each stands."""
-        from guardians.runs import list_runs
+        from dew.guardians.runs import list_runs
 
         rows = [{"run_id": r.id, "scenario": r.scenario_id, "status": r.status, "requester": r.requester,
                  "attempts": r.attempts, "error": r.error, "created_at": r.created_at.isoformat()}
@@ -154,14 +154,14 @@ def register_listings(app: typer.Typer) -> None:
               force: Annotated[bool, typer.Option("--force", help="Also retry a run left 'running' by a process that died.")] = False,
               actor: AsOption = None, as_json: JsonOption = False):
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
-        from guardians.runs import retry_run
+        from dew.guardians.runs import retry_run
 
         report(retry_run(workspace(ctx), run_id, actor=default_requester(actor), force=force), as_json)
 
     @app.command()
     def released(ctx: typer.Context, as_json: JsonOption = False):
         """List released outputs and where they went."""
-        from guardians.queue import released as load_released
+        from dew.guardians.queue import released as load_released
 
         rows = load_released(workspace(ctx))
         if as_json:

@@ -10,9 +10,9 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from agents.errors import ScenarioInvalid
-from agents.loader import load_file, scenario_files
-from agents.spec import json_schema
+from dew.agents.errors import ScenarioInvalid
+from dew.agents.loader import load_file, scenario_files
+from dew.agents.spec import json_schema
 
 from .common import DewGroup, JsonOption, console, print_json, short, state, workspace
 
@@ -30,7 +30,7 @@ def _summary(loaded) -> dict:
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOption = False):
     """List the scenarios in the scenario folder."""
-    from agents.loader import load_directory
+    from dew.agents.loader import load_directory
 
     catalogue = load_directory(state(ctx).settings.scenarios_dir)
     rows = [_summary(s) for s in catalogue.values()]
@@ -80,7 +80,7 @@ def show(ctx: typer.Context, scenario: Annotated[str, typer.Argument(help="Scena
          as_json: JsonOption = False,
          mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the compiled graph as mermaid text.")] = False):
     """Show one scenario: its job, guardian, inputs, steps and compiled graph."""
-    from agents.compiler import mermaid as draw
+    from dew.agents.compiler import mermaid as draw
 
     loaded = workspace(ctx).scenario(scenario)
     if mermaid:

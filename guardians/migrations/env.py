@@ -3,7 +3,7 @@
 from alembic import context
 from sqlmodel import SQLModel
 
-from guardians import models  # noqa: F401  (registers the tables)
+from dew.guardians import models  # noqa: F401  (registers the tables)
 
 target_metadata = SQLModel.metadata
 
@@ -17,7 +17,7 @@ def include_object(obj, name, type_, reflected, compare_to):
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("dew runs its migrations itself (guardians.db.upgrade); there is no alembic.ini")
+    raise RuntimeError("dew runs its migrations itself (dew.guardians.db.upgrade); there is no alembic.ini")
 context.configure(
     connection=connection,
     target_metadata=target_metadata,

@@ -14,14 +14,14 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from agents.errors import AlreadyDecided, AuditBroken
-from guardians import audit
-from guardians.db import transaction, upgrade
-from guardians.decisions import decide
-from guardians.queue import item_view
-from guardians.release import list_releases, release_run
-from guardians.roster import list_guardians
-from guardians.runs import start_run
+from dew.agents.errors import AlreadyDecided, AuditBroken
+from dew.guardians import audit
+from dew.guardians.db import transaction, upgrade
+from dew.guardians.decisions import decide
+from dew.guardians.queue import item_view
+from dew.guardians.release import list_releases, release_run
+from dew.guardians.roster import list_guardians
+from dew.guardians.runs import start_run
 
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
 
@@ -215,8 +215,8 @@ def test_an_anchor_kept_outside_detects_a_rebuilt_trail(make_workspace, database
 def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_path, scenarios_dir, database_url):
     """Each thread opens its own workspace (own engine, own checkpoint connection), as separate
     processes would: migrations, checkpoint setup and a new scenario version must not collide."""
-    from agents.testing import ScriptedModelProvider
-    from guardians.workspace import Settings, Workspace
+    from dew.agents.testing import ScriptedModelProvider
+    from dew.guardians.workspace import Settings, Workspace
 
     errors, results = [], []
     barrier = threading.Barrier(4)
@@ -243,7 +243,7 @@ def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_pat
 
 def test_the_database_refuses_a_second_decision_even_if_the_status_check_is_bypassed(make_workspace, database_url):
     """The unique constraint on decisions.item_id is the backstop behind the status check."""
-    from guardians.models import Decision
+    from dew.guardians.models import Decision
 
     ws = make_workspace(database_url)
     r = start_run(ws, "drill-script", DRILL, requester="alice")
@@ -262,7 +262,7 @@ def test_upgrading_an_older_database_keeps_its_data(database_url):
     from alembic.config import Config
     from pathlib import Path
 
-    from guardians import db
+    from dew.guardians import db
 
     engine = db.make_engine(database_url)
     cfg = Config()
