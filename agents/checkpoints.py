@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -14,12 +14,12 @@ def sqlite_path(url: str) -> str:
     """The file of a `sqlite:///path` URL (SQLAlchemy's spelling, which dew uses throughout)."""
     if not url.startswith("sqlite:///"):
         raise ValueError(f"not a SQLite file URL: {url}")
-    return url[len("sqlite:///"):]
+    return url[len("sqlite:///") :]
 
 
 def postgres_conninfo(url: str) -> str:
     """A libpq URL from a SQLAlchemy one (`postgresql+psycopg://` → `postgresql://`)."""
-    scheme, rest = url.split("://", 1)
+    _scheme, rest = url.split("://", 1)
     return "postgresql://" + rest
 
 

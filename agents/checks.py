@@ -9,7 +9,6 @@ import jsonschema
 
 from .spec import Check
 
-
 # Characters a terminal or editor does not show as themselves: C0/C1 controls other than tab and
 # newlines (terminal escapes can hide or rewrite text) and Unicode bidirectional overrides.
 HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -21,8 +20,10 @@ def hidden_characters(text: str) -> str | None:
     if not found:
         return None
     kinds = ", ".join(sorted({visible(c) for c in found}))
-    return (f"the draft contains {len(found)} invisible control character(s) ({kinds}); "
-            "dew show displays them escaped: check what they hide before approving")
+    return (
+        f"the draft contains {len(found)} invisible control character(s) ({kinds}); "
+        "dew show displays them escaped: check what they hide before approving"
+    )
 
 
 def visible(text: str) -> str:
@@ -54,9 +55,17 @@ def _problem(check: Check, output: str) -> str | None:
         present = [s for s in check.not_contains if s in output]
         return f"must not contain: {', '.join(present)}" if present else None
     if check.min_chars is not None:
-        return f"too short: {len(output)} characters, at least {check.min_chars} needed" if len(output) < check.min_chars else None
+        return (
+            f"too short: {len(output)} characters, at least {check.min_chars} needed"
+            if len(output) < check.min_chars
+            else None
+        )
     if check.max_chars is not None:
-        return f"too long: {len(output)} characters, at most {check.max_chars} allowed" if len(output) > check.max_chars else None
+        return (
+            f"too long: {len(output)} characters, at most {check.max_chars} allowed"
+            if len(output) > check.max_chars
+            else None
+        )
     if check.matches is not None:
         return None if re.search(check.matches, output, re.MULTILINE) else f"does not match /{check.matches}/"
     if check.json_schema is not None:

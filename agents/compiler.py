@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
@@ -72,7 +72,7 @@ def extract_json(text: str) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def compile_scenario(spec: Scenario, provider: ModelProvider, checkpointer=None, data_dir=None):
@@ -183,7 +183,7 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
         messages = [SystemMessage(system), HumanMessage(prompt)]
         problem = "no reply"
         tool_calls: list = []
-        for attempt in range(1, step.attempts + 1):
+        for attempt in range(1, step.attempts + 1):  # noqa: B007 - `attempt` is recorded after the loop
             text, used = _agent_turn(step, model, messages, where, prov, tools, state)
             tool_calls += used
             # NUL is never meaningful in a draft, and PostgreSQL text cannot store it.
@@ -204,15 +204,22 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
             if step.on_unusable == "fail":
                 raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
             value = {"unusable_reply": text, "problem": problem}
-        findings = [] if problem is None else [
-            f"the model's reply was unusable after {step.attempts} tries ({problem}); the run went on without it"]
+        findings = (
+            []
+            if problem is None
+            else [f"the model's reply was unusable after {step.attempts} tries ({problem}); the run went on without it"]
+        )
         record = {"step": step.id, "at": _now(), "attempts": attempt, **prov}
         if tool_calls:
             record["tool_calls"] = tool_calls
         return Command(
             goto=nxt,
-            update={"outputs": {step.id: value}, "feedback": {step.id: None}, "provenance": [record],
-                    "findings": {step.id: findings}},
+            update={
+                "outputs": {step.id: value},
+                "feedback": {step.id: None},
+                "provenance": [record],
+                "findings": {step.id: findings},
+            },
         )
 
     return node
@@ -241,7 +248,11 @@ def _check_node(spec: Scenario, step: CheckStep, nxt: str, tools: _Tools):
         if problems and step.on_fail and rounds < step.max_rounds:
             return Command(
                 goto=step.on_fail,
-                update={"feedback": {step.on_fail: problems}, "rounds": {step.id: rounds + 1}, "findings": {step.id: problems}},
+                update={
+                    "feedback": {step.on_fail: problems},
+                    "rounds": {step.id: rounds + 1},
+                    "findings": {step.id: problems},
+                },
             )
         return Command(goto=nxt, update={"findings": {step.id: problems}})
 
@@ -258,7 +269,7 @@ def parse_verdict(text: str) -> tuple[str, str]:
     if head.startswith("PASS"):
         return "pass", rest
     if head.startswith("REVISE"):
-        reason = lines[0][len("REVISE"):].lstrip(" :：-")
+        reason = lines[0][len("REVISE") :].lstrip(" :：-")
         return "revise", "\n".join(x for x in (reason, rest) if x)
     return "unclear", "\n".join(lines)
 

@@ -85,15 +85,26 @@ def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelPro
         return Routing(request, None, reason="no digital employee's job matches this request", candidates=[])
     choice, inputs, decided_by, prov = _ask_model(request, candidates, catalogue, provider)
     if choice is None and decided_by == "model":
-        return Routing(request, None, reason="the front desk judged that no digital employee handles this request",
-                       candidates=candidates, decided_by="model", provenance=prov)
+        return Routing(
+            request,
+            None,
+            reason="the front desk judged that no digital employee handles this request",
+            candidates=candidates,
+            decided_by="model",
+            provenance=prov,
+        )
     if choice is None:  # the model's answer was unusable: take only a clear winner of the shortlist
         if len(candidates) == 1 or candidates[0][1] >= 2 * candidates[1][1]:
             choice, decided_by = candidates[0][0], "shortlist"
         else:
             names = " or ".join(catalogue[c].spec.name for c, _ in candidates[:2])
-            return Routing(request, None, reason=f"unclear whether this is for {names}; say which with dew run",
-                           candidates=candidates, provenance=prov)
+            return Routing(
+                request,
+                None,
+                reason=f"unclear whether this is for {names}; say which with dew run",
+                candidates=candidates,
+                provenance=prov,
+            )
     spec = catalogue[choice].spec
     inputs = {k: v for k, v in (inputs or {}).items() if k in spec.inputs and _stated(v, request)}
     required = [n for n, i in spec.inputs.items() if i.required]
@@ -104,8 +115,17 @@ def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelPro
         try:
             inputs = validate_inputs(spec, inputs)
         except DewError as e:
-            return Routing(request, choice, inputs, [], reason=e.message, candidates=candidates,
-                           decided_by=decided_by, provenance=prov, missing=[e.message])
+            return Routing(
+                request,
+                choice,
+                inputs,
+                [],
+                reason=e.message,
+                candidates=candidates,
+                decided_by=decided_by,
+                provenance=prov,
+                missing=[e.message],
+            )
     score = dict(candidates).get(choice, 0)
     others = ", ".join(f"{sid} {sc}" for sid, sc in candidates if sid != choice)
     reason = f"catalogue match score {score}" + (f" (others: {others})" if others else " (no other candidate)")
@@ -116,11 +136,15 @@ def _ask_model(request, candidates, catalogue, provider):
     lines = []
     for sid, _ in candidates:
         spec = catalogue[sid].spec
-        ins = ", ".join(f"{n} ({i.type}{', required' if i.required else ''}): {i.description}" for n, i in spec.inputs.items())
+        ins = ", ".join(
+            f"{n} ({i.type}{', required' if i.required else ''}): {i.description}" for n, i in spec.inputs.items()
+        )
         lines.append(f"- {sid}: {spec.name}. {' '.join(spec.description.split())[:300]} Inputs: {ins}")
-    system = ("You are the front desk of a city government's digital workforce. You pick which digital employee "
-              "should handle a request, or NONE if none fits, and copy the values of its inputs from the request. "
-              'Answer with one JSON object only: {"scenario": "<id or NONE>", "inputs": {"<name>": "<value>"}}')
+    system = (
+        "You are the front desk of a city government's digital workforce. You pick which digital employee "
+        "should handle a request, or NONE if none fits, and copy the values of its inputs from the request. "
+        'Answer with one JSON object only: {"scenario": "<id or NONE>", "inputs": {"<name>": "<value>"}}'
+    )
     prompt = f"Request:\n{request}\n\nDigital employees:\n" + "\n".join(lines)
     try:
         model, prov = provider.get()

@@ -24,7 +24,9 @@ def validate_inputs(spec: Scenario, given: dict[str, Any]) -> dict[str, Any]:
         if name not in given or given[name] is None:
             if decl.required:
                 raise InputInvalid(f"scenario '{spec.id}' needs input '{name}': {decl.description or decl.type}")
-            values[name] = decl.default if decl.default is not None else ("" if decl.type in ("text", "string") else None)
+            values[name] = (
+                decl.default if decl.default is not None else ("" if decl.type in ("text", "string") else None)
+            )
             continue
         values[name] = coerce(spec.id, name, decl.type, given[name])
     return values

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LLMError, LLMNotConfigured
 from .spec import LLMSpec
@@ -35,7 +36,11 @@ class LLMSettings:
 
     def provenance(self) -> dict[str, Any]:
         """What the audit trail records about the model that drafted."""
-        return {"model": self.model, "endpoint": self.base_url or "https://api.openai.com/v1", "embedded": self.embedded}
+        return {
+            "model": self.model,
+            "endpoint": self.base_url or "https://api.openai.com/v1",
+            "embedded": self.embedded,
+        }
 
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from jinja2 import TemplateSyntaxError
 from pydantic import TypeAdapter, ValidationError
 
-from .errors import ScenarioInvalid, ScenarioNotFound
+from .errors import InputInvalid, ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
-from .errors import InputInvalid
 from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
 from .templating import compile_expression, compile_template, template_strings, undeclared_names
 from .tools import registry
@@ -35,9 +35,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key '{key}' (first given on line {seen[key]})", key_node.start_mark)
+                    None, None, f"duplicate key '{key}' (first given on line {seen[key]})", key_node.start_mark
+                )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
+
 
 ROSTER_FILE = "guardians.yaml"
 
@@ -73,7 +75,7 @@ def load_file(path: str | Path) -> LoadedScenario:
 def load_text(text: str, source: str) -> LoadedScenario:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
@@ -81,7 +83,9 @@ def load_text(text: str, source: str) -> LoadedScenario:
     except yaml.YAMLError as e:
         raise ScenarioInvalid(source, [f"{source}:1: invalid YAML: {e}"]) from None
     if not isinstance(data, dict):
-        raise ScenarioInvalid(source, [f"{source}:1: a scenario must be a mapping of fields, not {type(data).__name__}"])
+        raise ScenarioInvalid(
+            source, [f"{source}:1: a scenario must be a mapping of fields, not {type(data).__name__}"]
+        )
     lines = _line_index(node)
     try:
         spec = Scenario.model_validate(data)
@@ -118,8 +122,9 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             problems.append((loc, f"template error on its line {e.lineno}: {e.message}"))
             return
         for name in sorted(undeclared_names(source) - allowed):
-            problems.append((loc, f"refers to '{name}', which a template here cannot see "
-                                  f"(it sees: {', '.join(sorted(allowed))})"))
+            problems.append(
+                (loc, f"refers to '{name}', which a template here cannot see (it sees: {', '.join(sorted(allowed))})")
+            )
         for ref in sorted(referenced_steps(source)):
             if ref not in seen:
                 problems.append((loc, f"refers to steps.{ref}, which is not an earlier step"))
@@ -148,10 +153,12 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
                 except ValidationError as e:
                     problems.append((loc + ("args", arg), f"tool '{name}': {e.errors()[0]['msg']}"))
         for arg in sorted(set(args) - known):
-            problems.append((loc + ("args", arg), f"tool '{name}' takes no argument '{arg}' (it takes: {', '.join(sorted(known))})"))
+            problems.append(
+                (loc + ("args", arg), f"tool '{name}' takes no argument '{arg}' (it takes: {', '.join(sorted(known))})")
+            )
         for arg in sorted(set(params.get("required", [])) - set(args) - supplied):
             problems.append((loc + ("args",), f"tool '{name}' needs argument '{arg}'"))
-        for j, text in enumerate(template_strings(args)):
+        for _j, text in enumerate(template_strings(args)):
             check_template(text, loc + ("args",))
 
     for i, step in enumerate(spec.steps):
@@ -162,7 +169,9 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             check_template(step.prompt, loc + ("prompt",))
             for name in step.tools:
                 if name not in tools:
-                    problems.append((loc + ("tools",), f"no tool named '{name}' (registered: {', '.join(sorted(tools))})"))
+                    problems.append(
+                        (loc + ("tools",), f"no tool named '{name}' (registered: {', '.join(sorted(tools))})")
+                    )
             if step.output == "json" and step.schema_ is None:
                 problems.append((loc + ("schema",), "an llm step with `output: json` needs a `schema`"))
         elif isinstance(step, TemplateStep):
@@ -174,14 +183,19 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             if step.on_fail:
                 earlier_drafting(step.on_fail, loc + ("on_fail",), "on_fail")
             for j, check in enumerate(step.checks):
-                set_fields = [k for k in ("contains", "not_contains", "min_chars", "max_chars", "matches", "json_schema",
-                                          "tool") if getattr(check, k) is not None]
+                set_fields = [
+                    k
+                    for k in ("contains", "not_contains", "min_chars", "max_chars", "matches", "json_schema", "tool")
+                    if getattr(check, k) is not None
+                ]
                 if check.tool is not None:
                     check_tool(check.tool, check.args, loc + ("checks", j), supplied={"text"})
                 elif check.args:
                     problems.append((loc + ("checks", j, "args"), "`args` belongs to a check with a `tool`"))
                 if len(set_fields) != 1:
-                    problems.append((loc + ("checks", j), f"a check sets exactly one rule; this one sets {set_fields or 'none'}"))
+                    problems.append(
+                        (loc + ("checks", j), f"a check sets exactly one rule; this one sets {set_fields or 'none'}")
+                    )
                 if check.matches is not None:
                     try:
                         re.compile(check.matches)
@@ -201,8 +215,12 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
     if spec.output.revise_to:
         earlier_drafting(spec.output.revise_to, ("output", "revise_to"), "output.revise_to")
         if not isinstance(seen.get(spec.output.revise_to), (LLMStep, type(None))):
-            problems.append((("output", "revise_to"), f"'{spec.output.revise_to}' is not an llm step, so it "
-                                                      "could not act on a guardian's feedback"))
+            problems.append(
+                (
+                    ("output", "revise_to"),
+                    f"'{spec.output.revise_to}' is not an llm step, so it could not act on a guardian's feedback",
+                )
+            )
     if spec.output.format == "json" and spec.output.schema_ is None:
         problems.append((("output", "schema"), "`format: json` needs a `schema` to validate drafts and edits"))
     if spec.guardian in spec.backups:
@@ -246,8 +264,11 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
 # --- the catalogue -----------------------------------------------------------------------------
 def scenario_files(directory: str | Path) -> list[Path]:
     directory = Path(directory)
-    return sorted(p for p in directory.glob("*.y*ml")
-                  if p.suffix in (".yaml", ".yml") and p.name != ROSTER_FILE and not p.name.startswith("_"))
+    return sorted(
+        p
+        for p in directory.glob("*.y*ml")
+        if p.suffix in (".yaml", ".yml") and p.name != ROSTER_FILE and not p.name.startswith("_")
+    )
 
 
 def load_directory(directory: str | Path) -> dict[str, LoadedScenario]:
@@ -280,10 +301,15 @@ def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenari
     target = catalogue.get(h.scenario)
     if target is None:
         return [f"{where}: release.handoff.scenario: no scenario '{h.scenario}' in this folder"]
-    out = [f"{where}: release.handoff.inputs.{n}: scenario '{h.scenario}' has no input '{n}'"
-           for n in sorted(set(h.inputs) - set(target.spec.inputs))]
-    out += [f"{where}: release.handoff.inputs: scenario '{h.scenario}' needs input '{n}'"
-            for n, decl in target.spec.inputs.items() if decl.required and n not in h.inputs]
+    out = [
+        f"{where}: release.handoff.inputs.{n}: scenario '{h.scenario}' has no input '{n}'"
+        for n in sorted(set(h.inputs) - set(target.spec.inputs))
+    ]
+    out += [
+        f"{where}: release.handoff.inputs: scenario '{h.scenario}' needs input '{n}'"
+        for n, decl in target.spec.inputs.items()
+        if decl.required and n not in h.inputs
+    ]
     return out
 
 

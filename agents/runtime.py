@@ -46,7 +46,8 @@ class Runtime:
         graph = self._graphs.get(scenario.sha256)
         if graph is None:
             graph = self._graphs[scenario.sha256] = compile_scenario(
-                scenario.spec, self.provider, self.checkpointer, self.data_dir)
+                scenario.spec, self.provider, self.checkpointer, self.data_dir
+            )
         return graph
 
     def _config(self, run_id) -> dict:

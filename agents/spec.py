@@ -8,7 +8,7 @@ generated from their field descriptions.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,7 +44,9 @@ class LLMSpec(_Strict):
 
 
 class _Step(_Strict):
-    id: str = Field(pattern=STEP_ID_PATTERN, description="Unique within the scenario; later steps refer to it as `steps.<id>`.")
+    id: str = Field(
+        pattern=STEP_ID_PATTERN, description="Unique within the scenario; later steps refer to it as `steps.<id>`."
+    )
     title: str = Field("", description="Human-readable label used in diagrams and traces.")
 
 
@@ -54,7 +56,9 @@ class LLMStep(_Step):
     kind: Literal["llm"]
     role: str = Field(description="System prompt: who the agent is and the rules it follows.")
     prompt: str = Field(description="Jinja2 template; sees `inputs.<name>` and `steps.<id>` (earlier outputs).")
-    output: Literal["text", "json"] = Field("text", description="`json` parses the reply and validates it against `schema`.")
+    output: Literal["text", "json"] = Field(
+        "text", description="`json` parses the reply and validates it against `schema`."
+    )
     schema_: dict[str, Any] | None = Field(
         None, alias="schema", description="JSON Schema the reply must satisfy when `output: json`."
     )
@@ -80,7 +84,7 @@ class TemplateStep(_Step):
 
 ARGS_DESCRIPTION = (
     "Arguments by name. A string is a Jinja2 template; a string that is exactly one `{{ expression }}` "
-    "passes the value itself (a list, a mapping, a number), e.g. `\"{{ steps.ranking }}\"`."
+    'passes the value itself (a list, a mapping, a number), e.g. `"{{ steps.ranking }}"`.'
 )
 
 
@@ -102,7 +106,8 @@ class Check(_Strict):
     matches: str | None = Field(None, description="A regular expression the output must match somewhere.")
     json_schema: dict[str, Any] | None = Field(None, description="The output parses as JSON valid against this schema.")
     tool: str | None = Field(
-        None, description="A registered tool called with `text` (the output) and `args`; it returns the problems it finds."
+        None,
+        description="A registered tool called with `text` (the output) and `args`; it returns the problems it finds.",
     )
     args: dict[str, Any] = Field(default_factory=dict, description="Further arguments of `tool`. " + ARGS_DESCRIPTION)
     message: str = Field("", description="What to tell the drafter (and the guardian) when the rule fails.")
@@ -117,7 +122,9 @@ class CheckStep(_Step):
     on_fail: str | None = Field(
         None, description="Id of an earlier step to send the failures back to; omit to only flag them to the guardian."
     )
-    max_rounds: int = Field(2, ge=0, le=5, description="How many times work may be sent back before it goes on flagged.")
+    max_rounds: int = Field(
+        2, ge=0, le=5, description="How many times work may be sent back before it goes on flagged."
+    )
 
 
 class ReviewStep(_Step):
@@ -130,20 +137,30 @@ class ReviewStep(_Step):
         description="Jinja2 template; the reviewer must answer `PASS` or `REVISE: <what to fix>` on its first line."
     )
     send_back_to: str | None = Field(None, description="Step that drafts again on REVISE; defaults to `target`.")
-    max_rounds: int = Field(2, ge=0, le=5, description="Bound on review rounds; afterwards the draft goes on with the notes.")
+    max_rounds: int = Field(
+        2, ge=0, le=5, description="Bound on review rounds; afterwards the draft goes on with the notes."
+    )
     llm: LLMSpec | None = Field(None, description="Override of the scenario's LLM settings for this step.")
 
 
-Step = Annotated[Union[LLMStep, TemplateStep, ToolStep, CheckStep, ReviewStep], Field(discriminator="kind")]
+Step = Annotated[LLMStep | TemplateStep | ToolStep | CheckStep | ReviewStep, Field(discriminator="kind")]
 
 
 class OutputSpec(_Strict):
     """What the guardian receives as the draft and, once approved, what is released."""
 
-    from_step: str | None = Field(None, alias="from", description="Step whose output is the draft; defaults to the last drafting step.")
-    format: Literal["text", "markdown", "json"] = Field("markdown", description="Decides the file extension and how edits are validated.")
-    schema_: dict[str, Any] | None = Field(None, alias="schema", description="JSON Schema for `format: json` drafts and edits.")
-    revise_to: str | None = Field(None, description="Step that drafts again when the guardian asks for revision; defaults to the first LLM step.")
+    from_step: str | None = Field(
+        None, alias="from", description="Step whose output is the draft; defaults to the last drafting step."
+    )
+    format: Literal["text", "markdown", "json"] = Field(
+        "markdown", description="Decides the file extension and how edits are validated."
+    )
+    schema_: dict[str, Any] | None = Field(
+        None, alias="schema", description="JSON Schema for `format: json` drafts and edits."
+    )
+    revise_to: str | None = Field(
+        None, description="Step that drafts again when the guardian asks for revision; defaults to the first LLM step."
+    )
 
 
 class HandoffSpec(_Strict):
@@ -180,19 +197,21 @@ class Scenario(_Strict):
     """One digital employee's job."""
 
     dew: Literal[1] = Field(FORMAT_VERSION, description="Format version of this file.")
-    id: str = Field(pattern=ID_PATTERN, description="Stable identifier, used on the command line and in the outbox path.")
+    id: str = Field(
+        pattern=ID_PATTERN, description="Stable identifier, used on the command line and in the outbox path."
+    )
     name: str = Field(min_length=1, description="Display name.")
     description: str = Field(min_length=1, description="One paragraph: what this digital employee does and for whom.")
-    version: str = Field(min_length=1, description="Author's version label; the audit trail also records the file's SHA-256.")
+    version: str = Field(
+        min_length=1, description="Author's version label; the audit trail also records the file's SHA-256."
+    )
     guardian: str = Field(pattern=PERSON_PATTERN, description="Roster id of the person answerable for every output.")
     backups: list[Annotated[str, Field(pattern=PERSON_PATTERN)]] = Field(
         default_factory=list, description="Roster ids who may decide when the guardian cannot."
     )
     risk: Literal["low", "medium", "high"] = Field(description="Risk level shown with every work item.")
     llm: LLMSpec | None = Field(None, description="LLM settings for every step of this scenario.")
-    inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputSpec] = Field(
-        description="Inputs by name."
-    )
+    inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputSpec] = Field(description="Inputs by name.")
     steps: list[Step] = Field(min_length=1, description="Run in order; checks and reviewers may send work back.")
     output: OutputSpec = Field(default_factory=OutputSpec, description="The draft the guardian decides on.")
     release: ReleaseSpec = Field(default_factory=ReleaseSpec, description="Where an approved output goes.")

@@ -13,20 +13,26 @@ same way:
 from __future__ import annotations
 
 import inspect
-import typing
 import threading
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 
 from .errors import DewError, RunFailed
 
 ENTRY_POINT_GROUP = "dew.tools"
-BUILTIN_MODULES = ("dew.agents.toolbox.tables", "dew.agents.toolbox.corpus", "dew.agents.toolbox.documents",
-                   "dew.agents.toolbox.classify", "dew.agents.toolbox.signals")
+BUILTIN_MODULES = (
+    "dew.agents.toolbox.tables",
+    "dew.agents.toolbox.corpus",
+    "dew.agents.toolbox.documents",
+    "dew.agents.toolbox.classify",
+    "dew.agents.toolbox.signals",
+)
 
 
 class ToolFailed(RunFailed):
@@ -56,8 +62,10 @@ class Tool:
         return schema
 
     def openai_schema(self) -> dict:
-        return {"type": "function", "function": {"name": self.name, "description": self.description,
-                                                 "parameters": self.parameters()}}
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters()},
+        }
 
     def call(self, args: dict[str, Any], context: ToolContext | None = None) -> Any:
         try:
@@ -101,8 +109,13 @@ def tool(name: str | None = None, *, description: str | None = None):
             fields[pname] = (annotation, default)
         model = create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)
         doc = description or inspect.getdoc(func) or tool_name
-        _declared[tool_name] = Tool(name=tool_name, func=func, description=doc.split("\n\n")[0].replace("\n", " "),
-                                    wants_context="context" in sig.parameters, _args_model=model)
+        _declared[tool_name] = Tool(
+            name=tool_name,
+            func=func,
+            description=doc.split("\n\n")[0].replace("\n", " "),
+            wants_context="context" in sig.parameters,
+            _args_model=model,
+        )
         return func
 
     return register

@@ -26,15 +26,15 @@ from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from langchain_core.messages import HumanMessage, SystemMessage  # noqa: E402
-from langgraph.checkpoint.sqlite import SqliteSaver  # noqa: E402
-from langgraph.graph import END, START, StateGraph  # noqa: E402
-from langgraph.types import Command, interrupt  # noqa: E402
+from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
 
-from dew.agents.checkpoints import open_saver  # noqa: E402
-from dew.agents.loader import load_text  # noqa: E402
-from dew.agents.runtime import Runtime  # noqa: E402
-from dew.agents.testing import ScriptedChatModel, ScriptedModelProvider  # noqa: E402
+from dew.agents.checkpoints import open_saver
+from dew.agents.loader import load_text
+from dew.agents.runtime import Runtime
+from dew.agents.testing import ScriptedChatModel, ScriptedModelProvider
 
 REPLY = "1. The drafted text. Expected: nothing more."
 SCENARIO = """
@@ -117,8 +117,9 @@ def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
     scenarios.mkdir(parents=True)
     (scenarios / "bench.yaml").write_text(SCENARIO, encoding="utf-8")
     (scenarios / "guardians.yaml").write_text(ROSTER, encoding="utf-8")
-    ws = Workspace(Settings(home=home, scenarios_dir=scenarios, database_url=url),
-                   provider=ScriptedModelProvider(reply=reply))
+    ws = Workspace(
+        Settings(home=home, scenarios_dir=scenarios, database_url=url), provider=ScriptedModelProvider(reply=reply)
+    )
     times = []
     try:
         for _ in range(cycles):
@@ -133,8 +134,12 @@ def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
 
 
 def summary(times: list[float]) -> dict:
-    return {"median_ms": statistics.median(times) * 1000, "mean_ms": statistics.fmean(times) * 1000,
-            "p95_ms": sorted(times)[int(len(times) * 0.95) - 1] * 1000, "cycles": len(times)}
+    return {
+        "median_ms": statistics.median(times) * 1000,
+        "mean_ms": statistics.fmean(times) * 1000,
+        "p95_ms": sorted(times)[int(len(times) * 0.95) - 1] * 1000,
+        "cycles": len(times),
+    }
 
 
 def fresh_postgres(admin_url: str, name: str) -> str:
@@ -155,6 +160,7 @@ def main() -> int:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dew-bench-"))
     try:
+
         def url(name):
             if args.database_url:
                 return fresh_postgres(args.database_url, f"dew_bench_{name}")
@@ -175,10 +181,14 @@ def main() -> int:
     print(f"governed cycle benchmark · {args.cycles} cycles · dew storage on {backend} (bare LangGraph on SQLite)")
     print(f"{'loop':<10}{'median ms':>12}{'mean ms':>10}{'p95 ms':>10}{'× bare':>9}")
     for name, r in results.items():
-        print(f"{name:<10}{r['median_ms']:>12.2f}{r['mean_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['median_ms'] / base:>9.2f}")
+        print(
+            f"{name:<10}{r['median_ms']:>12.2f}{r['mean_ms']:>10.2f}{r['p95_ms']:>10.2f}{r['median_ms'] / base:>9.2f}"
+        )
     gov = results["governed"]["median_ms"] - results["runtime"]["median_ms"]
-    print(f"governance (queue, authorization, decision, release, audit) adds {gov:.2f} ms per cycle "
-          f"over dew's runtime alone")
+    print(
+        f"governance (queue, authorization, decision, release, audit) adds {gov:.2f} ms per cycle "
+        f"over dew's runtime alone"
+    )
     if args.json:
         args.json.write_text(json.dumps({"backend": backend, "results": results}, indent=2))
     return 0

@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from dew.agents.llm import settings_from_env  # noqa: E402
-from dew.agents.loader import shipped_directory  # noqa: E402
-from dew.guardians.runs import start_run  # noqa: E402
-from dew.guardians.workspace import Settings, Workspace  # noqa: E402
+from dew.agents.llm import settings_from_env
+from dew.agents.loader import shipped_directory
+from dew.guardians.runs import start_run
+from dew.guardians.workspace import Settings, Workspace
 
 
 def main() -> int:
@@ -56,20 +56,27 @@ def main() -> int:
                         key = f.split(":")[0]
                         findings[key] = findings.get(key, 0) + 1
                 rows.append((sid, example.name, passed, failed, args.repeat, statistics.median(times), findings))
-                print(f"{sid:22} {example.name[:28]:30} pass {passed}/{args.repeat} failed {failed} "
-                      f"median {statistics.median(times):5.1f}s  {findings}", flush=True)
+                print(
+                    f"{sid:22} {example.name[:28]:30} pass {passed}/{args.repeat} failed {failed} "
+                    f"median {statistics.median(times):5.1f}s  {findings}",
+                    flush=True,
+                )
     finally:
         ws.close()
     if args.write:
         lines = [
-            "# How the embedded model does on the shipped scenarios", "",
+            "# How the embedded model does on the shipped scenarios",
+            "",
             f"Measured {date.today().isoformat()} with `python bench/scenario_pass_rates.py --repeat {args.repeat} "
             f"--write docs/pass-rates.md` on a {os.cpu_count()}-core {platform.machine()} machine; model: {model}.",
-            "", "A draft *passes* when it reaches the guardian with no findings: every check, reviewer and gate rule "
+            "",
+            "A draft *passes* when it reaches the guardian with no findings: every check, reviewer and gate rule "
             "of the scenario was satisfied. A failed run is one the model could not complete (it stays retryable). "
             "Whatever the numbers, every draft still waits for its guardian; the findings tell them what to look at.",
-            "", "| scenario | sample | passed | runs failed | median time | findings that stopped a pass (count) |",
-            "|---|---|---|---|---|---|"]
+            "",
+            "| scenario | sample | passed | runs failed | median time | findings that stopped a pass (count) |",
+            "|---|---|---|---|---|---|",
+        ]
         for sid, name, passed, failed, n, med, findings in rows:
             found = ", ".join(f"{k} ({v})" for k, v in sorted(findings.items())) or "–"
             lines.append(f"| `{sid}` | {name} | {passed}/{n} | {failed} | {med:.1f} s | {found} |")
@@ -80,10 +87,14 @@ def main() -> int:
             if passed == total:
                 verdict = "passes its own checks on every sample."
             elif passed == 0:
-                verdict = ("**does not pass its own checks with the embedded model** on any sample: every draft "
-                           "reaches the guardian with findings. Use a larger model (see the README) for real work.")
+                verdict = (
+                    "**does not pass its own checks with the embedded model** on any sample: every draft "
+                    "reaches the guardian with findings. Use a larger model (see the README) for real work."
+                )
             else:
-                verdict = f"passes its own checks on {passed} of {total} runs; the rest reach the guardian with findings."
+                verdict = (
+                    f"passes its own checks on {passed} of {total} runs; the rest reach the guardian with findings."
+                )
             lines.append(f"- `{sid}` {verdict}")
         args.write.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 0

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, ClassVar, Iterator
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
 from sqlmodel import Session, select
 
@@ -33,8 +34,16 @@ def sha256_text(text: str) -> str:
 
 
 def event_hash(seq: int, at: str, kind: str, actor: str, run_id, item_id, data: str, prev_hash: str) -> str:
-    record = {"seq": seq, "at": at, "kind": kind, "actor": actor, "run_id": run_id,
-              "item_id": item_id, "data": data, "prev_hash": prev_hash}
+    record = {
+        "seq": seq,
+        "at": at,
+        "kind": kind,
+        "actor": actor,
+        "run_id": run_id,
+        "item_id": item_id,
+        "data": data,
+        "prev_hash": prev_hash,
+    }
     return sha256_text(canonical(record))
 
 
@@ -150,20 +159,34 @@ class OutputReleased(Event):
 
 # --- writing and reading -------------------------------------------------------------------------
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def emit(session: Session, event: Event, *, actor: str, run_id: int | None = None, item_id: int | None = None) -> AuditEvent:
+def emit(
+    session: Session, event: Event, *, actor: str, run_id: int | None = None, item_id: int | None = None
+) -> AuditEvent:
     """Append one event to the chain inside the caller's transaction."""
     head = lock_row(session, AuditHead, 1)
     if head is None:  # created by the first migration; gone means someone removed it
-        raise AuditBroken(1, "the audit trail's head record is missing: the trail was tampered with; "
-                             "nothing more is recorded until an administrator investigates")
+        raise AuditBroken(
+            1,
+            "the audit trail's head record is missing: the trail was tampered with; "
+            "nothing more is recorded until an administrator investigates",
+        )
     data = canonical(event.data())
     seq, at = head.seq + 1, now_iso()
     digest = event_hash(seq, at, event.kind, actor, run_id, item_id, data, head.hash)
-    row = AuditEvent(seq=seq, at=at, kind=event.kind, actor=actor, run_id=run_id, item_id=item_id,
-                     data=data, prev_hash=head.hash, hash=digest)
+    row = AuditEvent(
+        seq=seq,
+        at=at,
+        kind=event.kind,
+        actor=actor,
+        run_id=run_id,
+        item_id=item_id,
+        data=data,
+        prev_hash=head.hash,
+        hash=digest,
+    )
     session.add(row)
     head.seq, head.hash = seq, digest
     session.add(head)
@@ -218,10 +241,14 @@ def verify(session: Session, anchors: list[tuple[int, str]] = ()) -> Verificatio
         if ev.seq != expected_seq:
             raise AuditBroken(expected_seq, f"audit event {expected_seq} is missing (next stored is {ev.seq})")
         if ev.prev_hash != prev:
-            raise AuditBroken(ev.seq, f"audit event {ev.seq} does not link to event {ev.seq - 1}: the chain was altered")
+            raise AuditBroken(
+                ev.seq, f"audit event {ev.seq} does not link to event {ev.seq - 1}: the chain was altered"
+            )
         digest = event_hash(ev.seq, ev.at, ev.kind, ev.actor, ev.run_id, ev.item_id, ev.data, ev.prev_hash)
         if digest != ev.hash:
-            raise AuditBroken(ev.seq, f"audit event {ev.seq} ({ev.kind}) was altered: its content does not match its hash")
+            raise AuditBroken(
+                ev.seq, f"audit event {ev.seq} ({ev.kind}) was altered: its content does not match its hash"
+            )
         if ev.seq in wanted and wanted.pop(ev.seq) != ev.hash:
             raise AuditBroken(ev.seq, f"audit event {ev.seq} is not the one anchored earlier: the trail was rewritten")
         prev, expected_seq = ev.hash, expected_seq + 1
@@ -233,11 +260,13 @@ def verify(session: Session, anchors: list[tuple[int, str]] = ()) -> Verificatio
     if head is None:
         raise AuditBroken(count + 1, "the audit trail's head record is missing: the trail was tampered with")
     if head.seq > count:
-        raise AuditBroken(count + 1, f"the chain ends at event {count} but its head records event {head.seq}: "
-                                     f"events were removed")
+        raise AuditBroken(
+            count + 1, f"the chain ends at event {count} but its head records event {head.seq}: events were removed"
+        )
     if head.seq < count:
-        raise AuditBroken(head.seq + 1, f"audit event {head.seq + 1} was added outside dew: "
-                                        f"the head records event {head.seq}")
+        raise AuditBroken(
+            head.seq + 1, f"audit event {head.seq + 1} was added outside dew: the head records event {head.seq}"
+        )
     if head.hash != prev:
         raise AuditBroken(count, f"audit event {count} does not match the recorded head: the trail was altered")
     return Verification(events=count, head=prev)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
@@ -19,7 +19,7 @@ def normalize_url(url: str) -> str:
     """SQLAlchemy URL with the psycopg 3 driver for PostgreSQL."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -30,7 +30,7 @@ def is_sqlite(url: str) -> bool:
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     if is_sqlite(url):
-        path = url[len("sqlite:///"):]
+        path = url[len("sqlite:///") :]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -74,9 +74,8 @@ def _enable_wal(cur, attempts: int = 200) -> None:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: a state change and its audit events commit together or not at all."""
-    with Session(engine, expire_on_commit=False) as session:
-        with session.begin():
-            yield session
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
 
 
 def lock_row(session: Session, model, key) -> object | None:

@@ -25,8 +25,9 @@ ACTIONS = {"approve": "approved", "reject": "rejected", "edit": "edited", "revis
 RUN_STATUS = {"approve": "approved", "edit": "approved", "reject": "rejected", "revise": "running"}
 
 
-def decide(ws, item_id: int, *, actor: str, action: str, note: str | None = None,
-           edited: str | None = None) -> RunResult:
+def decide(
+    ws, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
+) -> RunResult:
     if action not in ACTIONS:
         raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(ACTIONS)})")
     note = (note or "").strip() or None
@@ -53,19 +54,35 @@ def decide(ws, item_id: int, *, actor: str, action: str, note: str | None = None
             item = lock_row(s, WorkItem, item_id)
             run = lock_row(s, Run, item.run_id)
             authorize(s, item, run, actor)
-            decision = Decision(item_id=item.id, run_id=run.id, action=action, actor=actor, note=note,
-                                edited_output=edited if action == "edit" else None, diff=diff)
+            decision = Decision(
+                item_id=item.id,
+                run_id=run.id,
+                action=action,
+                actor=actor,
+                note=note,
+                edited_output=edited if action == "edit" else None,
+                diff=diff,
+            )
             s.add(decision)
             item.status, item.decided_at = ACTIONS[action], utcnow()
             run.status, run.updated_at = RUN_STATUS[action], utcnow()
             s.add(item)
             s.add(run)
             s.flush()
-            audit.emit(s, audit.DecisionMade(
-                action=action, guardian=item.guardian, as_backup=actor != item.guardian, note=note,
-                draft_sha256=audit.sha256_text(item.draft),
-                edited_sha256=audit.sha256_text(edited) if action == "edit" else None,
-            ), actor=actor, run_id=run.id, item_id=item.id)
+            audit.emit(
+                s,
+                audit.DecisionMade(
+                    action=action,
+                    guardian=item.guardian,
+                    as_backup=actor != item.guardian,
+                    note=note,
+                    draft_sha256=audit.sha256_text(item.draft),
+                    edited_sha256=audit.sha256_text(edited) if action == "edit" else None,
+                ),
+                actor=actor,
+                run_id=run.id,
+                item_id=item.id,
+            )
     except IntegrityError:
         _record_refusal(ws, item_id, actor, action, "already decided")
         raise AlreadyDecided(f"work item {item_id} has already been decided") from None
@@ -86,7 +103,9 @@ def authorize(session, item: WorkItem, run: Run, actor: str) -> None:
         raise NotAuthorized(f"'{actor}' is not on the guardian roster, so may not decide on work item {item.id}")
     if actor != item.guardian and actor not in item.backups:
         who = " or ".join([item.guardian, *item.backups])
-        raise NotAuthorized(f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}'")
+        raise NotAuthorized(
+            f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}'"
+        )
     if actor == run.requester:
         raise NotAuthorized(f"'{actor}' requested run {run.id} and may not decide on its own output (four-eyes rule)")
 
@@ -101,13 +120,22 @@ def _check_edit(ws, item: WorkItem, run: Run, edited: str | None) -> str:
         problem = json_problem(edited, spec.output.schema_)
         if problem:
             raise DecisionInvalid(f"the edited output is not acceptable: {problem}")
-    diff = difflib.unified_diff(item.draft.splitlines(keepends=True), edited.splitlines(keepends=True),
-                                fromfile=f"item-{item.id}/draft", tofile=f"item-{item.id}/edited")
+    diff = difflib.unified_diff(
+        item.draft.splitlines(keepends=True),
+        edited.splitlines(keepends=True),
+        fromfile=f"item-{item.id}/draft",
+        tofile=f"item-{item.id}/edited",
+    )
     return "".join(line if line.endswith("\n") else line + "\n" for line in diff)
 
 
 def _record_refusal(ws, item_id: int, actor: str, action: str, reason: str) -> None:
     with transaction(ws.engine) as s:
         item = s.get(WorkItem, item_id)
-        audit.emit(s, audit.DecisionRefused(action=action, reason=reason), actor=actor,
-                   run_id=item.run_id if item else None, item_id=item_id)
+        audit.emit(
+            s,
+            audit.DecisionRefused(action=action, reason=reason),
+            actor=actor,
+            run_id=item.run_id if item else None,
+            item_id=item_id,
+        )

@@ -25,9 +25,13 @@ def handoff_context(spec, run: Run, content: str) -> dict:
         parsed = json.loads(content) if spec.output.format == "json" else None
     except json.JSONDecodeError:
         parsed = None
-    return {"output": content, "output_json": parsed, "inputs": run.inputs,
-            "run": {"id": run.id, "date": run.created_at.date().isoformat()},
-            "scenario": {"id": spec.id, "name": spec.name, "version": spec.version}}
+    return {
+        "output": content,
+        "output_json": parsed,
+        "inputs": run.inputs,
+        "run": {"id": run.id, "date": run.created_at.date().isoformat()},
+        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
+    }
 
 
 def hand_off(ws, run: Run, spec, content: str):

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Optional
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Guardian(SQLModel, table=True):
@@ -37,16 +37,16 @@ class ScenarioVersion(SQLModel, table=True):
 
 class Run(SQLModel, table=True):
     __tablename__ = "runs"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     scenario_id: str = Field(index=True)
     scenario_sha256: str = Field(foreign_key="scenario_versions.sha256")
     requester: str
     inputs: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     # Set when another scenario's release handed off to this run: the chain auditors follow.
-    parent_run_id: Optional[int] = Field(default=None, foreign_key="runs.id", index=True)
+    parent_run_id: int | None = Field(default=None, foreign_key="runs.id", index=True)
     # running → awaiting_decision → (approved → released | rejected) ; any live state → failed → retry
     status: str = Field(index=True, default="running")
-    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -57,7 +57,7 @@ class WorkItem(SQLModel, table=True):
 
     __tablename__ = "work_items"
     __table_args__ = (UniqueConstraint("run_id", "revision", name="uq_work_items_run_revision"),)
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="runs.id", index=True)
     revision: int = 0
     scenario_id: str = Field(index=True)
@@ -70,26 +70,26 @@ class WorkItem(SQLModel, table=True):
     # pending → approved | edited | rejected | revised
     status: str = Field(index=True, default="pending")
     created_at: datetime = Field(default_factory=utcnow)
-    decided_at: Optional[datetime] = None
+    decided_at: datetime | None = None
 
 
 class Decision(SQLModel, table=True):
     __tablename__ = "decisions"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     # One decision per work item, enforced by the database even when two decisions race.
     item_id: int = Field(foreign_key="work_items.id", unique=True)
     run_id: int = Field(foreign_key="runs.id", index=True)
     action: str  # approve | reject | edit | revise
     actor: str
-    note: Optional[str] = Field(default=None, sa_column=Column(Text))  # comment, reason or feedback
-    edited_output: Optional[str] = Field(default=None, sa_column=Column(Text))
-    diff: Optional[str] = Field(default=None, sa_column=Column(Text))
+    note: str | None = Field(default=None, sa_column=Column(Text))  # comment, reason or feedback
+    edited_output: str | None = Field(default=None, sa_column=Column(Text))
+    diff: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class Release(SQLModel, table=True):
     __tablename__ = "releases"
-    id: Optional[int] = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True)
     # Exactly once: one release per run and per item.
     run_id: int = Field(foreign_key="runs.id", unique=True)
     item_id: int = Field(foreign_key="work_items.id", unique=True)
@@ -107,8 +107,8 @@ class AuditEvent(SQLModel, table=True):
     at: str
     kind: str = Field(index=True)
     actor: str
-    run_id: Optional[int] = Field(default=None, index=True)
-    item_id: Optional[int] = Field(default=None, index=True)
+    run_id: int | None = Field(default=None, index=True)
+    item_id: int | None = Field(default=None, index=True)
     data: str = Field(sa_column=Column(Text, nullable=False))
     prev_hash: str
     hash: str

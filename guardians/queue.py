@@ -36,17 +36,36 @@ def item_view(ws, item_id: int) -> dict[str, Any]:
         version = s.get(ScenarioVersion, run.scenario_sha256)
         decision = s.exec(select(Decision).where(Decision.item_id == item_id)).first()
         release = s.exec(select(Release).where(Release.item_id == item_id)).first()
-        later = s.exec(select(WorkItem.id).where(WorkItem.run_id == run.id, WorkItem.revision > item.revision)
-                       .order_by(WorkItem.revision)).first()
+        later = s.exec(
+            select(WorkItem.id)
+            .where(WorkItem.run_id == run.id, WorkItem.revision > item.revision)
+            .order_by(WorkItem.revision)
+        ).first()
     return {
-        "item": {"id": item.id, "status": item.status, "revision": item.revision, "guardian": item.guardian,
-                 "backups": item.backups, "risk": item.risk, "created_at": item.created_at.isoformat(),
-                 "decided_at": item.decided_at.isoformat() if item.decided_at else None,
-                 "draft": item.draft, "findings": item.findings, "next_item": later},
-        "run": {"id": run.id, "status": run.status, "requester": run.requester, "inputs": run.inputs,
-                "parent_run": run.parent_run_id,
-                "scenario": run.scenario_id, "scenario_version": version.version if version else None,
-                "scenario_sha256": run.scenario_sha256, "error": run.error},
+        "item": {
+            "id": item.id,
+            "status": item.status,
+            "revision": item.revision,
+            "guardian": item.guardian,
+            "backups": item.backups,
+            "risk": item.risk,
+            "created_at": item.created_at.isoformat(),
+            "decided_at": item.decided_at.isoformat() if item.decided_at else None,
+            "draft": item.draft,
+            "findings": item.findings,
+            "next_item": later,
+        },
+        "run": {
+            "id": run.id,
+            "status": run.status,
+            "requester": run.requester,
+            "inputs": run.inputs,
+            "parent_run": run.parent_run_id,
+            "scenario": run.scenario_id,
+            "scenario_version": version.version if version else None,
+            "scenario_sha256": run.scenario_sha256,
+            "error": run.error,
+        },
         "provenance": item.provenance,
         "decision": _decision_dict(decision),
         "release": _release_dict(release),
@@ -77,8 +96,17 @@ def chain_of(session, run_id: int) -> list[int]:
 def event_dict(e) -> dict[str, Any]:
     import json
 
-    return {"seq": e.seq, "at": e.at, "kind": e.kind, "actor": e.actor, "run_id": e.run_id,
-            "item_id": e.item_id, "data": json.loads(e.data), "hash": e.hash, "prev_hash": e.prev_hash}
+    return {
+        "seq": e.seq,
+        "at": e.at,
+        "kind": e.kind,
+        "actor": e.actor,
+        "run_id": e.run_id,
+        "item_id": e.item_id,
+        "data": json.loads(e.data),
+        "hash": e.hash,
+        "prev_hash": e.prev_hash,
+    }
 
 
 def audit_log(ws, limit: int | None = None) -> list[dict[str, Any]]:
@@ -90,19 +118,32 @@ def audit_log(ws, limit: int | None = None) -> list[dict[str, Any]]:
 def _decision_dict(d: Decision | None) -> dict | None:
     if d is None:
         return None
-    return {"id": d.id, "action": d.action, "actor": d.actor, "note": d.note, "diff": d.diff,
-            "edited_output": d.edited_output, "at": d.created_at.isoformat()}
+    return {
+        "id": d.id,
+        "action": d.action,
+        "actor": d.actor,
+        "note": d.note,
+        "diff": d.diff,
+        "edited_output": d.edited_output,
+        "at": d.created_at.isoformat(),
+    }
 
 
 def _release_dict(r: Release | None) -> dict | None:
     if r is None:
         return None
-    return {"id": r.id, "destination": r.destination, "location": r.location, "sha256": r.sha256,
-            "at": r.created_at.isoformat()}
+    return {
+        "id": r.id,
+        "destination": r.destination,
+        "location": r.location,
+        "sha256": r.sha256,
+        "at": r.created_at.isoformat(),
+    }
 
 
 def released(ws) -> list[dict[str, Any]]:
     with transaction(ws.engine) as s:
         rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(Release.id)).all()
-        return [{**_release_dict(r), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
-                for r, run in rows]
+        return [
+            {**_release_dict(r), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id} for r, run in rows
+        ]

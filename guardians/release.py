@@ -49,7 +49,9 @@ def release_run(ws, run_id: int, *, actor: str):
     try:
         with transaction(ws.engine) as s:
             run = lock_row(s, Run, run_id)
-            decision = s.exec(select(Decision).where(Decision.run_id == run_id, Decision.action.in_(RELEASABLE))).first()
+            decision = s.exec(
+                select(Decision).where(Decision.run_id == run_id, Decision.action.in_(RELEASABLE))
+            ).first()
             if decision is None:
                 raise InvalidState(f"run {run_id} has no approved work item; nothing can be released")
             item = s.get(WorkItem, decision.item_id)
@@ -59,21 +61,31 @@ def release_run(ws, run_id: int, *, actor: str):
                 path = ws.settings.outbox / scenario.id / f"{_file_name(scenario, run)}.{scenario.extension}"
                 digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
                 location = path.relative_to(ws.settings.home).as_posix()
-                rel = Release(run_id=run_id, item_id=item.id, destination=scenario.release.to,
-                              location=location, sha256=digest)
+                rel = Release(
+                    run_id=run_id, item_id=item.id, destination=scenario.release.to, location=location, sha256=digest
+                )
                 s.add(rel)
                 run.status, run.error, run.updated_at = "released", None, utcnow()
                 s.add(run)
-                audit.emit(s, audit.OutputReleased(destination=rel.destination, location=location, sha256=digest,
-                                                   decision=decision.action), actor=actor, run_id=run_id, item_id=item.id)
+                audit.emit(
+                    s,
+                    audit.OutputReleased(
+                        destination=rel.destination, location=location, sha256=digest, decision=decision.action
+                    ),
+                    actor=actor,
+                    run_id=run_id,
+                    item_id=item.id,
+                )
                 s.flush()
                 _stage(ws, rel.location, content, rel.sha256)
         _publish(ws, rel.location, content, rel.sha256)
     except DewError as e:
         if isinstance(e, InvalidState):
             raise
-        raise ReleaseError(f"run {run_id}: the approval is recorded but the release failed: {e.message}; "
-                           f"fix the cause, then run: dew retry {run_id}") from None
+        raise ReleaseError(
+            f"run {run_id}: the approval is recorded but the release failed: {e.message}; "
+            f"fix the cause, then run: dew retry {run_id}"
+        ) from None
     from .handoff import hand_off
 
     child, error = hand_off(ws, run, scenario, content)
@@ -84,8 +96,11 @@ MAX_NAME_BYTES = 150  # well under the 255-byte limit of common filesystems, wit
 
 
 def _file_name(spec, run: Run) -> str:
-    context = {"run": {"id": run.id, "date": run.created_at.date().isoformat()},
-               "scenario": {"id": spec.id, "name": spec.name, "version": spec.version}, "inputs": run.inputs}
+    context = {
+        "run": {"id": run.id, "date": run.created_at.date().isoformat()},
+        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
+        "inputs": run.inputs,
+    }
     name = render(spec.release.filename, context, where=f"scenario '{spec.id}': release.filename")
     name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")
     name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(".-")

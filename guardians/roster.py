@@ -65,8 +65,11 @@ def sync_roster_file(ws) -> int:
             else:
                 row.name, row.title = entry.name, entry.title
             s.add(row)
-            emit(s, GuardianAdded(guardian=entry.id, name=entry.name, title=entry.title, source="roster-file"),
-                 actor="roster")
+            emit(
+                s,
+                GuardianAdded(guardian=entry.id, name=entry.name, title=entry.title, source="roster-file"),
+                actor="roster",
+            )
     return changed
 
 

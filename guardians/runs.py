@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
@@ -25,12 +26,13 @@ class RunResult:
     run: Run
     item: WorkItem | None = None
     release: Release | None = None
-    handoff: "RunResult | None" = None  # the run this release handed off to
+    handoff: RunResult | None = None  # the run this release handed off to
     handoff_error: str | None = None  # why a configured hand-off could not start
 
 
-def start_run(ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_id: int | None = None,
-              origin: dict | None = None) -> RunResult:
+def start_run(
+    ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_id: int | None = None, origin: dict | None = None
+) -> RunResult:
     """Start a run. `origin` says how the request arrived when not directly (e.g. the front desk)."""
     loaded = ws.scenario(scenario_id)
     values = validate_inputs(loaded.spec, inputs)
@@ -43,25 +45,50 @@ def start_run(ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_
         if s.get(ScenarioVersion, loaded.sha256) is None:
             try:
                 with s.begin_nested():  # another process may record the same new version right now
-                    s.add(ScenarioVersion(sha256=loaded.sha256, scenario_id=loaded.id,
-                                          version=loaded.spec.version, text=loaded.text))
+                    s.add(
+                        ScenarioVersion(
+                            sha256=loaded.sha256, scenario_id=loaded.id, version=loaded.spec.version, text=loaded.text
+                        )
+                    )
                     s.flush()
             except IntegrityError:
                 pass
             else:
-                audit.emit(s, audit.ScenarioVersionRecorded(scenario=loaded.id, version=loaded.spec.version,
-                                                            scenario_sha256=loaded.sha256, source=loaded.source),
-                           actor=requester)
-        run = Run(scenario_id=loaded.id, scenario_sha256=loaded.sha256, requester=requester, inputs=values,
-                  parent_run_id=parent_run_id)
+                audit.emit(
+                    s,
+                    audit.ScenarioVersionRecorded(
+                        scenario=loaded.id,
+                        version=loaded.spec.version,
+                        scenario_sha256=loaded.sha256,
+                        source=loaded.source,
+                    ),
+                    actor=requester,
+                )
+        run = Run(
+            scenario_id=loaded.id,
+            scenario_sha256=loaded.sha256,
+            requester=requester,
+            inputs=values,
+            parent_run_id=parent_run_id,
+        )
         s.add(run)
         s.flush()
         if parent_run_id is not None:
             audit.emit(s, audit.HandedOff(to_scenario=loaded.id, to_run=run.id), actor="dew", run_id=parent_run_id)
-        audit.emit(s, audit.RunRequested(scenario=loaded.id, version=loaded.spec.version, scenario_sha256=loaded.sha256,
-                                         inputs_sha256=audit.sha256_text(audit.canonical(values)),
-                                         input_names=sorted(values), parent_run=parent_run_id, origin=origin),
-                   actor=requester, run_id=run.id)
+        audit.emit(
+            s,
+            audit.RunRequested(
+                scenario=loaded.id,
+                version=loaded.spec.version,
+                scenario_sha256=loaded.sha256,
+                inputs_sha256=audit.sha256_text(audit.canonical(values)),
+                input_names=sorted(values),
+                parent_run=parent_run_id,
+                origin=origin,
+            ),
+            actor=requester,
+            run_id=run.id,
+        )
     return drive(ws, run.id, lambda rt, sc: rt.start(sc, run.id, values))
 
 
@@ -109,21 +136,42 @@ def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunRe
     spec = scenario.spec
     with transaction(ws.engine) as s:
         run = lock_row(s, Run, run_id)
-        existing = s.exec(select(WorkItem).where(WorkItem.run_id == run_id, WorkItem.revision == outcome.revisions)).first()
+        existing = s.exec(
+            select(WorkItem).where(WorkItem.run_id == run_id, WorkItem.revision == outcome.revisions)
+        ).first()
         if existing is not None:  # a retry reached a gate whose draft is already queued
             return RunResult(run=run, item=existing)
-        item = WorkItem(run_id=run_id, revision=outcome.revisions, scenario_id=spec.id, guardian=spec.guardian,
-                        backups=list(spec.backups), risk=spec.risk, draft=outcome.draft or "",
-                        findings=outcome.findings, provenance=outcome.provenance)
+        item = WorkItem(
+            run_id=run_id,
+            revision=outcome.revisions,
+            scenario_id=spec.id,
+            guardian=spec.guardian,
+            backups=list(spec.backups),
+            risk=spec.risk,
+            draft=outcome.draft or "",
+            findings=outcome.findings,
+            provenance=outcome.provenance,
+        )
         s.add(item)
         run.status, run.error, run.updated_at = "awaiting_decision", None, utcnow()
         s.add(run)
         s.flush()
         models = [{k: p.get(k) for k in ("step", "model", "endpoint", "at")} for p in outcome.provenance]
-        audit.emit(s, audit.DraftQueued(scenario=spec.id, revision=outcome.revisions, guardian=spec.guardian,
-                                        backups=list(spec.backups), draft_sha256=audit.sha256_text(item.draft),
-                                        findings=outcome.findings, models=models),
-                   actor=f"agent:{spec.id}", run_id=run_id, item_id=item.id)
+        audit.emit(
+            s,
+            audit.DraftQueued(
+                scenario=spec.id,
+                revision=outcome.revisions,
+                guardian=spec.guardian,
+                backups=list(spec.backups),
+                draft_sha256=audit.sha256_text(item.draft),
+                findings=outcome.findings,
+                models=models,
+            ),
+            actor=f"agent:{spec.id}",
+            run_id=run_id,
+            item_id=item.id,
+        )
     return RunResult(run=run, item=item)
 
 
@@ -149,8 +197,10 @@ def retry_run(ws, run_id: int, *, actor: str, force: bool = False) -> RunResult:
         if run.status in ("approved", "released"):
             pass  # decided but not (fully) delivered: the graph ends and release completes delivery
         elif run.status == "running" and not force:
-            raise InvalidState(f"run {run_id} is running (since {run.updated_at:%Y-%m-%d %H:%M:%S} UTC); "
-                               f"if the process driving it died, retry with --force")
+            raise InvalidState(
+                f"run {run_id} is running (since {run.updated_at:%Y-%m-%d %H:%M:%S} UTC); "
+                f"if the process driving it died, retry with --force"
+            )
         elif run.status not in ("failed", "running"):
             raise InvalidState(f"run {run_id} is {run.status}; only a failed run can be retried")
         else:
@@ -173,8 +223,13 @@ def _unapplied_decision(session, run_id: int) -> dict | None:
 def decision_payload(decision: Decision, revision: int) -> dict:
     """What the graph's approval gate receives. `revision` says which draft it decides on, so a
     retry never applies it to a later draft the guardian has not seen."""
-    return {"action": decision.action, "feedback": decision.note if decision.action == "revise" else None,
-            "item_id": decision.item_id, "actor": decision.actor, "revision": revision}
+    return {
+        "action": decision.action,
+        "feedback": decision.note if decision.action == "revise" else None,
+        "item_id": decision.item_id,
+        "actor": decision.actor,
+        "revision": revision,
+    }
 
 
 def list_runs(ws, status: str | None = None) -> list[Run]:

@@ -6,11 +6,10 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
-
-from typing import TYPE_CHECKING
 
 from dew.agents.errors import ScenarioNotFound, StorageError
 from dew.agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
@@ -30,8 +29,9 @@ class Settings:
     database_url: str
 
     @classmethod
-    def resolve(cls, home: str | Path | None = None, scenarios: str | Path | None = None,
-                database_url: str | None = None) -> "Settings":
+    def resolve(
+        cls, home: str | Path | None = None, scenarios: str | Path | None = None, database_url: str | None = None
+    ) -> Settings:
         home = Path(home or os.environ.get("DEW_HOME") or ".dew").expanduser().resolve()
         if scenarios is None:
             scenarios = os.environ.get("DEW_SCENARIOS")
@@ -90,7 +90,9 @@ class Workspace:
             return self.catalogue[scenario_id]
         except KeyError:
             known = ", ".join(sorted(self.catalogue)) or "none"
-            raise ScenarioNotFound(f"no scenario '{scenario_id}' in {self.settings.scenarios_dir} (known: {known})") from None
+            raise ScenarioNotFound(
+                f"no scenario '{scenario_id}' in {self.settings.scenarios_dir} (known: {known})"
+            ) from None
 
     def stored_scenario(self, sha256: str) -> LoadedScenario:
         """The exact scenario text a run started with, whatever the file says today."""
@@ -120,9 +122,8 @@ class Workspace:
         self._runtime = None
         self.engine.dispose()
 
-    def __enter__(self) -> "Workspace":
+    def __enter__(self) -> Workspace:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-

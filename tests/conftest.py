@@ -44,8 +44,10 @@ def _postgres_database():
     except psycopg.OperationalError as e:
         if os.environ.get("DEW_REQUIRE_POSTGRES"):
             pytest.fail(f"DEW_REQUIRE_POSTGRES is set but no server answers at {POSTGRES_ADMIN_URL}: {e}")
-        pytest.skip(f"PostgreSQL half skipped: no server answers at {POSTGRES_ADMIN_URL} "
-                    f"(set DEW_TEST_POSTGRES_URL): {str(e).strip().splitlines()[0]}")
+        pytest.skip(
+            f"PostgreSQL half skipped: no server answers at {POSTGRES_ADMIN_URL} "
+            f"(set DEW_TEST_POSTGRES_URL): {str(e).strip().splitlines()[0]}"
+        )
     name = f"dew_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -73,8 +75,10 @@ def make_workspace(tmp_path, scenarios_dir):
     def make(database_url: str | None = None, provider=None, home: Path | None = None) -> Workspace:
         home = home or tmp_path / "home"
         url = database_url or f"sqlite:///{home / 'dew.db'}"
-        ws = Workspace(Settings(home=home, scenarios_dir=scenarios_dir, database_url=url),
-                       provider=provider or ScriptedModelProvider())
+        ws = Workspace(
+            Settings(home=home, scenarios_dir=scenarios_dir, database_url=url),
+            provider=provider or ScriptedModelProvider(),
+        )
         opened.append(ws)
         return ws
 

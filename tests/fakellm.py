@@ -34,7 +34,7 @@ class FakeOpenAI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
 
-    def start(self) -> "FakeOpenAI":
+    def start(self) -> FakeOpenAI:
         self._thread.start()
         return self
 
@@ -80,28 +80,50 @@ class FakeOpenAI:
                 fake.requests.append(body)
                 action = fake.script.popleft() if fake.script else None
                 if action and action[0] == "status":
-                    return self._send(action[1], {"error": {"message": f"scripted {action[1]}", "type": "server_error"}})
+                    return self._send(
+                        action[1], {"error": {"message": f"scripted {action[1]}", "type": "server_error"}}
+                    )
                 if action and action[0] == "hang":
                     time.sleep(action[1])
                 messages = body.get("messages", [])
                 system = "\n".join(m["content"] for m in messages if m["role"] == "system")
                 prompt = "\n".join(m["content"] for m in messages if m["role"] == "user")
                 if action and action[0] == "tool":
-                    message = {"role": "assistant", "content": None, "tool_calls": [{
-                        "id": f"call_{len(fake.requests)}", "type": "function",
-                        "function": {"name": action[1], "arguments": json.dumps(action[2])}}]}
-                    return self._send(200, {
-                        "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": int(time.time()),
-                        "model": body.get("model", "fake"),
-                        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                    message = {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {
+                                "id": f"call_{len(fake.requests)}",
+                                "type": "function",
+                                "function": {"name": action[1], "arguments": json.dumps(action[2])},
+                            }
+                        ],
+                    }
+                    return self._send(
+                        200,
+                        {
+                            "id": f"chatcmpl-{len(fake.requests)}",
+                            "object": "chat.completion",
+                            "created": int(time.time()),
+                            "model": body.get("model", "fake"),
+                            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+                            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                        },
+                    )
                 text = action[1] if action and action[0] == "text" else fake.reply(system, prompt)
-                self._send(200, {
-                    "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "fake"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": text}}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{len(fake.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", "fake"),
+                        "choices": [
+                            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    },
+                )
 
         return Handler

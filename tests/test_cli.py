@@ -18,9 +18,15 @@ from dew.guardians.cli.main import app
 @pytest.fixture
 def dew(tmp_path, scenarios_dir, fake_llm, monkeypatch):
     """Run `dew ARGS` in-process; returns the result (exit_code, stdout, stderr)."""
-    env = {"DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir),
-           "DEW_LLM_BASE_URL": fake_llm.url, "DEW_LLM_MODEL": "fake-model", "DEW_LLM_MAX_RETRIES": "0",
-           "DEW_USER": "", "COLUMNS": "200"}
+    env = {
+        "DEW_HOME": str(tmp_path / "home"),
+        "DEW_SCENARIOS": str(scenarios_dir),
+        "DEW_LLM_BASE_URL": fake_llm.url,
+        "DEW_LLM_MODEL": "fake-model",
+        "DEW_LLM_MAX_RETRIES": "0",
+        "DEW_USER": "",
+        "COLUMNS": "200",
+    }
     for k in ("DEW_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
         monkeypatch.delenv(k, raising=False)
     runner = CliRunner()
@@ -54,11 +60,28 @@ def test_run_prints_the_contract_fields(dew):
 def test_run_takes_inputs_from_flags_files_and_at_files(dew, tmp_path):
     (tmp_path / "inputs.yaml").write_text("facility_type: mall\nhazard: fire\n", encoding="utf-8")
     (tmp_path / "teams.txt").write_text("Security\nCleaning crew\n", encoding="utf-8")
-    out = j(dew("run", "drill-script", "--input-file", tmp_path / "inputs.yaml", "-i", "participants=@" + str(tmp_path / "teams.txt"),
-                "-i", "duration_minutes=50", "--as", "alice", "--json"))
+    out = j(
+        dew(
+            "run",
+            "drill-script",
+            "--input-file",
+            tmp_path / "inputs.yaml",
+            "-i",
+            "participants=@" + str(tmp_path / "teams.txt"),
+            "-i",
+            "duration_minutes=50",
+            "--as",
+            "alice",
+            "--json",
+        )
+    )
     shown = j(dew("show", out["item_id"], "--json"))
-    assert shown["run"]["inputs"] == {"facility_type": "mall", "hazard": "fire",
-                                      "participants": "Security\nCleaning crew\n", "duration_minutes": 50}
+    assert shown["run"]["inputs"] == {
+        "facility_type": "mall",
+        "hazard": "fire",
+        "participants": "Security\nCleaning crew\n",
+        "duration_minutes": 50,
+    }
     assert "- Cleaning crew" in shown["item"]["draft"]
 
 
@@ -76,7 +99,12 @@ def test_inbox_show_approve_released_and_trace(dew):
     path = Path(dew.env["DEW_HOME"]) / released[0]["location"]
     assert path.read_text(encoding="utf-8") == j(dew("show", out["item_id"], "--json"))["item"]["draft"]
     trace = j(dew("audit", "trace", out["item_id"], "--json"))
-    assert [e["kind"] for e in trace["events"]] == ["run.requested", "run.drafted", "decision.approved", "output.released"]
+    assert [e["kind"] for e in trace["events"]] == [
+        "run.requested",
+        "run.drafted",
+        "decision.approved",
+        "output.released",
+    ]
     assert trace["events"][2]["actor"] == "zhao.lei"
     assert dew("audit", "verify").exit_code == 0
     assert j(dew("runs", "--status", "released", "--json"))[0]["run_id"] == out["run_id"]
@@ -93,20 +121,27 @@ def test_edit_revise_and_reject(dew, tmp_path):
     assert any("Guardian: more injects" in m["content"] for r in dew.fake.requests for m in r["messages"])
     assert dew("reject", c["item_id"], "--as", "zhao.lei", "--reason", "duplicate").exit_code == 0
     statuses = {i["item_id"]: i["status"] for i in j(dew("inbox", "--all", "--json"))}
-    assert statuses == {a["item_id"]: "edited", b["item_id"]: "revised", c["item_id"]: "rejected",
-                        revised["item_id"]: "pending"}
+    assert statuses == {
+        a["item_id"]: "edited",
+        b["item_id"]: "revised",
+        c["item_id"]: "rejected",
+        revised["item_id"]: "pending",
+    }
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["approve", "{item}", "--as", "chen.jing"], 3, "only zhao.lei or liu.yang may decide on it, not 'chen.jing'"),
-    (["approve", "{item}", "--as", "alice"], 3, "'alice' is not on the guardian roster"),
-    (["approve", "{item}"], 3, "say who you are to approve: --as ID or DEW_USER"),
-    (["reject", "{item}", "--as", "zhao.lei", "--reason", " "], 1, "a rejection needs a reason"),
-    (["show", "999"], 1, "no work item 999"),
-    (["run", "nope"], 1, "no scenario 'nope'"),
-    (["run", "drill-script", "-i", "hazard"], 1, "--input takes KEY=VALUE"),
-    (["retry", "{run}"], 4, "only a failed run can be retried"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["approve", "{item}", "--as", "chen.jing"], 3, "only zhao.lei or liu.yang may decide on it, not 'chen.jing'"),
+        (["approve", "{item}", "--as", "alice"], 3, "'alice' is not on the guardian roster"),
+        (["approve", "{item}"], 3, "say who you are to approve: --as ID or DEW_USER"),
+        (["reject", "{item}", "--as", "zhao.lei", "--reason", " "], 1, "a rejection needs a reason"),
+        (["show", "999"], 1, "no work item 999"),
+        (["run", "nope"], 1, "no scenario 'nope'"),
+        (["run", "drill-script", "-i", "hazard"], 1, "--input takes KEY=VALUE"),
+        (["retry", "{run}"], 4, "only a failed run can be retried"),
+    ],
+)
 def test_refusals_are_one_clear_line_on_stderr(dew, args, code, message):
     out = start(dew)
     args = [a.format(item=out["item_id"], run=out["run_id"]) for a in args]
@@ -159,8 +194,11 @@ def test_audit_verify_detects_tampering(dew):
     result = dew("audit", "verify")
     assert result.exit_code == 5 and f"audit event {seq} (decision.approved) was altered" in result.stderr
     result = dew("audit", "verify", "--json")
-    assert result.exit_code == 5 and json.loads(result.stdout) == {"ok": False, "first_bad_event": seq,
-                                                                 "error": result.stderr.strip()[7:]}
+    assert result.exit_code == 5 and json.loads(result.stdout) == {
+        "ok": False,
+        "first_bad_event": seq,
+        "error": result.stderr.strip()[7:],
+    }
 
 
 def test_scenarios_list_show_check_and_schema(dew, scenarios_dir, tmp_path):
@@ -170,8 +208,10 @@ def test_scenarios_list_show_check_and_schema(dew, scenarios_dir, tmp_path):
     assert shown["guardian"] == "li.wei" and "approval_gate" in shown["mermaid"]
     assert dew("scenarios", "check", scenarios_dir).exit_code == 0
     bad = tmp_path / "bad.yaml"
-    bad.write_text((scenarios_dir / "drill-script.yaml").read_text(encoding="utf-8").replace("risk: medium", "risk: huge"),
-                   encoding="utf-8")
+    bad.write_text(
+        (scenarios_dir / "drill-script.yaml").read_text(encoding="utf-8").replace("risk: medium", "risk: huge"),
+        encoding="utf-8",
+    )
     result = dew("scenarios", "check", bad)
     assert result.exit_code == 1
     assert f"Error: {bad}:" in result.stderr and ": risk: Input should be" in result.stderr
@@ -203,7 +243,9 @@ def test_the_installed_command_never_shows_a_traceback(tmp_path, scenarios_dir):
     exe = shutil.which("dew", path=str(Path(sys.executable).parent)) or shutil.which("dew")
     assert exe, "the dew console script is not installed"
     env = {**os.environ, "DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir)}
-    result = subprocess.run([exe, "approve", "1", "--as", "li.wei"], capture_output=True, text=True, env=env, timeout=120)
+    result = subprocess.run(
+        [exe, "approve", "1", "--as", "li.wei"], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.returncode == 1 and result.stderr == "Error: no work item 1\n"
     result = subprocess.run([exe, "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0 and "Guardians decide" in result.stdout

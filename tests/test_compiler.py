@@ -68,6 +68,7 @@ def runtime(tmp_path):
         provider = ScriptedModelProvider(reply=reply)
         conn = sqlite3.connect(tmp_path / "cp.db", check_same_thread=False)
         return Runtime(SqliteSaver(conn), provider), provider
+
     return make
 
 
@@ -107,28 +108,38 @@ def test_revise_decision_goes_back_to_drafting_and_resets_rounds(runtime):
     assert done.status == "completed" and done.decision == {"action": "approve"}
 
 
-@pytest.mark.parametrize("reply, verdict, notes", [
-    ("PASS", "pass", ""),
-    ("**PASS**\nlooks fine", "pass", "looks fine"),
-    ("REVISE: fact 2 is not in the transcript", "revise", "fact 2 is not in the transcript"),
-    ("revise - dates wrong\nand amounts", "revise", "dates wrong\nand amounts"),
-    ("I think it is good.", "unclear", "I think it is good."),
-    ("", "unclear", ""),
-])
+@pytest.mark.parametrize(
+    "reply, verdict, notes",
+    [
+        ("PASS", "pass", ""),
+        ("**PASS**\nlooks fine", "pass", "looks fine"),
+        ("REVISE: fact 2 is not in the transcript", "revise", "fact 2 is not in the transcript"),
+        ("revise - dates wrong\nand amounts", "revise", "dates wrong\nand amounts"),
+        ("I think it is good.", "unclear", "I think it is good."),
+        ("", "unclear", ""),
+    ],
+)
 def test_reviewer_verdicts_are_parsed(reply, verdict, notes):
     assert parse_verdict(reply) == (verdict, notes)
 
 
-@pytest.mark.parametrize("check, output, problem", [
-    (Check(contains=["当事人", "处罚依据"]), "当事人：某公司", "missing: 处罚依据"),
-    (Check(contains=["当事人"]), "当事人：某公司", None),
-    (Check(not_contains=["【待承办人填写"]), "三、处罚依据\n【待承办人填写：条款】", "must not contain: 【待承办人填写"),
-    (Check(min_chars=10), "short", "too short: 5 characters, at least 10 needed"),
-    (Check(max_chars=3), "long", "too long: 4 characters, at most 3 allowed"),
-    (Check(matches=r"(^|\n)\s*1[.)、]"), "intro\n1. first", None),
-    (Check(matches=r"(^|\n)\s*1[.)、]"), "no list here", r"does not match /(^|\n)\s*1[.)、]/"),
-    (Check(contains=["DONE"], message="say DONE"), "x", "say DONE (missing: DONE)"),
-])
+@pytest.mark.parametrize(
+    "check, output, problem",
+    [
+        (Check(contains=["当事人", "处罚依据"]), "当事人：某公司", "missing: 处罚依据"),
+        (Check(contains=["当事人"]), "当事人：某公司", None),
+        (
+            Check(not_contains=["【待承办人填写"]),
+            "三、处罚依据\n【待承办人填写：条款】",
+            "must not contain: 【待承办人填写",
+        ),
+        (Check(min_chars=10), "short", "too short: 5 characters, at least 10 needed"),
+        (Check(max_chars=3), "long", "too long: 4 characters, at most 3 allowed"),
+        (Check(matches=r"(^|\n)\s*1[.)、]"), "intro\n1. first", None),
+        (Check(matches=r"(^|\n)\s*1[.)、]"), "no list here", r"does not match /(^|\n)\s*1[.)、]/"),
+        (Check(contains=["DONE"], message="say DONE"), "x", "say DONE (missing: DONE)"),
+    ],
+)
 def test_checks_find_real_problems(check, output, problem):
     assert run_check(check, output) == problem
 
@@ -141,10 +152,12 @@ def test_json_problems_name_the_place():
 
 
 def test_an_unusable_structured_reply_can_be_flagged_instead_of_failing_the_run(runtime):
-    text = SCENARIO.replace('    prompt: "About {{ inputs.topic }}"\n',
-                            '    prompt: "About {{ inputs.topic }}"\n    output: json\n    schema: {type: object, required: [a]}\n'
-                            '    on_unusable: flag\n')
-    rt, provider = runtime(lambda s, p: "PASS" if "PASS, or REVISE" in s else "no JSON here, DONE")
+    text = SCENARIO.replace(
+        '    prompt: "About {{ inputs.topic }}"\n',
+        '    prompt: "About {{ inputs.topic }}"\n    output: json\n    schema: {type: object, required: [a]}\n'
+        "    on_unusable: flag\n",
+    )
+    rt, _provider = runtime(lambda s, p: "PASS" if "PASS, or REVISE" in s else "no JSON here, DONE")
     out = rt.start(load_text(text, "loop.yaml"), 1, {"topic": "x"})
     assert out.status == "awaiting_decision"
     assert any("unusable after 2 tries" in f for f in out.findings)

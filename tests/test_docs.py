@@ -21,9 +21,27 @@ def test_generated_reference_is_up_to_date(name):
 
 def test_every_cli_command_of_the_contract_is_documented():
     text = (REPO / "docs" / "cli.md").read_text(encoding="utf-8")
-    for cmd in ["demo", "scenarios list", "scenarios check", "scenarios show", "guardians list", "guardians add",
-                "run", "inbox", "show", "approve", "reject", "edit", "revise", "runs", "retry", "released",
-                "audit trace", "audit log", "audit verify"]:
+    for cmd in [
+        "demo",
+        "scenarios list",
+        "scenarios check",
+        "scenarios show",
+        "guardians list",
+        "guardians add",
+        "run",
+        "inbox",
+        "show",
+        "approve",
+        "reject",
+        "edit",
+        "revise",
+        "runs",
+        "retry",
+        "released",
+        "audit trace",
+        "audit log",
+        "audit verify",
+    ]:
         assert f"## `dew {cmd}`" in text
 
 
@@ -32,7 +50,8 @@ def test_error_json_shape_is_stable():
     assert NotAuthorized("no").to_dict() == {"error": {"code": "not_authorized", "message": "no"}}
     assert AlreadyDecided("twice").to_dict() == {"error": {"code": "already_decided", "message": "twice"}}
     assert ScenarioInvalid("f.yaml", ["f.yaml:3: id: bad", "f.yaml:4: risk: bad"]).to_dict() == {
-        "error": {"code": "scenario_invalid", "message": "f.yaml:3: id: bad\nf.yaml:4: risk: bad"}}
+        "error": {"code": "scenario_invalid", "message": "f.yaml:3: id: bad\nf.yaml:4: risk: bad"}
+    }
     codes = {cls.code for cls in _all_subclasses(DewError)}
     assert len(codes) == len(_all_subclasses(DewError))  # every error kind has its own code
 

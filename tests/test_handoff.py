@@ -42,7 +42,9 @@ def test_other_cases_are_not_handed_off(ws):
 
 def test_a_hand_off_that_cannot_start_never_undoes_the_release(ws, scenarios_dir):
     roster = scenarios_dir / "enforcement-document.yaml"
-    roster.write_text(roster.read_text(encoding="utf-8").replace("guardian: li.wei", "guardian: nobody"), encoding="utf-8")
+    roster.write_text(
+        roster.read_text(encoding="utf-8").replace("guardian: li.wei", "guardian: nobody"), encoding="utf-8"
+    )
     ws._catalogue = None
     r = start_run(ws, "hotline-intake", dict(HOTLINE["饭店占道经营"]), requester="operator.gao")
     done = decide(ws, r.item.id, actor="xu.jie", action="approve")
@@ -69,17 +71,28 @@ release:
 """
 
 
-@pytest.mark.parametrize("target, inputs, expected", [
-    ("nowhere", "{}", "release.handoff.scenario: no scenario 'nowhere' in this folder"),
-    ("drill-script", "{hazard: '{{ output }}'}", "release.handoff.inputs: scenario 'drill-script' needs input 'facility_type'"),
-    ("drill-script", "{colour: red, facility_type: x, hazard: y, participants: z}",
-     "release.handoff.inputs.colour: scenario 'drill-script' has no input 'colour'"),
-    ("first", "{text: '{{ output }}'}", "a scenario cannot hand off to itself"),
-    ("drill-script", "{facility_type: '{{ steps.draft }}', hazard: y, participants: z}", "refers to 'steps'"),
-])
+@pytest.mark.parametrize(
+    "target, inputs, expected",
+    [
+        ("nowhere", "{}", "release.handoff.scenario: no scenario 'nowhere' in this folder"),
+        (
+            "drill-script",
+            "{hazard: '{{ output }}'}",
+            "release.handoff.inputs: scenario 'drill-script' needs input 'facility_type'",
+        ),
+        (
+            "drill-script",
+            "{colour: red, facility_type: x, hazard: y, participants: z}",
+            "release.handoff.inputs.colour: scenario 'drill-script' has no input 'colour'",
+        ),
+        ("first", "{text: '{{ output }}'}", "a scenario cannot hand off to itself"),
+        ("drill-script", "{facility_type: '{{ steps.draft }}', hazard: y, participants: z}", "refers to 'steps'"),
+    ],
+)
 def test_hand_offs_are_checked_against_the_catalogue(tmp_path, scenarios_dir, target, inputs, expected):
-    (scenarios_dir / "first.yaml").write_text(HANDOFF.replace("TARGET", target).replace("{INPUTS}", inputs),
-                                              encoding="utf-8")
+    (scenarios_dir / "first.yaml").write_text(
+        HANDOFF.replace("TARGET", target).replace("{INPUTS}", inputs), encoding="utf-8"
+    )
     with pytest.raises(ScenarioInvalid) as e:
         load_directory(scenarios_dir)
     assert any(expected in p for p in e.value.problems), e.value.problems
@@ -96,7 +109,7 @@ def test_a_caller_cannot_trigger_the_hand_off_with_their_own_words(ws):
 
 def test_any_error_in_a_hand_off_is_recorded_and_the_release_stands(ws, scenarios_dir):
     path = scenarios_dir / "hotline-intake.yaml"
-    old, new = "when: \"'类别：市容执法' in output.splitlines()\"", "when: \"output.nope > 3\""
+    old, new = "when: \"'类别：市容执法' in output.splitlines()\"", 'when: "output.nope > 3"'
     assert old in path.read_text(encoding="utf-8")
     path.write_text(path.read_text(encoding="utf-8").replace(old, new), encoding="utf-8")
     ws._catalogue = None

@@ -20,8 +20,13 @@ def test_nothing_configured_means_the_embedded_model():
 
 
 def test_dew_variables_win_over_openai_ones_and_scenario_overrides_win_over_both():
-    env = {"OPENAI_BASE_URL": "http://openai.example/v1", "OPENAI_API_KEY": "sk-o", "OPENAI_MODEL": "gpt-x",
-           "DEW_LLM_BASE_URL": "http://vllm.internal:8000/v1", "DEW_LLM_MODEL": "deepseek-v3"}
+    env = {
+        "OPENAI_BASE_URL": "http://openai.example/v1",
+        "OPENAI_API_KEY": "sk-o",
+        "OPENAI_MODEL": "gpt-x",
+        "DEW_LLM_BASE_URL": "http://vllm.internal:8000/v1",
+        "DEW_LLM_MODEL": "deepseek-v3",
+    }
     s = settings_from_env(env)
     assert (s.base_url, s.model, s.api_key) == ("http://vllm.internal:8000/v1", "deepseek-v3", "sk-o")
     s = settings_from_env(env, LLMSpec(model="deepseek-r1", max_tokens=99), LLMSpec(temperature=0.9))
@@ -30,8 +35,15 @@ def test_dew_variables_win_over_openai_ones_and_scenario_overrides_win_over_both
 
 
 def _provider(fake, **extra):
-    return EnvModelProvider(env={"DEW_LLM_BASE_URL": fake.url, "DEW_LLM_MODEL": "deepseek-chat",
-                                 "DEW_LLM_MAX_RETRIES": "1", "DEW_LLM_TIMEOUT": "5", **extra})
+    return EnvModelProvider(
+        env={
+            "DEW_LLM_BASE_URL": fake.url,
+            "DEW_LLM_MODEL": "deepseek-chat",
+            "DEW_LLM_MAX_RETRIES": "1",
+            "DEW_LLM_TIMEOUT": "5",
+            **extra,
+        }
+    )
 
 
 def test_requests_carry_model_and_max_tokens(fake_llm):
@@ -47,7 +59,7 @@ def test_server_errors_are_retried_then_reported(fake_llm):
     fake_llm.fail(500, times=1)
     assert invoke(model, [HumanMessage("hi")], "test", prov)  # one retry rides out one 500
     fake_llm.fail(503, times=5)
-    with pytest.raises(LLMError, match="failed: .*Error code: 503 - scripted 503"):
+    with pytest.raises(LLMError, match=r"failed: .*Error code: 503 - scripted 503"):
         invoke(model, [HumanMessage("hi")], "step 'x'", prov)
     assert len(fake_llm.requests) == 2 + 2
 

@@ -63,7 +63,7 @@ def test_missing_field_names_file_line_and_field():
 
 
 def test_unknown_field_is_a_typo_with_its_line():
-    ps = problems(GOOD.replace("    prompt: \"Write", "    promt: \"Write"))
+    ps = problems(GOOD.replace('    prompt: "Write', '    promt: "Write'))
     assert "memo.yaml:12: steps[0].prompt: required field is missing" in ps
     assert any(p.startswith("memo.yaml:15: steps[0].promt: unknown field") for p in ps)
 
@@ -102,8 +102,10 @@ def test_duplicate_step_ids_and_self_backup_are_refused():
 
 def test_examples_must_supply_required_inputs():
     ps = problems(GOOD + "examples:\n  - name: empty\n    inputs: {colour: red}\n")
-    assert ps == ["memo.yaml:23: examples[0].inputs.colour: 'colour' is not a declared input",
-                  "memo.yaml:23: examples[0].inputs: required input 'topic' is missing"]
+    assert ps == [
+        "memo.yaml:23: examples[0].inputs.colour: 'colour' is not a declared input",
+        "memo.yaml:23: examples[0].inputs: required input 'topic' is missing",
+    ]
 
 
 def test_every_problem_of_a_directory_is_reported_together(tmp_path):
@@ -122,24 +124,40 @@ def test_load_file_reports_a_missing_file(tmp_path):
         load_file(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("change, expected", [
-    (('{{ inputs.topic }}', '{{ input.topic }}'),
-     "memo.yaml:15: steps[0].prompt: refers to 'input', which a template here cannot see"),
-    (('prompt: "{{ steps.draft }}"', 'prompt: "{{ steps.review }}"'),
-     "memo.yaml:20: steps[1].prompt: refers to steps.review, which is not an earlier step"),
-    (("    type: string\n", "    type: integer\n    required: false\n    default: sixty\n"),
-     "memo.yaml:12: inputs.topic.default: the default does not fit the type"),
-    (("risk: low\n", "risk: low\nrisk: high\n"), "memo.yaml:8: invalid YAML: duplicate key 'risk' (first given on line 7)"),
-    (("risk: low\n", "risk: low\nrelease: {filename: '{{ steps.draft }}'}\n"),
-     "memo.yaml:8: release.filename: refers to 'steps', which a template here cannot see"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ("{{ inputs.topic }}", "{{ input.topic }}"),
+            "memo.yaml:15: steps[0].prompt: refers to 'input', which a template here cannot see",
+        ),
+        (
+            ('prompt: "{{ steps.draft }}"', 'prompt: "{{ steps.review }}"'),
+            "memo.yaml:20: steps[1].prompt: refers to steps.review, which is not an earlier step",
+        ),
+        (
+            ("    type: string\n", "    type: integer\n    required: false\n    default: sixty\n"),
+            "memo.yaml:12: inputs.topic.default: the default does not fit the type",
+        ),
+        (
+            ("risk: low\n", "risk: low\nrisk: high\n"),
+            "memo.yaml:8: invalid YAML: duplicate key 'risk' (first given on line 7)",
+        ),
+        (
+            ("risk: low\n", "risk: low\nrelease: {filename: '{{ steps.draft }}'}\n"),
+            "memo.yaml:8: release.filename: refers to 'steps', which a template here cannot see",
+        ),
+    ],
+)
 def test_mistakes_that_would_only_fail_at_run_time_are_caught_at_load(change, expected):
     ps = problems(GOOD.replace(*change))
     assert any(p.startswith(expected) for p in ps), ps
 
 
 def test_a_step_cannot_read_the_output_of_a_check():
-    text = GOOD + """  - id: check
+    text = (
+        GOOD
+        + """  - id: check
     kind: check
     target: draft
     checks: [{min_chars: 1}]
@@ -147,14 +165,21 @@ def test_a_step_cannot_read_the_output_of_a_check():
     kind: template
     template: "{{ steps.check }}"
 """
+    )
     assert any("refers to steps.check, a check step, which has no output" in p for p in problems(text))
 
 
 def test_examples_are_type_checked_and_revise_to_must_be_an_agent():
-    text = GOOD.replace("    type: string\n", "    type: integer\n") + "examples:\n  - name: bad\n    inputs: {topic: many}\n"
+    text = (
+        GOOD.replace("    type: string\n", "    type: integer\n")
+        + "examples:\n  - name: bad\n    inputs: {topic: many}\n"
+    )
     assert any("must be integer" in p for p in problems(text))
-    text = GOOD.replace("risk: low\n", "risk: low\noutput: {revise_to: fixed}\n") + """  - id: fixed
+    text = (
+        GOOD.replace("risk: low\n", "risk: low\noutput: {revise_to: fixed}\n")
+        + """  - id: fixed
     kind: template
     template: "x"
 """
+    )
     assert any("output.revise_to" in p for p in problems(text))

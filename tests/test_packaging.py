@@ -32,7 +32,8 @@ def test_dew_works_beside_another_top_level_agents_package(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     dew = Path(sys.executable).parent / "dew"
-    listing = subprocess.run([str(dew), "scenarios", "list", "--json"], env=env, cwd=tmp_path,
-                             capture_output=True, text=True)
+    listing = subprocess.run(
+        [str(dew), "scenarios", "list", "--json"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
     assert listing.returncode == 0, listing.stderr
     assert '"enforcement-document"' in listing.stdout

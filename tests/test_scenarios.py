@@ -15,8 +15,15 @@ SAMPLES = [(sid, ex.name) for sid, sc in sorted(CATALOGUE.items()) for ex in sc.
 
 
 def test_the_library_ships_its_scenarios_each_with_a_guardian_and_samples():
-    assert {"enforcement-document", "investment-screener", "drill-script", "document-format", "hotline-intake",
-            "policy-qa", "enterprise-risk"} <= set(CATALOGUE)
+    assert {
+        "enforcement-document",
+        "investment-screener",
+        "drill-script",
+        "document-format",
+        "hotline-intake",
+        "policy-qa",
+        "enterprise-risk",
+    } <= set(CATALOGUE)
     for sc in CATALOGUE.values():
         assert sc.spec.guardian and sc.spec.backups and sc.spec.examples and sc.spec.description
 
@@ -50,8 +57,11 @@ def test_a_well_formed_letter_passes_the_format_checker(make_workspace):
 
 
 def test_investment_ranking_is_computed_not_written(make_workspace):
-    r = _run(make_workspace, "investment-screener",
-             reply=lambda s, p: "1. 锐芯半导体: R&D 18.2%. Risk: check the 850 investment plan.")
+    r = _run(
+        make_workspace,
+        "investment-screener",
+        reply=lambda s, p: "1. 锐芯半导体: R&D 18.2%. Risk: check the 850 investment plan.",
+    )
     assert "| 1 ★ | 锐芯半导体 | 81.43 |" in r.item.draft
     assert "Excluded: 蓝海物流 (penalties_3y 1 > 0); 恒达纺织 (penalties_3y 2 > 0)." in r.item.draft
     assert r.item.findings == []

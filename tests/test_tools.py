@@ -24,22 +24,40 @@ COMPANIES = """company,sector,revenue_million_cny,rd_ratio_pct,planned_jobs,pena
 def test_builtins_are_registered_through_the_entry_point_group():
     from importlib.metadata import entry_points
 
-    assert {"read_table", "score_table", "check_figures", "search_corpus", "check_official_document",
-            "fix_official_document"} <= set(registry())
+    assert {
+        "read_table",
+        "score_table",
+        "check_figures",
+        "search_corpus",
+        "check_official_document",
+        "fix_official_document",
+    } <= set(registry())
     assert {ep.value for ep in entry_points(group="dew.tools")} >= {"dew.agents.toolbox.tables"}
 
 
 def test_read_table_parses_numbers_and_names_bad_rows():
     rows = read_table(COMPANIES)
-    assert rows[0] == {"company": "华储能源科技", "sector": "energy storage systems", "revenue_million_cny": 1820,
-                       "rd_ratio_pct": 11.5, "planned_jobs": 450, "penalties_3y": 0}
+    assert rows[0] == {
+        "company": "华储能源科技",
+        "sector": "energy storage systems",
+        "revenue_million_cny": 1820,
+        "rd_ratio_pct": 11.5,
+        "planned_jobs": 450,
+        "penalties_3y": 0,
+    }
     with pytest.raises(ValueError, match="row 3 has 2 cells"):
         read_table("a,b,c\n1,2,3\n4,5\n")
 
 
 def test_score_table_ranks_with_every_point_explained():
-    result = score_table(COMPANIES, weights={"rd_ratio_pct": 2, "planned_jobs": 1, "penalties_3y": -1},
-                         name_column="company", top=2, prefer={"sector": ["energy"]}, exclude_if_above={"penalties_3y": 1})
+    result = score_table(
+        COMPANIES,
+        weights={"rd_ratio_pct": 2, "planned_jobs": 1, "penalties_3y": -1},
+        name_column="company",
+        top=2,
+        prefer={"sector": ["energy"]},
+        exclude_if_above={"penalties_3y": 1},
+    )
     assert result["shortlist"] == ["锐芯半导体", "华储能源科技"]
     assert result["excluded"] == [{"name": "恒达纺织", "reasons": ["penalties_3y 2 > 1"]}]
     assert result["ranking"][0]["score"] == pytest.approx(50 + 0 + 25)  # top R&D, fewest jobs, no penalty
@@ -54,9 +72,11 @@ def test_score_table_ranks_with_every_point_explained():
 
 
 def test_check_figures_flags_invented_numbers_only():
-    text = ("1. 华储能源科技: R&D 11.5% of revenue, 450 planned jobs.\n"
-            "2. 锐芯半导体: R&D ratio 18.2%, revenue 1,820 million.\n"
-            "3. 蓝海物流: 2,500 jobs and 25% growth.")
+    text = (
+        "1. 华储能源科技: R&D 11.5% of revenue, 450 planned jobs.\n"
+        "2. 锐芯半导体: R&D ratio 18.2%, revenue 1,820 million.\n"
+        "3. 蓝海物流: 2,500 jobs and 25% growth."
+    )
     assert check_figures(text, COMPANIES) == ["the figure 2,500 is not in the data", "the figure 25 is not in the data"]
     assert check_figures("Shortlist of 3 companies", COMPANIES, also_allowed="pick 3") == []
 
@@ -65,9 +85,12 @@ def test_search_corpus_finds_the_passage_and_says_nothing_when_nothing_matches(t
     (tmp_path / "policies").mkdir()
     (tmp_path / "policies" / "rd.md").write_text(
         "# 研发费用补贴办法\n\n## 第三条 补贴标准\n企业年度研发投入超过500万元的，按新增研发投入的10%给予补贴，最高300万元。\n\n"
-        "## 第四条 申报材料\n申报企业应提交审计报告和研发项目立项文件。\n", encoding="utf-8")
-    (tmp_path / "policies" / "rent.md").write_text("# Rent subsidy\n\nStart-ups in the incubator get 50% off rent for two years.\n",
-                                                   encoding="utf-8")
+        "## 第四条 申报材料\n申报企业应提交审计报告和研发项目立项文件。\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "policies" / "rent.md").write_text(
+        "# Rent subsidy\n\nStart-ups in the incubator get 50% off rent for two years.\n", encoding="utf-8"
+    )
     ctx = ToolContext(scenario_dir=tmp_path)
     hits = search_corpus("研发投入补贴标准是多少", "policies", context=ctx)
     assert hits[0]["source"] == "rd.md" and hits[0]["section"] == "第三条 补贴标准"
@@ -125,17 +148,20 @@ def test_a_badly_formatted_notice_is_flagged_element_by_element():
     ]
 
 
-@pytest.mark.parametrize("broken, element", [
-    (GOOD_NOTICE.replace("深圳市某区应急管理局文件\n", ""), "发文机关标志"),
-    (GOOD_NOTICE.replace("深某应急〔2026〕8号\n", ""), "发文字号"),
-    (GOOD_NOTICE.replace("〔2026〕", "〔26〕"), "年份应标全称"),
-    (GOOD_NOTICE.replace("关于开展冬季安全生产大检查的通知\n", ""), "标题"),
-    (GOOD_NOTICE.replace("各街道办事处，区直有关单位：\n", ""), "主送机关"),
-    (GOOD_NOTICE.replace("2026年11月22日", "2026年11月05日"), "不编虚位"),
-    (GOOD_NOTICE.replace("\n深圳市某区应急管理局\n2026年11月22日", "\n2026年11月22日"), "发文机关署名"),
-    (GOOD_NOTICE.replace("2026年11月22日\n", ""), "成文日期"),
-    (GOOD_NOTICE.replace("附件：冬季", "附件:冬季"), "附件说明"),
-])
+@pytest.mark.parametrize(
+    "broken, element",
+    [
+        (GOOD_NOTICE.replace("深圳市某区应急管理局文件\n", ""), "发文机关标志"),
+        (GOOD_NOTICE.replace("深某应急〔2026〕8号\n", ""), "发文字号"),
+        (GOOD_NOTICE.replace("〔2026〕", "〔26〕"), "年份应标全称"),
+        (GOOD_NOTICE.replace("关于开展冬季安全生产大检查的通知\n", ""), "标题"),
+        (GOOD_NOTICE.replace("各街道办事处，区直有关单位：\n", ""), "主送机关"),
+        (GOOD_NOTICE.replace("2026年11月22日", "2026年11月05日"), "不编虚位"),
+        (GOOD_NOTICE.replace("\n深圳市某区应急管理局\n2026年11月22日", "\n2026年11月22日"), "发文机关署名"),
+        (GOOD_NOTICE.replace("2026年11月22日\n", ""), "成文日期"),
+        (GOOD_NOTICE.replace("附件：冬季", "附件:冬季"), "附件说明"),
+    ],
+)
 def test_each_missing_or_wrong_element_is_found(broken, element):
     assert any(element in p for p in check_official_document(broken)), check_official_document(broken)
 
@@ -204,13 +230,21 @@ def test_a_tool_step_feeds_structured_results_to_later_steps(make_workspace, sce
     assert r.item.draft == "锐芯半导体 leads with 18.2% R&D." and r.item.findings == []
 
 
-@pytest.mark.parametrize("change, expected", [
-    (("tool: score_table", "tool: rank_everything"), "steps[0].tool: no tool named 'rank_everything'"),
-    (("      top: 2\n", "      top: 2\n      colour: red\n"), "steps[0].args.colour: tool 'score_table' takes no argument 'colour'"),
-    (("      name_column: company\n", ""), "steps[0].args: tool 'score_table' needs argument 'name_column'"),
-    (("csv_text: \"{{ inputs.companies }}\"\n      weights", "csv_text: \"{{ inputs.firms }}\"\n      weights"),
-     "refers to inputs.firms, which is not a declared input"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (("tool: score_table", "tool: rank_everything"), "steps[0].tool: no tool named 'rank_everything'"),
+        (
+            ("      top: 2\n", "      top: 2\n      colour: red\n"),
+            "steps[0].args.colour: tool 'score_table' takes no argument 'colour'",
+        ),
+        (("      name_column: company\n", ""), "steps[0].args: tool 'score_table' needs argument 'name_column'"),
+        (
+            ('csv_text: "{{ inputs.companies }}"\n      weights', 'csv_text: "{{ inputs.firms }}"\n      weights'),
+            "refers to inputs.firms, which is not a declared input",
+        ),
+    ],
+)
 def test_tool_mistakes_are_caught_at_load(change, expected):
     with pytest.raises(ScenarioInvalid) as e:
         load_text(TOOL_SCENARIO.replace(*change), "ranker.yaml")
@@ -221,9 +255,13 @@ def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_d
     from dew.agents.llm import EnvModelProvider
     from dew.guardians.runs import start_run
 
-    (scenarios_dir / "ranker.yaml").write_text(TOOL_SCENARIO.replace(
-        "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
-        "    prompt: \"Explain the shortlist.\"\n    tools: [read_table]"), encoding="utf-8")
+    (scenarios_dir / "ranker.yaml").write_text(
+        TOOL_SCENARIO.replace(
+            "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
+            '    prompt: "Explain the shortlist."\n    tools: [read_table]',
+        ),
+        encoding="utf-8",
+    )
     fake_llm.call_tool("read_table", csv_text=COMPANIES)
     fake_llm.say("锐芯半导体 has 18.2% R&D.")
     provider = EnvModelProvider(env={"DEW_LLM_BASE_URL": fake_llm.url, "DEW_LLM_MAX_RETRIES": "0"})
@@ -240,10 +278,12 @@ def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_d
 def test_risk_signals_are_tied_to_the_facts_that_raised_them():
     from dew.agents.toolbox.signals import risk_signals
 
-    rules = [{"field": "penalties", "op": ">=", "value": 2, "signal": "repeated penalties", "severity": "high"},
-             {"field": "paid", "op": "ratio_below", "of": "registered", "value": 0.2, "signal": "thin capital"},
-             {"field": "rating", "op": "missing", "signal": "no rating", "severity": "low"},
-             {"field": "listed", "op": "==", "value": True, "signal": "abnormal list", "severity": "high"}]
+    rules = [
+        {"field": "penalties", "op": ">=", "value": 2, "signal": "repeated penalties", "severity": "high"},
+        {"field": "paid", "op": "ratio_below", "of": "registered", "value": 0.2, "signal": "thin capital"},
+        {"field": "rating", "op": "missing", "signal": "no rating", "severity": "low"},
+        {"field": "listed", "op": "==", "value": True, "signal": "abnormal list", "severity": "high"},
+    ]
     out = risk_signals({"penalties": 3, "paid": 2, "registered": 50, "listed": False}, rules)
     assert out == [
         {"signal": "repeated penalties", "severity": "high", "fact": "penalties = 3", "field": "penalties"},
@@ -266,26 +306,37 @@ def test_render_template_fills_a_form_and_names_what_is_missing():
         tool.call({"template": "当事人：{{ party }}", "data": {}})
 
 
-@pytest.mark.parametrize("document", [
-    GOOD_NOTICE.replace("关于开展冬季安全生产大检查的通知\n", "关于开展2026年冬季安全生产和消防安全\n大检查工作的通知\n"),
-    GOOD_NOTICE.replace("各街道办事处，区直有关单位：", "经济技术开发区管委会："),
-    GOOD_NOTICE.replace("深圳市某区应急管理局文件", "深圳市公安局交通警察支队文件")
-               .replace("\n深圳市某区应急管理局\n2026", "\n深圳市公安局交通警察支队\n2026"),
-])
+@pytest.mark.parametrize(
+    "document",
+    [
+        GOOD_NOTICE.replace(
+            "关于开展冬季安全生产大检查的通知\n", "关于开展2026年冬季安全生产和消防安全\n大检查工作的通知\n"
+        ),
+        GOOD_NOTICE.replace("各街道办事处，区直有关单位：", "经济技术开发区管委会："),
+        GOOD_NOTICE.replace("深圳市某区应急管理局文件", "深圳市公安局交通警察支队文件").replace(
+            "\n深圳市某区应急管理局\n2026", "\n深圳市公安局交通警察支队\n2026"
+        ),
+    ],
+)
 def test_correct_documents_in_less_common_shapes_are_not_flagged(document):
     assert check_official_document(document) == []
 
 
-@pytest.mark.parametrize("broken, problem", [
-    (GOOD_NOTICE.replace("2026年11月22日\n", "2026年2月30日\n"), "不是有效日期"),
-    (GOOD_NOTICE.replace("二、检查内容见附件。", "二、检查内容(详见附件)。"), "半角括号"),
-])
+@pytest.mark.parametrize(
+    "broken, problem",
+    [
+        (GOOD_NOTICE.replace("2026年11月22日\n", "2026年2月30日\n"), "不是有效日期"),
+        (GOOD_NOTICE.replace("二、检查内容见附件。", "二、检查内容(详见附件)。"), "半角括号"),
+    ],
+)
 def test_impossible_dates_and_half_width_brackets_are_flagged(broken, problem):
     assert any(problem in p for p in check_official_document(broken))
 
 
 def test_figures_next_to_chinese_text_and_negative_figures_are_checked():
-    assert check_figures("该公司注册资本5000万元，员工300人。", data={"capital": 5000}) == ["the figure 300 is not in the data"]
+    assert check_figures("该公司注册资本5000万元，员工300人。", data={"capital": 5000}) == [
+        "the figure 300 is not in the data"
+    ]
     assert check_figures("净利润为-3.2百万元", data={"profit": -3.2}) == []
     assert check_figures("1、研发占比11.5%\n2、就业450人", COMPANIES) == []
 
@@ -299,8 +350,9 @@ def test_corpus_search_stays_inside_the_scenario_folder(tmp_path):
 
 def test_scoring_is_fair_when_a_column_does_not_tell_rows_apart_and_unknowns_are_excluded():
     table = "company,jobs,penalties\nA,100,0\nB,100,\nC,50,0\n"
-    result = score_table(table, weights={"jobs": 1, "penalties": -1}, name_column="company",
-                         exclude_if_above={"penalties": 0})
+    result = score_table(
+        table, weights={"jobs": 1, "penalties": -1}, name_column="company", exclude_if_above={"penalties": 0}
+    )
     assert result["excluded"] == [{"name": "B", "reasons": ["penalties not given ('')"]}]
     assert result["ranking"][0]["parts"]["penalties"]["points"] == 50.0  # equal for all, full points
     with pytest.raises(ValueError, match="no rows"):
@@ -314,11 +366,15 @@ def test_citations_in_chinese_brackets_count():
 
 
 def test_tool_checks_and_literal_arguments_are_checked_at_load():
-    bad_check = TOOL_SCENARIO.replace("      - tool: check_figures\n        args: {csv_text: \"{{ inputs.companies }}\"}",
-                                      "      - tool: read_table\n        args: {}")
+    bad_check = TOOL_SCENARIO.replace(
+        '      - tool: check_figures\n        args: {csv_text: "{{ inputs.companies }}"}',
+        "      - tool: read_table\n        args: {}",
+    )
     with pytest.raises(ScenarioInvalid, match="takes no `text`, so it cannot check an output"):
         load_text(bad_check, "ranker.yaml")
-    with pytest.raises(ScenarioInvalid, match="steps\\[0\\].args.top: tool 'score_table': Input should be a valid integer"):
+    with pytest.raises(
+        ScenarioInvalid, match=r"steps\[0\]\.args\.top: tool 'score_table': Input should be a valid integer"
+    ):
         load_text(TOOL_SCENARIO.replace("      top: 2", "      top: five"), "ranker.yaml")
 
 
@@ -328,11 +384,17 @@ def test_a_model_cannot_exceed_its_tool_call_bound(make_workspace, scenarios_dir
     from dew.agents.testing import ScriptedModelProvider
     from dew.guardians.runs import start_run
 
-    (scenarios_dir / "ranker.yaml").write_text(TOOL_SCENARIO.replace(
-        "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
-        "    prompt: \"Explain.\"\n    tools: [read_table]\n    max_tool_calls: 2"), encoding="utf-8")
-    greedy = AIMessage(content="", tool_calls=[{"name": "read_table", "args": {"csv_text": COMPANIES}, "id": f"c{i}"}
-                                               for i in range(5)])
+    (scenarios_dir / "ranker.yaml").write_text(
+        TOOL_SCENARIO.replace(
+            "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
+            '    prompt: "Explain."\n    tools: [read_table]\n    max_tool_calls: 2',
+        ),
+        encoding="utf-8",
+    )
+    greedy = AIMessage(
+        content="",
+        tool_calls=[{"name": "read_table", "args": {"csv_text": COMPANIES}, "id": f"c{i}"} for i in range(5)],
+    )
     replies = iter([greedy, "1. 锐芯半导体 18.2"])
     ws = make_workspace(provider=ScriptedModelProvider(reply=lambda s, p: next(replies)))
     r = start_run(ws, "ranker", {"companies": COMPANIES}, requester="alice")

@@ -20,16 +20,22 @@ def tutorial_yaml() -> str:
 
 def test_the_tutorial_scenario_runs_end_to_end(make_workspace, scenarios_dir):
     (scenarios_dir / "meeting-minutes.yaml").write_text(tutorial_yaml(), encoding="utf-8")
-    replies = iter(["Zhao Lei will talk to the warehouse lead.",  # no numbered list, no owner: sent back
-                    "1. Clear the bay 3 fire exit. Owner: Zhao Lei. Due: Friday.\n"
-                    "2. Book the next drill. Owner: Liu Yang. Due: 5 December."])
+    replies = iter(
+        [
+            "Zhao Lei will talk to the warehouse lead.",  # no numbered list, no owner: sent back
+            "1. Clear the bay 3 fire exit. Owner: Zhao Lei. Due: Friday.\n"
+            "2. Book the next drill. Owner: Liu Yang. Due: 5 December.",
+        ]
+    )
     provider = ScriptedModelProvider(reply=lambda s, p: next(replies))
     ws = make_workspace(provider=provider)
     example = ws.scenario("meeting-minutes").spec.examples[0]
     r = start_run(ws, "meeting-minutes", dict(example.inputs), requester="gao.yan")
     assert "Fix each of these points:\n- the actions must be a numbered list" in provider.calls[1]["prompt"]
     assert r.item.findings == [] and r.item.guardian == "zhou.hong"
-    assert r.item.draft.startswith("# Minutes: Weekly safety meeting") and "Attendees: Zhao Lei, Liu Yang" in r.item.draft
+    assert (
+        r.item.draft.startswith("# Minutes: Weekly safety meeting") and "Attendees: Zhao Lei, Liu Yang" in r.item.draft
+    )
     done = decide(ws, r.item.id, actor="zhou.hong", action="approve")
     assert done.release.location == f"outbox/meeting-minutes/{r.run.id}-minutes.md"
 
@@ -41,7 +47,9 @@ def test_the_documented_error_is_what_dew_prints(tmp_path):
 
     folder = tmp_path / "scenarios"
     folder.mkdir()
-    (folder / "meeting-minutes.yaml").write_text(tutorial_yaml().replace("    prompt: |", "    promt: |"), encoding="utf-8")
+    (folder / "meeting-minutes.yaml").write_text(
+        tutorial_yaml().replace("    prompt: |", "    promt: |"), encoding="utf-8"
+    )
     result = CliRunner().invoke(app, ["scenarios", "check", str(folder / "meeting-minutes.yaml")])
     shown = result.stderr.replace(str(folder), "scenarios")
     documented = re.search(r"gives:\n\n```\n(.+?)```", TUTORIAL.read_text(encoding="utf-8"), re.S).group(1)

@@ -16,8 +16,13 @@ class Category(BaseModel):
 
 
 @tool()
-def classify_text(text: str, categories: dict[str, Category], urgent_keywords: list[str],
-                  fallback_category: str = "其他", fallback_department: str = "区政务服务数据管理局（人工分拨）") -> dict[str, Any]:
+def classify_text(
+    text: str,
+    categories: dict[str, Category],
+    urgent_keywords: list[str],
+    fallback_category: str = "其他",
+    fallback_department: str = "区政务服务数据管理局（人工分拨）",
+) -> dict[str, Any]:
     """Pick the category whose keywords occur most often in the text (ties: first listed), its
     department, and urgency "high" when an urgent keyword occurs; report the matched words."""
     scores = []
@@ -28,11 +33,21 @@ def classify_text(text: str, categories: dict[str, Category], urgent_keywords: l
     count, _, name, cat, matched = max(scores)
     urgent = [k for k in urgent_keywords if k.lower() in text.lower()]
     if count == 0:
-        return {"category": fallback_category, "department": fallback_department, "matched": [],
-                "urgency": "high" if urgent else "normal", "urgent_matched": urgent,
-                "note": "no category keyword matched: route by hand"}
-    return {"category": name, "department": cat.department, "matched": matched,
-            "urgency": "high" if urgent else "normal", "urgent_matched": urgent}
+        return {
+            "category": fallback_category,
+            "department": fallback_department,
+            "matched": [],
+            "urgency": "high" if urgent else "normal",
+            "urgent_matched": urgent,
+            "note": "no category keyword matched: route by hand",
+        }
+    return {
+        "category": name,
+        "department": cat.department,
+        "matched": matched,
+        "urgency": "high" if urgent else "normal",
+        "urgent_matched": urgent,
+    }
 
 
 @tool()

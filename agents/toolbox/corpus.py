@@ -17,8 +17,37 @@ from ..tools import ToolContext, tool
 
 _CJK = re.compile(r"[\u3400-\u9fff]+")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.'-][A-Za-z0-9]+)*")
-STOP = {"the", "a", "an", "of", "to", "and", "or", "in", "on", "for", "is", "are", "be", "we", "our", "can",
-        "what", "how", "which", "do", "does", "i", "my", "it", "with", "at", "by", "as", "from"}
+STOP = {
+    "the",
+    "a",
+    "an",
+    "of",
+    "to",
+    "and",
+    "or",
+    "in",
+    "on",
+    "for",
+    "is",
+    "are",
+    "be",
+    "we",
+    "our",
+    "can",
+    "what",
+    "how",
+    "which",
+    "do",
+    "does",
+    "i",
+    "my",
+    "it",
+    "with",
+    "at",
+    "by",
+    "as",
+    "from",
+}
 CJK_STOP = {"我们", "什么", "怎么", "如何", "可以", "是否", "哪些", "公司", "企业", "请问"}
 
 
@@ -27,7 +56,7 @@ def tokens(text: str) -> list[str]:
     for run in _CJK.findall(text):
         if len(run) == 1:
             out.append(run)
-        out.extend(b for b in (run[i:i + 2] for i in range(len(run) - 1)) if b not in CJK_STOP)
+        out.extend(b for b in (run[i : i + 2] for i in range(len(run) - 1)) if b not in CJK_STOP)
     return out
 
 
@@ -80,8 +109,9 @@ def _folder(corpus: str, context: ToolContext) -> Path:
 
 
 @tool()
-def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.0, min_terms: int = 2,
-                  context: ToolContext = None) -> list[dict[str, Any]]:
+def search_corpus(
+    query: str, corpus: str, top_k: int = 3, min_score: float = 1.0, min_terms: int = 2, context: ToolContext = None
+) -> list[dict[str, Any]]:
     """Find the passages of a local document folder that best match a question, with their source.
 
     Returns at most `top_k` passages that share at least `min_terms` distinct terms with the
@@ -94,7 +124,7 @@ def search_corpus(query: str, corpus: str, top_k: int = 3, min_score: float = 1.
     n = len(passages)
     q = Counter(tokens(query))
     scored = []
-    for passage, tf in zip(passages, counts):
+    for passage, tf in zip(passages, counts, strict=False):
         length = sum(tf.values())
         if sum(1 for term in q if term in tf) < min_terms:
             continue
@@ -119,8 +149,9 @@ def check_citations(text: str, passages: list[dict[str, Any]]) -> list[str]:
     must name a passage, an answer must cite at least one, and with no passages it must say that
     nothing was found (未找到 / not found) instead of answering."""
     normalized = text.translate(str.maketrans("０１２３４５６７８９【】［］，、", "0123456789[][],,"))
-    cited = sorted({int(n) for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", normalized)
-                    for n in re.split(r"\s*,\s*", group)})
+    cited = sorted(
+        {int(n) for group in re.findall(r"\[(\d+(?:\s*,\s*\d+)*)\]", normalized) for n in re.split(r"\s*,\s*", group)}
+    )
     says_not_found = any(p in text.lower() for p in NOT_FOUND)
     if not passages:
         if says_not_found and not cited:

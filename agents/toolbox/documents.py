@@ -14,16 +14,51 @@ from typing import Any
 
 from ..tools import tool
 
-DOC_TYPES = ("通知", "通报", "决定", "决议", "命令", "令", "公告", "通告", "意见", "报告", "请示", "批复", "函",
-             "纪要", "议案", "公报")
+DOC_TYPES = (
+    "通知",
+    "通报",
+    "决定",
+    "决议",
+    "命令",
+    "令",
+    "公告",
+    "通告",
+    "意见",
+    "报告",
+    "请示",
+    "批复",
+    "函",
+    "纪要",
+    "议案",
+    "公报",
+)
 NO_RECIPIENT_TYPES = ("公告", "通告", "纪要", "公报", "命令", "令")
-AUTHORITY = re.compile(r"(人民政府|人民代表大会常务委员会|委员会|管理局|执法局|办公室|办公厅|政府|局|厅|部|委|署|院|中心|处|科|所|"
-                       r"街道办事处|管委会|支队|大队|中队|分局|站|队|公司|集团|协会|学校|医院|法院|检察院|党委|党组)$")
-NUMBER = re.compile(r"^(?P<prefix>[\u4e00-\u9fff]{1,12})\s*(?P<open>[〔\[［（(【])\s*(?P<year>\d{2,4})\s*"
-                    r"(?P<close>[〕\]］）)】])\s*(?P<serial>\d+)\s*号$")
-CN_DIGITS = {"〇": 0, "零": 0, "○": 0, "Ｏ": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-             "八": 8, "九": 9}
-CN_DATE = re.compile(r"^(?P<y>[〇零○Ｏ一二三四五六七八九]{4})年(?P<m>[一二三四五六七八九十]{1,3})月(?P<d>[一二三四五六七八九十]{1,3})日$")
+AUTHORITY = re.compile(
+    r"(人民政府|人民代表大会常务委员会|委员会|管理局|执法局|办公室|办公厅|政府|局|厅|部|委|署|院|中心|处|科|所|"
+    r"街道办事处|管委会|支队|大队|中队|分局|站|队|公司|集团|协会|学校|医院|法院|检察院|党委|党组)$"
+)
+NUMBER = re.compile(
+    r"^(?P<prefix>[\u4e00-\u9fff]{1,12})\s*(?P<open>[〔\[［（(【])\s*(?P<year>\d{2,4})\s*"
+    r"(?P<close>[〕\]］）)】])\s*(?P<serial>\d+)\s*号$"
+)
+CN_DIGITS = {
+    "〇": 0,
+    "零": 0,
+    "○": 0,
+    "Ｏ": 0,
+    "一": 1,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
+CN_DATE = re.compile(
+    r"^(?P<y>[〇零○Ｏ一二三四五六七八九]{4})年(?P<m>[一二三四五六七八九十]{1,3})月(?P<d>[一二三四五六七八九十]{1,3})日$"
+)
 DATE = re.compile(r"^(?P<y>\d{4})年(?P<m>\d{1,2})月(?P<d>\d{1,2})日$")
 HALF_PUNCT = re.compile(r"(?<=[\u4e00-\u9fff])([,;:?!])(?=[\u4e00-\u9fff“]|\s*$)")
 BODY_OPENING = re.compile(r"如下|^为|^根据|^按照|^经(研究|审定|批准|查明|调查)|^现将|^近期|^近日")
@@ -61,16 +96,25 @@ def _structure(text: str) -> dict[str, Any]:
             found["title"] = (n, line)
             # A long title may run over two lines: the second ends with the document type.
             nxt = lines[i + 1] if i + 1 < len(lines) else None
-            if (nxt and not line.rstrip("。．.，,；;！!").endswith(DOC_TYPES) and len(nxt[1]) <= 40
-                    and nxt[1].rstrip("。．.，,；;！!").endswith(DOC_TYPES) and not nxt[1].endswith(("：", ":"))):
+            if (
+                nxt
+                and not line.rstrip("。．.，,；;！!").endswith(DOC_TYPES)
+                and len(nxt[1]) <= 40
+                and nxt[1].rstrip("。．.，,；;！!").endswith(DOC_TYPES)
+                and not nxt[1].endswith(("：", ":"))
+            ):
                 found["title"] = (nxt[0], line + nxt[1])
             break
     if "title" in found:
         after = [(n, ln) for n, ln in lines if n > found["title"][0]]
         # The recipient line is short and ends with a colon; a body's opening sentence ("为……，
         # 现通知如下：") also ends with one, so its usual openings are ruled out.
-        if (after and len(after[0][1]) <= 40 and after[0][1].endswith(("：", ":"))
-                and not BODY_OPENING.search(after[0][1])):
+        if (
+            after
+            and len(after[0][1]) <= 40
+            and after[0][1].endswith(("：", ":"))
+            and not BODY_OPENING.search(after[0][1])
+        ):
             found["recipient"] = after[0]
     for n, line in reversed(lines):
         compact = line.replace(" ", "")

@@ -35,14 +35,20 @@ def read_table(csv_text: str) -> list[dict[str, Any]]:
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise ValueError(f"row {line_no} has {len(row)} cells, the header has {len(header)}")
-        out.append({h: _number(cell) for h, cell in zip(header, row)})
+        out.append({h: _number(cell) for h, cell in zip(header, row, strict=False)})
     return out
 
 
 @tool()
-def score_table(csv_text: str, weights: dict[str, float], name_column: str, top: int = 5,
-                prefer: dict[str, list[str]] | None = None, prefer_points: float = 10.0,
-                exclude_if_above: dict[str, float] | None = None) -> dict[str, Any]:
+def score_table(
+    csv_text: str,
+    weights: dict[str, float],
+    name_column: str,
+    top: int = 5,
+    prefer: dict[str, list[str]] | None = None,
+    prefer_points: float = 10.0,
+    exclude_if_above: dict[str, float] | None = None,
+) -> dict[str, Any]:
     """Rank the rows of a table by a weighted, explained score.
 
     Each weighted column is scaled to 0..1 across the rows (min-max; a negative weight means
@@ -101,10 +107,21 @@ def score_table(csv_text: str, weights: dict[str, float], name_column: str, top:
     for i, r in enumerate(ranked, start=1):
         r["rank"] = i
         r["shortlisted"] = i <= top
-    method = ("min-max scaled columns, weights " + ", ".join(f"{c} {w:+g}" for c, w in weights.items())
-              + (f"; +{prefer_points:g} points for " + "; ".join(f"{c} containing {', '.join(ws)}" for c, ws in prefer.items())
-                 if prefer else "")
-              + ("; excluded when " + ", ".join(f"{c} > {v:g}" for c, v in exclude_if_above.items()) if exclude_if_above else ""))
+    method = (
+        "min-max scaled columns, weights "
+        + ", ".join(f"{c} {w:+g}" for c, w in weights.items())
+        + (
+            f"; +{prefer_points:g} points for "
+            + "; ".join(f"{c} containing {', '.join(ws)}" for c, ws in prefer.items())
+            if prefer
+            else ""
+        )
+        + (
+            "; excluded when " + ", ".join(f"{c} > {v:g}" for c, v in exclude_if_above.items())
+            if exclude_if_above
+            else ""
+        )
+    )
     return {"method": method, "ranking": ranked, "shortlist": [r["name"] for r in ranked[:top]], "excluded": excluded}
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
+
 import typer
-from typing_extensions import Annotated
 
 from dew.agents.errors import InputInvalid
 
@@ -14,10 +15,13 @@ from .run_cmds import raise_if_failed, report
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def ask(ctx: typer.Context,
-            request: Annotated[str, typer.Argument(help="What you need, in your own words.")],
-            dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what was understood; start nothing.")] = False,
-            actor: AsOption = None, as_json: JsonOption = False):
+    def ask(
+        ctx: typer.Context,
+        request: Annotated[str, typer.Argument(help="What you need, in your own words.")],
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what was understood; start nothing.")] = False,
+        actor: AsOption = None,
+        as_json: JsonOption = False,
+    ):
         """Say what you need; the front desk picks the digital employee, shows what it understood and starts the run."""
         from dew.agents.frontdesk import route
         from dew.guardians.audit import sha256_text
@@ -25,8 +29,14 @@ def register(app: typer.Typer) -> None:
 
         ws = workspace(ctx)
         r = route(request, ws.catalogue, ws.provider)
-        understood = {"scenario": r.scenario, "inputs": r.inputs, "missing": r.missing, "reason": r.reason,
-                      "candidates": [{"scenario": s, "score": sc} for s, sc in r.candidates], "decided_by": r.decided_by}
+        understood = {
+            "scenario": r.scenario,
+            "inputs": r.inputs,
+            "missing": r.missing,
+            "reason": r.reason,
+            "candidates": [{"scenario": s, "score": sc} for s, sc in r.candidates],
+            "decided_by": r.decided_by,
+        }
         if not as_json:
             _print_understanding(ws, r)
         if not r.ready or dry_run:
@@ -35,11 +45,18 @@ def register(app: typer.Typer) -> None:
             if r.scenario is None:
                 raise InputInvalid(f"not routed: {r.reason}")
             if r.missing:
-                raise InputInvalid(f"'{r.scenario}' needs {', '.join(r.missing)}; start it with: dew run {r.scenario} "
-                                   + " ".join(f"-i {m}=..." for m in r.missing))
+                raise InputInvalid(
+                    f"'{r.scenario}' needs {', '.join(r.missing)}; start it with: dew run {r.scenario} "
+                    + " ".join(f"-i {m}=..." for m in r.missing)
+                )
             return
-        origin = {"via": "frontdesk", "request_sha256": sha256_text(request), "decided_by": r.decided_by,
-                  "candidates": understood["candidates"], "model": r.provenance.get("model")}
+        origin = {
+            "via": "frontdesk",
+            "request_sha256": sha256_text(request),
+            "decided_by": r.decided_by,
+            "candidates": understood["candidates"],
+            "model": r.provenance.get("model"),
+        }
         result = start_run(ws, r.scenario, r.inputs, requester=default_requester(actor), origin=origin)
         if as_json:
             from .run_cmds import result_dict

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 from rich.table import Table
-from typing_extensions import Annotated
 
 from dew.agents.errors import AuditBroken
 
@@ -19,13 +18,21 @@ app = typer.Typer(cls=DewGroup, help="Trace and verify the audit trail (read-onl
 def _events_table(events: list[dict], title: str) -> Table:
     table = Table(title=title)
     for name in ("seq", "at (UTC)", "event", "actor", "run", "item"):
-        table.add_column(name, no_wrap=True, min_width=len(name), max_width=20 if name == "actor" else None,
-                         overflow="ellipsis")
+        table.add_column(
+            name, no_wrap=True, min_width=len(name), max_width=20 if name == "actor" else None, overflow="ellipsis"
+        )
     with_details = console.width >= 110  # details only where they fit; --json has everything
     if with_details:
         table.add_column("details", overflow="ellipsis", no_wrap=True, max_width=console.width - 80)
     for e in events:
-        cells = [str(e["seq"]), e["at"][5:19].replace("T", " "), e["kind"], e["actor"], str(e["run_id"] or ""), str(e["item_id"] or "")]
+        cells = [
+            str(e["seq"]),
+            e["at"][5:19].replace("T", " "),
+            e["kind"],
+            e["actor"],
+            str(e["run_id"] or ""),
+            str(e["item_id"] or ""),
+        ]
         table.add_row(*cells, *([safe(short(_details(e), 200))] if with_details else []))
     return table
 
@@ -38,8 +45,11 @@ def _details(e: dict) -> str:
 
 
 @app.command()
-def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")],
-          as_json: JsonOption = False):
+def trace(
+    ctx: typer.Context,
+    item: Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")],
+    as_json: JsonOption = False,
+):
     """Everything behind a work item: requester, scenario version, models, decisions, release."""
     from dew.guardians.queue import trace as load_trace
 
@@ -48,18 +58,29 @@ def trace(ctx: typer.Context, item: Annotated[int, typer.Argument(metavar="ITEM"
         return print_json(t)
     run = t["run"]
     console.print(f"[bold]Trace of work item {item}[/bold] (run {run['id']}, {run['status']})")
-    console.print(f"requested by {run['requester']} · scenario {run['scenario']} {run['scenario_version']} "
-                  f"sha256 {run['scenario_sha256']}")
+    console.print(
+        f"requested by {run['requester']} · scenario {run['scenario']} {run['scenario_version']} "
+        f"sha256 {run['scenario_sha256']}"
+    )
     models = sorted({f"{p.get('model')} @ {p.get('endpoint')}" for p in t["provenance"]})
     console.print(f"drafted by: {'; '.join(models) or 'deterministic steps only'}")
     runs = " → ".join(str(r) for r in t["chain"])
-    console.print(_events_table(t["events"], f"Audit events of run {runs}" if len(t["chain"]) == 1
-                                else f"Audit events of the hand-off chain, runs {runs}"))
+    console.print(
+        _events_table(
+            t["events"],
+            f"Audit events of run {runs}"
+            if len(t["chain"]) == 1
+            else f"Audit events of the hand-off chain, runs {runs}",
+        )
+    )
 
 
 @app.command()
-def log(ctx: typer.Context, as_json: JsonOption = False,
-        limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the newest N events.")] = None):
+def log(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the newest N events.")] = None,
+):
     """The whole audit trail, oldest first."""
     from dew.guardians.queue import audit_log
 
@@ -70,8 +91,17 @@ def log(ctx: typer.Context, as_json: JsonOption = False,
 
 
 @app.command()
-def verify(ctx: typer.Context, as_json: JsonOption = False,
-           anchor: Annotated[Optional[List[str]], typer.Option("--anchor", help="SEQ:SHA256 printed by an earlier verify and kept outside the database; it must still be in the chain. Repeatable.")] = None):
+def verify(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    anchor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--anchor",
+            help="SEQ:SHA256 printed by an earlier verify and kept outside the database; it must still be in the chain. Repeatable.",
+        ),
+    ] = None,
+):
     """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
     from dew.guardians import audit
     from dew.guardians.db import transaction

@@ -6,13 +6,12 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
-from typing_extensions import Annotated
 
 from dew.agents.checks import visible
 from dew.agents.errors import DewError, IdentityRequired
@@ -20,7 +19,10 @@ from dew.agents.errors import DewError, IdentityRequired
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
-AsOption = Annotated[Optional[str], typer.Option("--as", envvar="DEW_USER", help="Who you are (roster id). Env: DEW_USER.", show_envvar=False)]
+AsOption = Annotated[
+    str | None,
+    typer.Option("--as", envvar="DEW_USER", help="Who you are (roster id). Env: DEW_USER.", show_envvar=False),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 
 

@@ -28,8 +28,14 @@ def register(app: typer.Typer) -> None:
         llm = settings_from_env()
         console.print(f"[bold]dew demo[/bold] · workspace {settings.home} · database {settings.database_label}")
         console.print(f"scenarios: {settings.scenarios_dir}")
-        console.print("LLM: " + (f"{llm.model} at {llm.base_url or 'https://api.openai.com/v1'}" if llm else
-                                 "embedded SmolLM2-135M-Instruct on 127.0.0.1 (no network; drafts are weak, guardians decide)"))
+        console.print(
+            "LLM: "
+            + (
+                f"{llm.model} at {llm.base_url or 'https://api.openai.com/v1'}"
+                if llm
+                else "embedded SmolLM2-135M-Instruct on 127.0.0.1 (no network; drafts are weak, guardians decide)"
+            )
+        )
         chosen = [s for s in ws.catalogue.values() if s.spec.examples]
         failed = 0
         for loaded in chosen:
@@ -40,14 +46,18 @@ def register(app: typer.Typer) -> None:
             took = time.monotonic() - t0
             if result.run.status == "failed":
                 failed += 1
-                console.print(f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {safe(result.run.error or '')}")
+                console.print(
+                    f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {safe(result.run.error or '')}"
+                )
                 console.print(f"  retry with: dew retry {result.run.id}")
                 continue
             item = result.item
             calls = len(item.provenance)
-            console.print(f"  run {result.run.id} drafted in {took:.1f}s ({calls} model call{'s' * (calls != 1)}); "
-                          f"work item {item.id} waits for {item.guardian}"
-                          + (f" · {len(item.findings)} finding(s) flagged" if item.findings else ""))
+            console.print(
+                f"  run {result.run.id} drafted in {took:.1f}s ({calls} model call{'s' * (calls != 1)}); "
+                f"work item {item.id} waits for {item.guardian}"
+                + (f" · {len(item.findings)} finding(s) flagged" if item.findings else "")
+            )
         console.print()
         pending = inbox(ws, None)
         for guardian in sorted({i.guardian for i in pending}):

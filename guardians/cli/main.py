@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
-from typing_extensions import Annotated
 
 from . import ask_cmd, audit_cmds, decide_cmds, demo_cmd, people_cmds, run_cmds, scenario_cmds
 from .common import AppState, DewGroup
@@ -15,7 +14,7 @@ app = typer.Typer(
     name="dew",
     cls=DewGroup,
     help="dew: digital employees that draft under named human guardians.\n\n"
-         "Agents draft. Guardians decide. Only an approved output is released. Auditors can trace every step.",
+    "Agents draft. Guardians decide. Only an approved output is released. Auditors can trace every step.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -26,8 +25,18 @@ app = typer.Typer(
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    home: Annotated[Optional[Path], typer.Option("--home", envvar="DEW_HOME", help="Workspace folder (database, outbox). Default: ./.dew")] = None,
-    scenarios: Annotated[Optional[Path], typer.Option("--scenarios", envvar="DEW_SCENARIOS", help="Scenario folder. Default: ./scenarios if it exists, else the shipped ones.")] = None,
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", envvar="DEW_HOME", help="Workspace folder (database, outbox). Default: ./.dew"),
+    ] = None,
+    scenarios: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenarios",
+            envvar="DEW_SCENARIOS",
+            help="Scenario folder. Default: ./scenarios if it exists, else the shipped ones.",
+        ),
+    ] = None,
 ):
     ctx.obj = AppState(home=str(home) if home else None, scenarios=str(scenarios) if scenarios else None)
     ctx.call_on_close(ctx.obj.close)

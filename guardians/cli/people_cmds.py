@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.table import Table
-from typing_extensions import Annotated
 
 from .common import AsOption, DewGroup, JsonOption, console, default_requester, print_json, workspace
 
@@ -26,11 +27,13 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
 
 
 @app.command()
-def add(ctx: typer.Context,
-        guardian_id: Annotated[str, typer.Argument(metavar="ID", help="Roster id, e.g. li.wei")],
-        name: Annotated[str, typer.Option("--name", help="Full name.")],
-        title: Annotated[str, typer.Option("--title", help="Job title.")] = "",
-        actor: AsOption = None):
+def add(
+    ctx: typer.Context,
+    guardian_id: Annotated[str, typer.Argument(metavar="ID", help="Roster id, e.g. li.wei")],
+    name: Annotated[str, typer.Option("--name", help="Full name.")],
+    title: Annotated[str, typer.Option("--title", help="Job title.")] = "",
+    actor: AsOption = None,
+):
     """Add a guardian to the roster."""
     from dew.guardians.roster import add_guardian
 

@@ -1,7 +1,7 @@
 """Generate the reference docs from the code: CLI help, scenario format, JSON Schema.
 
-    python -m dew.guardians.cli.reference          # rewrite docs/cli.md, docs/scenario-reference.md, docs/scenario.schema.json
-    python -m dew.guardians.cli.reference --check  # exit 1 if any of them is out of date (CI runs this through pytest)
+python -m dew.guardians.cli.reference          # rewrite docs/cli.md, docs/scenario-reference.md, docs/scenario.schema.json
+python -m dew.guardians.cli.reference --check  # exit 1 if any of them is out of date (CI runs this through pytest)
 """
 
 from __future__ import annotations
@@ -27,8 +27,12 @@ def cli_reference() -> str:
 
     root = get_command(app)
     runner = CliRunner()
-    parts = ["# dew CLI reference", "",
-             "Generated from `dew --help` by `python -m dew.guardians.cli.reference`; do not edit by hand.", ""]
+    parts = [
+        "# dew CLI reference",
+        "",
+        "Generated from `dew --help` by `python -m dew.guardians.cli.reference`; do not edit by hand.",
+        "",
+    ]
 
     def walk(cmd, path: list[str]):
         result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100", "NO_COLOR": "1"}, prog_name="dew")
@@ -64,12 +68,20 @@ def _type_name(annotation) -> str:
 
 def _model_section(model: type[BaseModel]) -> list[str]:
     doc = " ".join((model.__doc__ or "").split())
-    lines = [f"### {model.__name__}", "", doc, "", "| field | type | required | default | description |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"### {model.__name__}",
+        "",
+        doc,
+        "",
+        "| field | type | required | default | description |",
+        "|---|---|---|---|---|",
+    ]
     for name, field in model.model_fields.items():
         key = field.alias or name
         required = "yes" if field.is_required() else "no"
-        default = "" if field.is_required() or field.default_factory else f"`{json.dumps(field.default, ensure_ascii=False)}`"
+        default = (
+            "" if field.is_required() or field.default_factory else f"`{json.dumps(field.default, ensure_ascii=False)}`"
+        )
         if field.default_factory:
             is_model = isinstance(field.default_factory, type) and issubclass(field.default_factory, BaseModel)
             default = "(all defaults)" if is_model else "empty"
@@ -79,23 +91,42 @@ def _model_section(model: type[BaseModel]) -> list[str]:
 
 
 def scenario_reference() -> str:
-    models = [s.Scenario, s.InputSpec, s.LLMSpec, s.LLMStep, s.TemplateStep, s.ToolStep, s.CheckStep, s.Check,
-              s.ReviewStep, s.OutputSpec, s.ReleaseSpec, s.HandoffSpec, s.Example]
-    out = ["# Scenario YAML reference (format version 1)", "",
-           "Generated from the pydantic models in `agents/spec.py` by `python -m dew.guardians.cli.reference`; "
-           "do not edit by hand. The same models give the JSON Schema in "
-           "[`scenario.schema.json`](scenario.schema.json) (`dew scenarios schema`), which editors such as VS Code "
-           "use for autocompletion with the first line `# yaml-language-server: $schema=../docs/scenario.schema.json`.",
-           "", "A scenario file is a mapping with the fields of **Scenario**. `steps` is a list whose items are "
-           "told apart by `kind`: `llm`, `template`, `tool`, `check` or `review`. Prompts, templates and file names are "
-           "Jinja2 templates that see `inputs.<name>`, `steps.<id>` (outputs of earlier steps), `run.id`, "
-           "`run.date` and `scenario.id`/`name`/`version`; a reviewer's prompt also sees `draft`. An undefined "
-           "name is an error, never a blank.", "",
-           "Rules across fields, checked when a file loads: step ids are unique; `target`, `on_fail`, "
-           "`send_back_to`, `output.from` and `output.revise_to` name an *earlier* `llm` or `template` step; "
-           "templates parse and refer only to declared inputs and earlier steps; a check sets exactly one rule; "
-           "`output: json` steps and `format: json` outputs have a schema; a backup is not the guardian; "
-           "examples give every required input and no undeclared one.", ""]
+    models = [
+        s.Scenario,
+        s.InputSpec,
+        s.LLMSpec,
+        s.LLMStep,
+        s.TemplateStep,
+        s.ToolStep,
+        s.CheckStep,
+        s.Check,
+        s.ReviewStep,
+        s.OutputSpec,
+        s.ReleaseSpec,
+        s.HandoffSpec,
+        s.Example,
+    ]
+    out = [
+        "# Scenario YAML reference (format version 1)",
+        "",
+        "Generated from the pydantic models in `agents/spec.py` by `python -m dew.guardians.cli.reference`; "
+        "do not edit by hand. The same models give the JSON Schema in "
+        "[`scenario.schema.json`](scenario.schema.json) (`dew scenarios schema`), which editors such as VS Code "
+        "use for autocompletion with the first line `# yaml-language-server: $schema=../docs/scenario.schema.json`.",
+        "",
+        "A scenario file is a mapping with the fields of **Scenario**. `steps` is a list whose items are "
+        "told apart by `kind`: `llm`, `template`, `tool`, `check` or `review`. Prompts, templates and file names are "
+        "Jinja2 templates that see `inputs.<name>`, `steps.<id>` (outputs of earlier steps), `run.id`, "
+        "`run.date` and `scenario.id`/`name`/`version`; a reviewer's prompt also sees `draft`. An undefined "
+        "name is an error, never a blank.",
+        "",
+        "Rules across fields, checked when a file loads: step ids are unique; `target`, `on_fail`, "
+        "`send_back_to`, `output.from` and `output.revise_to` name an *earlier* `llm` or `template` step; "
+        "templates parse and refer only to declared inputs and earlier steps; a check sets exactly one rule; "
+        "`output: json` steps and `format: json` outputs have a schema; a backup is not the guardian; "
+        "examples give every required input and no undeclared one.",
+        "",
+    ]
     for m in models:
         out.extend(_model_section(m))
     return "\n".join(out)
@@ -118,10 +149,14 @@ def scenarios_reference() -> str:
             m = re.match(r"- `([a-z0-9_-]+)` (.+)$", line)
             if m:
                 verdicts[m.group(1)] = m.group(2)
-    out = ["# The scenario library", "",
-           "Generated from `scenarios/*.yaml` by `python -m dew.guardians.cli.reference`; do not edit by hand. "
-           "Each scenario is one YAML file; its graph below is what dew compiles it to. "
-           "How well the embedded model does on each is measured in [pass-rates.md](pass-rates.md).", ""]
+    out = [
+        "# The scenario library",
+        "",
+        "Generated from `scenarios/*.yaml` by `python -m dew.guardians.cli.reference`; do not edit by hand. "
+        "Each scenario is one YAML file; its graph below is what dew compiles it to. "
+        "How well the embedded model does on each is measured in [pass-rates.md](pass-rates.md).",
+        "",
+    ]
     for sid in sorted(catalogue):
         out.append(f"- [{catalogue[sid].spec.name}](#{sid}) (`{sid}`)")
     out.append("")
@@ -133,26 +168,43 @@ def scenarios_reference() -> str:
             return f"{p['name']} (`{pid}`, {p['title']})"
 
         verdict = verdicts.get(sid, "not measured yet; run bench/scenario_pass_rates.py")
-        out += [f'<a id="{sid}"></a>', f"## {spec.name}", "",
-                f"`{sid}` · version {spec.version} · risk **{spec.risk}** · file `scenarios/{Path(loaded.source).name}`", "",
-                " ".join(spec.description.split()), "",
-                f"- Guardian: {person(spec.guardian)}",
-                f"- Backups: {', '.join(person(b) for b in spec.backups) or 'none'}",
-                f"- Output: {spec.output.format}, released to `outbox/{sid}/`"
-                + (f"; hands off to `{spec.release.handoff.scenario}`"
-                   + (f" when `{spec.release.handoff.when}`" if spec.release.handoff.when else "")
-                   if spec.release.handoff else ""),
-                f"- Samples: {', '.join(e.name for e in spec.examples)}",
-                f"- With the embedded model: {verdict}", "",
-                "| input | type | required | description |", "|---|---|---|---|"]
+        out += [
+            f'<a id="{sid}"></a>',
+            f"## {spec.name}",
+            "",
+            f"`{sid}` · version {spec.version} · risk **{spec.risk}** · file `scenarios/{Path(loaded.source).name}`",
+            "",
+            " ".join(spec.description.split()),
+            "",
+            f"- Guardian: {person(spec.guardian)}",
+            f"- Backups: {', '.join(person(b) for b in spec.backups) or 'none'}",
+            f"- Output: {spec.output.format}, released to `outbox/{sid}/`"
+            + (
+                f"; hands off to `{spec.release.handoff.scenario}`"
+                + (f" when `{spec.release.handoff.when}`" if spec.release.handoff.when else "")
+                if spec.release.handoff
+                else ""
+            ),
+            f"- Samples: {', '.join(e.name for e in spec.examples)}",
+            f"- With the embedded model: {verdict}",
+            "",
+            "| input | type | required | description |",
+            "|---|---|---|---|",
+        ]
         for name, inp in spec.inputs.items():
             out.append(f"| `{name}` | {inp.type} | {'yes' if inp.required else 'no'} | {inp.description} |")
         out += ["", "Steps:", ""]
         for st in spec.steps:
             extra = f" — tool `{st.tool}`" if st.kind == "tool" else ""
             out.append(f"1. `{st.id}` ({st.kind}){extra}: {st.title or ''}")
-        out += ["1. approval gate: the guardian approves, rejects, edits or sends back", "",
-                "```mermaid", mermaid(spec).strip(), "```", ""]
+        out += [
+            "1. approval gate: the guardian approves, rejects, edits or sends back",
+            "",
+            "```mermaid",
+            mermaid(spec).strip(),
+            "```",
+            "",
+        ]
     return "\n".join(out)
 
 
@@ -162,16 +214,26 @@ def tools_reference() -> str:
 
     from dew.agents.tools import registry
 
-    out = ["# Tools", "",
-           "Generated from the tool registry by `python -m dew.guardians.cli.reference`; do not edit by hand. "
-           "A `tool` step calls one with `args`; a `check` may use one that returns problems (it receives "
-           "the checked output as `text`); an `llm` step that lists `tools` lets the model call them. "
-           "Packages add tools through the `dew.tools` entry-point group (see `agents/tools.py`).", ""]
+    out = [
+        "# Tools",
+        "",
+        "Generated from the tool registry by `python -m dew.guardians.cli.reference`; do not edit by hand. "
+        "A `tool` step calls one with `args`; a `check` may use one that returns problems (it receives "
+        "the checked output as `text`); an `llm` step that lists `tools` lets the model call them. "
+        "Packages add tools through the `dew.tools` entry-point group (see `agents/tools.py`).",
+        "",
+    ]
     for name, t in sorted(registry().items()):
         params = t.parameters()
         required = set(params.get("required", []))
-        out += [f"## `{name}`", "", inspect.getdoc(t.func) or t.description, "",
-                "| argument | type | required | default |", "|---|---|---|---|"]
+        out += [
+            f"## `{name}`",
+            "",
+            inspect.getdoc(t.func) or t.description,
+            "",
+            "| argument | type | required | default |",
+            "|---|---|---|---|",
+        ]
         for arg, sch in params.get("properties", {}).items():
             kind = sch.get("type") or " or ".join(x.get("type", "?") for x in sch.get("anyOf", [])) or "object"
             default = "" if arg in required else f"`{json.dumps(sch.get('default'), ensure_ascii=False)}`"
@@ -184,8 +246,13 @@ def schema_json() -> str:
     return json.dumps(s.json_schema(), ensure_ascii=False, indent=2) + "\n"
 
 
-FILES = {"cli.md": cli_reference, "scenario-reference.md": scenario_reference, "scenario.schema.json": schema_json,
-         "scenarios.md": scenarios_reference, "tools.md": tools_reference}
+FILES = {
+    "cli.md": cli_reference,
+    "scenario-reference.md": scenario_reference,
+    "scenario.schema.json": schema_json,
+    "scenarios.md": scenarios_reference,
+    "tools.md": tools_reference,
+}
 
 
 def main(argv: list[str]) -> int:

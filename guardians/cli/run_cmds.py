@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 from rich.panel import Panel
 from rich.table import Table
-from typing_extensions import Annotated
 
 from dew.agents.errors import InputInvalid, RunFailed
 
@@ -47,10 +46,16 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
 
 
 def result_dict(r: RunResult) -> dict:
-    out = {"run_id": r.run.id, "scenario": r.run.scenario_id, "status": r.run.status,
-           "item_id": r.item.id if r.item else None, "guardian": r.item.guardian if r.item else None,
-           "requester": r.run.requester, "error": r.run.error,
-           "released_to": r.release.location if r.release else None}
+    out = {
+        "run_id": r.run.id,
+        "scenario": r.run.scenario_id,
+        "status": r.run.status,
+        "item_id": r.item.id if r.item else None,
+        "guardian": r.item.guardian if r.item else None,
+        "requester": r.run.requester,
+        "error": r.run.error,
+        "released_to": r.release.location if r.release else None,
+    }
     if r.handoff is not None or r.handoff_error:
         out["handoff"] = result_dict(r.handoff) if r.handoff else {"error": r.handoff_error}
     return out
@@ -65,14 +70,21 @@ def report(r: RunResult, as_json: bool) -> None:
     elif r.release is not None:
         console.print(f"Run {r.run.id} released to {r.release.location}")
         if r.handoff is not None:
-            console.print(f"Handed off to {r.handoff.run.scenario_id}: run {r.handoff.run.id}"
-                          + (f", draft queued as work item {r.handoff.item.id} for {r.handoff.item.guardian}"
-                             if r.handoff.item else f" ({r.handoff.run.status}: {safe(r.handoff.run.error or '')})"))
+            console.print(
+                f"Handed off to {r.handoff.run.scenario_id}: run {r.handoff.run.id}"
+                + (
+                    f", draft queued as work item {r.handoff.item.id} for {r.handoff.item.guardian}"
+                    if r.handoff.item
+                    else f" ({r.handoff.run.status}: {safe(r.handoff.run.error or '')})"
+                )
+            )
         elif r.handoff_error:
             err_console.print(f"Warning: the hand-off did not start: {safe(r.handoff_error)}")
     elif r.item is not None and r.item.status == "pending":
-        console.print(f"Run {r.run.id} ({r.run.scenario_id}): draft queued as work item {r.item.id} "
-                      f"for {r.item.guardian}. See it with: dew show {r.item.id}")
+        console.print(
+            f"Run {r.run.id} ({r.run.scenario_id}): draft queued as work item {r.item.id} "
+            f"for {r.item.guardian}. See it with: dew show {r.item.id}"
+        )
     else:
         console.print(f"Run {r.run.id} is {r.run.status}.")
     raise_if_failed(r)
@@ -80,19 +92,27 @@ def report(r: RunResult, as_json: bool) -> None:
 
 def raise_if_failed(r: RunResult) -> None:
     if r.run.status == "failed":
-        raise RunFailed(f"run {r.run.id} failed: {r.run.error}. Nothing was queued or released; "
-                        f"retry with: dew retry {r.run.id}")
+        raise RunFailed(
+            f"run {r.run.id} failed: {r.run.error}. Nothing was queued or released; retry with: dew retry {r.run.id}"
+        )
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def run(ctx: typer.Context,
-            scenario: Annotated[str, typer.Argument(help="Scenario id.")],
-            inputs: Annotated[Optional[List[str]], typer.Option("--input", "-i", help="KEY=VALUE, or KEY=@FILE to read a file. Repeatable.")] = None,
-            input_file: Annotated[Optional[Path], typer.Option("--input-file", help="JSON or YAML file of inputs.")] = None,
-            example: Annotated[Optional[str], typer.Option("--example", help="Use the scenario's sample inputs of this name (or 'first').")] = None,
-            actor: AsOption = None,
-            as_json: JsonOption = False):
+    def run(
+        ctx: typer.Context,
+        scenario: Annotated[str, typer.Argument(help="Scenario id.")],
+        inputs: Annotated[
+            list[str] | None,
+            typer.Option("--input", "-i", help="KEY=VALUE, or KEY=@FILE to read a file. Repeatable."),
+        ] = None,
+        input_file: Annotated[Path | None, typer.Option("--input-file", help="JSON or YAML file of inputs.")] = None,
+        example: Annotated[
+            str | None, typer.Option("--example", help="Use the scenario's sample inputs of this name (or 'first').")
+        ] = None,
+        actor: AsOption = None,
+        as_json: JsonOption = False,
+    ):
         """Start a run: the agent drafts, and the draft waits in its guardian's queue."""
         from dew.guardians.runs import start_run
 
@@ -102,16 +122,21 @@ def register(app: typer.Typer) -> None:
             examples = ws.scenario(scenario).spec.examples
             chosen = examples[:1] if example == "first" else [e for e in examples if e.name == example]
             if not chosen:
-                raise InputInvalid(f"scenario '{scenario}' has no example '{example}' "
-                                   f"(it has: {', '.join(e.name for e in examples) or 'none'})")
+                raise InputInvalid(
+                    f"scenario '{scenario}' has no example '{example}' "
+                    f"(it has: {', '.join(e.name for e in examples) or 'none'})"
+                )
             values.update(chosen[0].inputs)
         values.update(parse_inputs(inputs or [], input_file))
         report(start_run(ws, scenario, values, requester=default_requester(actor)), as_json)
 
     @app.command()
-    def inbox(ctx: typer.Context, actor: AsOption = None,
-              all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
-              as_json: JsonOption = False):
+    def inbox(
+        ctx: typer.Context,
+        actor: AsOption = None,
+        all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
+        as_json: JsonOption = False,
+    ):
         """Work items waiting for a guardian (yours with --as; everyone's without)."""
         from dew.guardians.queue import inbox as load_inbox
 
@@ -121,7 +146,9 @@ def register(app: typer.Typer) -> None:
         print_inbox(rows, f"Inbox of {actor}" if actor else "All guardians' inboxes")
 
     @app.command()
-    def show(ctx: typer.Context, item: Annotated[int, typer.Argument(help="Work item id.")], as_json: JsonOption = False):
+    def show(
+        ctx: typer.Context, item: Annotated[int, typer.Argument(help="Work item id.")], as_json: JsonOption = False
+    ):
         """Show a work item: the draft, its inputs, provenance, findings and outcome."""
         from dew.guardians.queue import item_view
 
@@ -133,26 +160,53 @@ def register(app: typer.Typer) -> None:
 
 def register_listings(app: typer.Typer) -> None:
     @app.command()
-    def runs(ctx: typer.Context,
-             status: Annotated[Optional[str], typer.Option("--status", help="running, awaiting_decision, approved, released, rejected or failed.")] = None,
-             as_json: JsonOption = False):
+    def runs(
+        ctx: typer.Context,
+        status: Annotated[
+            str | None,
+            typer.Option("--status", help="running, awaiting_decision, approved, released, rejected or failed."),
+        ] = None,
+        as_json: JsonOption = False,
+    ):
         """List runs and where each stands."""
         from dew.guardians.runs import list_runs
 
-        rows = [{"run_id": r.id, "scenario": r.scenario_id, "status": r.status, "requester": r.requester,
-                 "attempts": r.attempts, "error": r.error, "created_at": r.created_at.isoformat()}
-                for r in list_runs(workspace(ctx), status)]
+        rows = [
+            {
+                "run_id": r.id,
+                "scenario": r.scenario_id,
+                "status": r.status,
+                "requester": r.requester,
+                "attempts": r.attempts,
+                "error": r.error,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in list_runs(workspace(ctx), status)
+        ]
         if as_json:
             return print_json(rows)
         table = Table("run", "scenario", "status", "requester", "attempts", "error", title="Runs")
         for r in rows:
-            table.add_row(str(r["run_id"]), r["scenario"], r["status"], r["requester"], str(r["attempts"]), safe(short(r["error"] or "", 60)))
+            table.add_row(
+                str(r["run_id"]),
+                r["scenario"],
+                r["status"],
+                r["requester"],
+                str(r["attempts"]),
+                safe(short(r["error"] or "", 60)),
+            )
         console.print(table)
 
     @app.command()
-    def retry(ctx: typer.Context, run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
-              force: Annotated[bool, typer.Option("--force", help="Also retry a run left 'running' by a process that died.")] = False,
-              actor: AsOption = None, as_json: JsonOption = False):
+    def retry(
+        ctx: typer.Context,
+        run_id: Annotated[int, typer.Argument(metavar="RUN", help="Run id.")],
+        force: Annotated[
+            bool, typer.Option("--force", help="Also retry a run left 'running' by a process that died.")
+        ] = False,
+        actor: AsOption = None,
+        as_json: JsonOption = False,
+    ):
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
         from dew.guardians.runs import retry_run
 
@@ -168,15 +222,29 @@ def register_listings(app: typer.Typer) -> None:
             return print_json(rows)
         table = Table("run", "item", "scenario", "location", "sha256", "at", title="Released")
         for r in rows:
-            table.add_row(str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19])
+            table.add_row(
+                str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19]
+            )
         console.print(table)
 
 
 def inbox_rows(items, actor: str | None = None) -> list[dict]:
-    return [{"item_id": i.id, "run_id": i.run_id, "scenario": i.scenario_id, "guardian": i.guardian,
-             "backup_for": i.guardian if actor and actor != i.guardian else None, "revision": i.revision,
-             "status": i.status, "risk": i.risk, "findings": len(i.findings), "created_at": i.created_at.isoformat(),
-             "preview": short(i.draft, 80)} for i in items]
+    return [
+        {
+            "item_id": i.id,
+            "run_id": i.run_id,
+            "scenario": i.scenario_id,
+            "guardian": i.guardian,
+            "backup_for": i.guardian if actor and actor != i.guardian else None,
+            "revision": i.revision,
+            "status": i.status,
+            "risk": i.risk,
+            "findings": len(i.findings),
+            "created_at": i.created_at.isoformat(),
+            "preview": short(i.draft, 80),
+        }
+        for i in items
+    ]
 
 
 def print_inbox(rows: list[dict], title: str) -> None:
@@ -192,23 +260,40 @@ def print_inbox(rows: list[dict], title: str) -> None:
         table.add_column("preview", no_wrap=True, overflow="ellipsis", max_width=48)
     for r in rows:
         guardian = r["guardian"] + (" (backup)" if r["backup_for"] else "")
-        cells = [str(r["item_id"]), r["scenario"], guardian, str(r["revision"]), r["status"], r["risk"], str(r["findings"])]
+        cells = [
+            str(r["item_id"]),
+            r["scenario"],
+            guardian,
+            str(r["revision"]),
+            r["status"],
+            r["risk"],
+            str(r["findings"]),
+        ]
         table.add_row(*cells, *([safe(r["preview"])] if with_preview else []))
     console.print(table)
 
 
 def print_item(view: dict) -> None:
     item, run = view["item"], view["run"]
-    console.print(f"[bold]Work item {item['id']}[/bold] · {item['status']} · revision {item['revision']} · risk {item['risk']}")
-    console.print(f"Scenario: {run['scenario']} {run['scenario_version']} (sha256 {run['scenario_sha256'][:12]}) · "
-                  f"run {run['id']} requested by {run['requester']}")
-    console.print(f"Guardian: {item['guardian']}" + (f" (backups: {', '.join(item['backups'])})" if item["backups"] else ""))
+    console.print(
+        f"[bold]Work item {item['id']}[/bold] · {item['status']} · revision {item['revision']} · risk {item['risk']}"
+    )
+    console.print(
+        f"Scenario: {run['scenario']} {run['scenario_version']} (sha256 {run['scenario_sha256'][:12]}) · "
+        f"run {run['id']} requested by {run['requester']}"
+    )
+    console.print(
+        f"Guardian: {item['guardian']}" + (f" (backups: {', '.join(item['backups'])})" if item["backups"] else "")
+    )
     console.print("Inputs:")
     for k, v in run["inputs"].items():
         console.print(f"  {k}: {safe(short(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 100))}")
     models = sorted({f"{p.get('model')} at {p.get('endpoint')}" for p in view["provenance"]})
     steps = ", ".join(p.get("step", "?") for p in view["provenance"])
-    console.print(f"Drafted by: {'; '.join(models) or 'no model (deterministic steps only)'}" + (f" (calls: {steps})" if steps else ""))
+    console.print(
+        f"Drafted by: {'; '.join(models) or 'no model (deterministic steps only)'}"
+        + (f" (calls: {steps})" if steps else "")
+    )
     if item["findings"]:
         console.print("Findings (checks and reviewer, for the guardian):")
         for f in item["findings"]:
@@ -216,7 +301,9 @@ def print_item(view: dict) -> None:
     console.print(Panel(safe(item["draft"]), title="draft", expand=True))
     d = view["decision"]
     if d:
-        console.print(f"Decision: {d['action']} by {d['actor']} at {d['at'][:19]}" + (f": {safe(d['note'])}" if d["note"] else ""))
+        console.print(
+            f"Decision: {d['action']} by {d['actor']} at {d['at'][:19]}" + (f": {safe(d['note'])}" if d["note"] else "")
+        )
         if d["diff"]:
             console.print(Panel(safe(d["diff"]), title="edit (diff)"))
     if item["next_item"]:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List
+from typing import Annotated
 
 import typer
 from rich.table import Table
-from typing_extensions import Annotated
 
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_file, scenario_files
@@ -21,10 +20,19 @@ app = typer.Typer(cls=DewGroup, help="List, validate and inspect scenarios.", no
 
 def _summary(loaded) -> dict:
     spec = loaded.spec
-    return {"id": spec.id, "name": spec.name, "version": spec.version, "sha256": loaded.sha256,
-            "guardian": spec.guardian, "backups": spec.backups, "risk": spec.risk, "description": spec.description,
-            "inputs": {k: v.model_dump() for k, v in spec.inputs.items()},
-            "steps": [{"id": s.id, "kind": s.kind} for s in spec.steps], "source": loaded.source}
+    return {
+        "id": spec.id,
+        "name": spec.name,
+        "version": spec.version,
+        "sha256": loaded.sha256,
+        "guardian": spec.guardian,
+        "backups": spec.backups,
+        "risk": spec.risk,
+        "description": spec.description,
+        "inputs": {k: v.model_dump() for k, v in spec.inputs.items()},
+        "steps": [{"id": s.id, "kind": s.kind} for s in spec.steps],
+        "source": loaded.source,
+    }
 
 
 @app.command("list")
@@ -45,8 +53,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
 
 
 @app.command()
-def check(paths: Annotated[List[Path], typer.Argument(help="Scenario files or folders.")],
-          as_json: JsonOption = False):
+def check(paths: Annotated[list[Path], typer.Argument(help="Scenario files or folders.")], as_json: JsonOption = False):
     """Validate scenario files without running them. Exits non-zero naming file, line and field."""
     files: list[Path] = []
     results, problems = [], []
@@ -76,9 +83,12 @@ def check(paths: Annotated[List[Path], typer.Argument(help="Scenario files or fo
 
 
 @app.command()
-def show(ctx: typer.Context, scenario: Annotated[str, typer.Argument(help="Scenario id.")],
-         as_json: JsonOption = False,
-         mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the compiled graph as mermaid text.")] = False):
+def show(
+    ctx: typer.Context,
+    scenario: Annotated[str, typer.Argument(help="Scenario id.")],
+    as_json: JsonOption = False,
+    mermaid: Annotated[bool, typer.Option("--mermaid", help="Print the compiled graph as mermaid text.")] = False,
+):
     """Show one scenario: its job, guardian, inputs, steps and compiled graph."""
     from dew.agents.compiler import mermaid as draw
 

@@ -10,9 +10,7 @@ target_metadata = SQLModel.metadata
 
 def include_object(obj, name, type_, reflected, compare_to):
     # The LangGraph checkpoint tables share the database but are the saver's to manage.
-    if type_ == "table" and reflected and compare_to is None:
-        return False
-    return True
+    return not (type_ == "table" and reflected and compare_to is None)
 
 
 connection = context.config.attributes.get("connection")

@@ -30,9 +30,17 @@ def test_migrations_build_exactly_the_model_schema_and_rerun_safely(make_workspa
     ws = make_workspace(database_url)
     upgrade(ws.engine)  # a second upgrade is a no-op
     with ws.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={
-            "include_object": lambda obj, name, type_, reflected, compare_to:
-                not (type_ == "table" and reflected and compare_to is None)}), SQLModel.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(
+                conn,
+                opts={
+                    "include_object": lambda obj, name, type_, reflected, compare_to: (
+                        not (type_ == "table" and reflected and compare_to is None)
+                    )
+                },
+            ),
+            SQLModel.metadata,
+        )
         assert diff == []
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
 
@@ -97,7 +105,9 @@ def test_audit_chain_detects_a_rehashed_rewrite_of_the_middle(make_workspace, da
     ws = make_workspace(database_url)
     start_run(ws, "drill-script", DRILL, requester="alice")
     with transaction(ws.engine) as s:
-        ev = s.exec(text("SELECT seq, at, kind, run_id, item_id, data, prev_hash FROM audit_events WHERE seq = 2")).one()
+        ev = s.exec(
+            text("SELECT seq, at, kind, run_id, item_id, data, prev_hash FROM audit_events WHERE seq = 2")
+        ).one()
         forged = audit.event_hash(ev.seq, ev.at, ev.kind, "forger", ev.run_id, ev.item_id, ev.data, ev.prev_hash)
         s.exec(text("UPDATE audit_events SET actor = 'forger', hash = :h WHERE seq = 2").bindparams(h=forged))
     with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
@@ -119,8 +129,10 @@ def test_two_racing_decisions_on_one_item_cannot_both_land(make_workspace, datab
         except AlreadyDecided:
             outcomes.append("refused")
 
-    threads = [threading.Thread(target=attempt, args=("zhao.lei", "approve", None)),
-               threading.Thread(target=attempt, args=("liu.yang", "reject", "no"))]
+    threads = [
+        threading.Thread(target=attempt, args=("zhao.lei", "approve", None)),
+        threading.Thread(target=attempt, args=("liu.yang", "reject", "no")),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -188,9 +200,12 @@ def test_an_event_appended_outside_dew_is_named(make_workspace, database_url):
         last = s.exec(text("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")).one()
         seq, at, data = last.seq + 1, audit.now_iso(), "{}"
         digest = audit.event_hash(seq, at, "decision.approved", "mallory", None, None, data, last.hash)
-        s.exec(text("INSERT INTO audit_events (seq, at, kind, actor, data, prev_hash, hash) "
-                    "VALUES (:seq, :at, 'decision.approved', 'mallory', :data, :prev, :h)")
-               .bindparams(seq=seq, at=at, data=data, prev=last.hash, h=digest))
+        s.exec(
+            text(
+                "INSERT INTO audit_events (seq, at, kind, actor, data, prev_hash, hash) "
+                "VALUES (:seq, :at, 'decision.approved', 'mallory', :data, :prev, :h)"
+            ).bindparams(seq=seq, at=at, data=data, prev=last.hash, h=digest)
+        )
     with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
         audit.verify(s)
     assert e.value.seq == seq and "added outside dew" in e.value.message
@@ -224,8 +239,10 @@ def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_pat
     def worker(n):
         try:
             barrier.wait()
-            ws = Workspace(Settings(home=tmp_path / f"home{n}", scenarios_dir=scenarios_dir, database_url=database_url),
-                           provider=ScriptedModelProvider())
+            ws = Workspace(
+                Settings(home=tmp_path / f"home{n}", scenarios_dir=scenarios_dir, database_url=database_url),
+                provider=ScriptedModelProvider(),
+            )
             try:
                 results.append(start_run(ws, "drill-script", DRILL, requester=f"r{n}").run.status)
             finally:
@@ -258,9 +275,10 @@ def test_the_database_refuses_a_second_decision_even_if_the_status_check_is_bypa
 
 def test_upgrading_an_older_database_keeps_its_data(database_url):
     """A workspace created by migration 0001 (before hand-offs) upgrades in place, losing nothing."""
+    from pathlib import Path
+
     from alembic import command
     from alembic.config import Config
-    from pathlib import Path
 
     from dew.guardians import db
 
@@ -271,11 +289,19 @@ def test_upgrading_an_older_database_keeps_its_data(database_url):
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0001")
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO scenario_versions (sha256, scenario_id, version, text, first_seen) "
-                          "VALUES ('abc', 's', '1', 'x', CURRENT_TIMESTAMP)"))
-        conn.execute(text("INSERT INTO runs (scenario_id, scenario_sha256, requester, inputs, status, attempts, "
-                          "created_at, updated_at) VALUES ('s', 'abc', 'alice', '{}', 'failed', 1, "
-                          "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"))
+        conn.execute(
+            text(
+                "INSERT INTO scenario_versions (sha256, scenario_id, version, text, first_seen) "
+                "VALUES ('abc', 's', '1', 'x', CURRENT_TIMESTAMP)"
+            )
+        )
+        conn.execute(
+            text(
+                "INSERT INTO runs (scenario_id, scenario_sha256, requester, inputs, status, attempts, "
+                "created_at, updated_at) VALUES ('s', 'abc', 'alice', '{}', 'failed', 1, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+            )
+        )
     upgrade(engine)
     with engine.connect() as conn:
         row = conn.execute(text("SELECT requester, status, parent_run_id FROM runs")).one()
