@@ -10,8 +10,6 @@ reported as unroutable, never forced into a scenario.
 from __future__ import annotations
 
 import json
-import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +20,9 @@ from .errors import DewError
 from .inputs import validate_inputs
 from .llm import ModelProvider, invoke
 from .loader import LoadedScenario
-from .toolbox.corpus import tokens
+from .ranking import BM25
 
-MIN_SCORE = 1.5
+MIN_SCORE = 1.5  # below this a shared word or two is chance (e.g. "Hello there" scores 1.1)
 
 
 @dataclass
@@ -64,18 +62,10 @@ def _stated(value: Any, request: str) -> bool:
 
 
 def shortlist(request: str, catalogue: dict[str, LoadedScenario], k: int = 3) -> list[tuple[str, float]]:
-    """Scenarios ranked by shared words (BM25-like: rare words count more), best first."""
-    docs = {sid: Counter(tokens(_profile(sc))) for sid, sc in catalogue.items()}
-    df = Counter(t for c in docs.values() for t in c)
-    q = set(tokens(request))
-    n = len(docs)
-    scores = []
-    for sid, tf in docs.items():
-        score = sum(math.log(1 + n / df[t]) * min(tf[t], 3) ** 0.5 for t in q if t in tf)
-        if score >= MIN_SCORE:
-            scores.append((sid, round(score, 2)))
-    scores.sort(key=lambda x: (-x[1], x[0]))
-    return scores[:k]
+    """Scenarios ranked by BM25 over their profiles (rare shared words count more), best first."""
+    ids = sorted(catalogue)
+    index = BM25.index(_profile(catalogue[sid]) for sid in ids)
+    return [(ids[m.index], round(m.score, 2)) for m in index.rank(request, min_score=MIN_SCORE)[:k]]
 
 
 def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelProvider) -> Routing:

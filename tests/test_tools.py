@@ -8,7 +8,8 @@ import pytest
 
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_text
-from dew.agents.toolbox.corpus import check_citations, search_corpus, tokens
+from dew.agents.ranking import tokens
+from dew.agents.toolbox.corpus import check_citations, search_corpus
 from dew.agents.toolbox.documents import check_official_document, fix_official_document
 from dew.agents.toolbox.tables import check_figures, read_table, score_table
 from dew.agents.tools import ToolContext, ToolFailed, get_tool, registry

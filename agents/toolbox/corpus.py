@@ -6,58 +6,13 @@ question always finds the same passages, and every answer can cite where it came
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ..ranking import BM25
 from ..tools import ToolContext, tool
-
-_CJK = re.compile(r"[\u3400-\u9fff]+")
-_WORD = re.compile(r"[A-Za-z0-9]+(?:[.'-][A-Za-z0-9]+)*")
-STOP = {
-    "the",
-    "a",
-    "an",
-    "of",
-    "to",
-    "and",
-    "or",
-    "in",
-    "on",
-    "for",
-    "is",
-    "are",
-    "be",
-    "we",
-    "our",
-    "can",
-    "what",
-    "how",
-    "which",
-    "do",
-    "does",
-    "i",
-    "my",
-    "it",
-    "with",
-    "at",
-    "by",
-    "as",
-    "from",
-}
-CJK_STOP = {"我们", "什么", "怎么", "如何", "可以", "是否", "哪些", "公司", "企业", "请问"}
-
-
-def tokens(text: str) -> list[str]:
-    out = [w.lower() for w in _WORD.findall(text) if w.lower() not in STOP]
-    for run in _CJK.findall(text):
-        if len(run) == 1:
-            out.append(run)
-        out.extend(b for b in (run[i : i + 2] for i in range(len(run) - 1)) if b not in CJK_STOP)
-    return out
 
 
 def _passages(path: Path) -> list[dict[str, Any]]:
@@ -87,15 +42,12 @@ def _passages(path: Path) -> list[dict[str, Any]]:
 
 
 @lru_cache(maxsize=16)
-def _index(folder: str, stamp: tuple) -> tuple[list[dict], list[Counter], Counter, float]:
+def _index(folder: str, stamp: tuple) -> tuple[list[dict], BM25]:
     passages = []
     for path in sorted(Path(folder).glob("*")):
         if path.suffix in (".md", ".txt"):
             passages.extend(_passages(path))
-    counts = [Counter(tokens(p["section"] + " " + p["passage"])) for p in passages]
-    df = Counter(t for c in counts for t in c)
-    avg = sum(sum(c.values()) for c in counts) / max(len(counts), 1)
-    return passages, counts, df, avg
+    return passages, BM25.index(p["section"] + " " + p["passage"] for p in passages)
 
 
 def _folder(corpus: str, context: ToolContext) -> Path:
@@ -120,22 +72,10 @@ def search_corpus(
     """
     folder = _folder(corpus, context or ToolContext())
     stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(folder.glob("*")))
-    passages, counts, df, avg = _index(str(folder), stamp)
-    n = len(passages)
-    q = Counter(tokens(query))
-    scored = []
-    for passage, tf in zip(passages, counts, strict=False):
-        length = sum(tf.values())
-        if sum(1 for term in q if term in tf) < min_terms:
-            continue
-        score = 0.0
-        for term in q:
-            if term not in tf:
-                continue
-            idf = math.log(1 + (n - df[term] + 0.5) / (df[term] + 0.5))
-            score += idf * tf[term] * 2.2 / (tf[term] + 1.2 * (0.25 + 0.75 * length / max(avg, 1)))
-        if score >= min_score:
-            scored.append({**passage, "score": round(score, 3)})
+    passages, index = _index(str(folder), stamp)
+    scored = [
+        {**passages[m.index], "score": m.score} for m in index.rank(query, min_score=min_score, min_terms=min_terms)
+    ]
     scored.sort(key=lambda p: (-p["score"], p["source"], p["passage"]))
     return scored[:top_k]
 
