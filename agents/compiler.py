@@ -25,7 +25,7 @@ from .checks import hidden_characters, json_problem, run_check
 from .errors import LLMError
 from .llm import ModelProvider, call, invoke, text_of
 from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep
-from .templating import render, render_value
+from .templating import render, render_value, scenario_context
 from .tools import ToolContext, ToolFailed, get_tool, to_jsonable
 
 GATE = "approval_gate"
@@ -54,12 +54,9 @@ def draft_text(value: Any) -> str:
 
 
 def context(spec: Scenario, state: RunState) -> dict[str, Any]:
-    return {
-        "inputs": state.get("inputs", {}),
-        "steps": state.get("outputs", {}),
-        "run": state.get("run", {}),
-        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
-    }
+    return scenario_context(
+        spec, run=state.get("run", {}), inputs=state.get("inputs", {}), steps=state.get("outputs", {})
+    )
 
 
 def extract_json(text: str) -> str:

@@ -1,10 +1,14 @@
-"""Every domain error dew raises, in one place.
+"""The errors of the agents layer: scenarios, inputs, tools, models and runs.
 
-The edges (CLI today, HTTP API later) translate these into messages and status codes; nothing
-below the edges formats errors for people. ``code`` is stable and machine-readable.
+`DewError` is the base of every error a person may see, in either layer; `guardians/errors.py`
+holds the errors of people, queues, decisions, release and audit. The edges (CLI, HTTP API)
+translate any `DewError` into a message and an exit code or HTTP status; nothing below the edges
+formats errors for people. `code` is stable and machine-readable (docs/errors.md lists them all).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class DewError(Exception):
@@ -18,13 +22,13 @@ class DewError(Exception):
         super().__init__(message)
         self.message = message
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"error": {"code": self.code, "message": self.message}}
 
 
-# --- scenarios -------------------------------------------------------------------------------
+# --- scenarios and inputs ------------------------------------------------------------------------
 class ScenarioInvalid(DewError):
-    """A scenario file cannot be loaded. ``problems`` lists each as 'file:line: field: what'."""
+    """A scenario file cannot be loaded. `problems` lists each as 'file:line: field: what'."""
 
     code = "scenario_invalid"
     http_status = 422
@@ -36,21 +40,49 @@ class ScenarioInvalid(DewError):
 
 
 class ScenarioNotFound(DewError):
+    """No scenario has that id (or a recorded scenario version is missing)."""
+
     code = "scenario_not_found"
     http_status = 404
 
 
 class InputInvalid(DewError):
+    """An input, argument or setting given by a person does not fit what is declared."""
+
     code = "input_invalid"
     http_status = 422
 
 
-# --- runs ---------------------------------------------------------------------------------------
+class InputMissing(InputInvalid):
+    """A required input of a scenario was not given."""
+
+    code = "input_missing"
+
+    def __init__(self, message: str, name: str):
+        super().__init__(message)
+        self.name = name
+
+
+# --- tools ---------------------------------------------------------------------------------------
+class ToolConflict(DewError):
+    """Two installed tools claim one name; neither is chosen silently."""
+
+    code = "tool_conflict"
+    http_status = 500
+
+
+# --- runs ----------------------------------------------------------------------------------------
 class RunFailed(DewError):
     """A run could not reach its approval gate. It is marked failed and can be retried."""
 
     code = "run_failed"
     http_status = 502
+
+
+class ToolFailed(RunFailed):
+    """A tool refused its arguments or failed; the run (or the model calling it) sees why."""
+
+    code = "tool_failed"
 
 
 class LLMError(RunFailed):
@@ -60,66 +92,7 @@ class LLMError(RunFailed):
 
 
 class LLMNotConfigured(DewError):
+    """No model endpoint is configured and the embedded model cannot start."""
+
     code = "llm_not_configured"
-    http_status = 503
-
-
-# --- people, queue and decisions ----------------------------------------------------------------
-class NotFound(DewError):
-    code = "not_found"
-    http_status = 404
-
-
-class NotAuthorized(DewError):
-    """The actor may not do this; the message says why."""
-
-    code = "not_authorized"
-    exit_code = 3
-    http_status = 403
-
-
-class IdentityRequired(DewError):
-    code = "identity_required"
-    exit_code = 3
-    http_status = 401
-
-
-class AlreadyDecided(DewError):
-    code = "already_decided"
-    exit_code = 4
-    http_status = 409
-
-
-class InvalidState(DewError):
-    """The thing exists but is not in a state that allows the action (e.g. retrying a live run)."""
-
-    code = "invalid_state"
-    exit_code = 4
-    http_status = 409
-
-
-class DecisionInvalid(DewError):
-    code = "decision_invalid"
-    http_status = 422
-
-
-class ReleaseError(DewError):
-    code = "release_failed"
-    http_status = 500
-
-
-class AuditBroken(DewError):
-    """The audit chain does not verify. ``seq`` is the first bad event."""
-
-    code = "audit_broken"
-    exit_code = 5
-    http_status = 500
-
-    def __init__(self, seq: int, message: str):
-        self.seq = seq
-        super().__init__(message)
-
-
-class StorageError(DewError):
-    code = "storage_error"
     http_status = 503

@@ -15,7 +15,37 @@ from dataclasses import dataclass
 _CJK = re.compile(r"[\u3400-\u9fff]+")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:[.'-][A-Za-z0-9]+)*")
 STOP = set(
-    ["the", "a", "an", "of", "to", "and", "or", "in", "on", "for", "is", "are", "be", "we", "our", "can", "what", "how", "which", "do", "does", "i", "my", "it", "with", "at", "by", "as", "from"]
+    [
+        "the",
+        "a",
+        "an",
+        "of",
+        "to",
+        "and",
+        "or",
+        "in",
+        "on",
+        "for",
+        "is",
+        "are",
+        "be",
+        "we",
+        "our",
+        "can",
+        "what",
+        "how",
+        "which",
+        "do",
+        "does",
+        "i",
+        "my",
+        "it",
+        "with",
+        "at",
+        "by",
+        "as",
+        "from",
+    ]
 )
 CJK_STOP = {"我们", "什么", "怎么", "如何", "可以", "是否", "哪些", "公司", "企业", "请问"}
 

@@ -16,6 +16,7 @@ from .compiler import GATE, compile_scenario
 from .errors import DewError, RunFailed
 from .llm import ModelProvider
 from .loader import LoadedScenario
+from .templating import run_values
 
 
 @dataclass
@@ -54,7 +55,7 @@ class Runtime:
         return {"configurable": {"thread_id": thread_id(run_id)}, "recursion_limit": 100}
 
     def start(self, scenario: LoadedScenario, run_id, inputs: dict[str, Any], *, today: date | None = None) -> Outcome:
-        state = {"inputs": inputs, "run": {"id": run_id, "date": (today or date.today()).isoformat()}, "revisions": 0}
+        state = {"inputs": inputs, "run": run_values(run_id, today or date.today()), "revisions": 0}
         return self._drive(scenario, run_id, state)
 
     def resume(self, scenario: LoadedScenario, run_id, decision: dict[str, Any]) -> Outcome:

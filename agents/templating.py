@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
+from datetime import date
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InputInvalid
+
+if TYPE_CHECKING:
+    from .spec import Scenario
 
 _env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
 _env.filters["tojson_pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2)
@@ -83,3 +88,21 @@ def render(source: str, context: dict[str, Any], *, where: str = "template") -> 
         raise InputInvalid(f"{where}: {e.message}") from None
     except (TemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:
         raise InputInvalid(f"{where}: {type(e).__name__}: {e}") from None
+
+
+def run_values(run_id: Any, day: date) -> dict[str, Any]:
+    """`run` as templates see it: fixed when the run starts, so every later render agrees."""
+    return {"id": run_id, "date": day.isoformat()}
+
+
+def scenario_context(
+    spec: Scenario, *, run: Mapping[str, Any], inputs: Mapping[str, Any], **more: Any
+) -> dict[str, Any]:
+    """What a scenario's templates see: prompts and templates (with `steps`), the release file
+    name, and a hand-off (with `output`, `output_json`). One definition for all of them."""
+    return {
+        "inputs": dict(inputs),
+        "run": dict(run),
+        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
+        **more,
+    }

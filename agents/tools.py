@@ -1,13 +1,15 @@
 """Tools: named Python functions a scenario step may call.
 
 A `tool` step calls one deterministically; an `llm` step that lists `tools` runs as a tool-using
-agent; a `check` may delegate its rule to a tool that returns problems. Tools are registered
-with `@tool` and found through the `dew.tools` entry-point group, which is also how dew's own
-built-ins (`agents/toolbox/`) are registered, so a third-party package adds tools exactly the
-same way:
+agent; a `check` may delegate its rule to a tool that returns problems. A function becomes a tool
+with `@tool`; tools reach the registry only through the `dew.tools` entry-point group, which is
+also how dew's own built-ins (`agents/toolbox/`, see pyproject.toml) arrive, so a third-party
+package adds tools exactly the same way:
 
     [project.entry-points."dew.tools"]
     mytools = "mypackage.dew_tools"     # a module whose functions are decorated with @tool
+
+Names are unique: a tool whose name is taken is refused, never silently swapped in.
 """
 
 from __future__ import annotations
@@ -15,28 +17,19 @@ from __future__ import annotations
 import inspect
 import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError, create_model
 
-from .errors import DewError, RunFailed
+from .errors import DewError, ToolConflict, ToolFailed
 
 ENTRY_POINT_GROUP = "dew.tools"
-BUILTIN_MODULES = (
-    "dew.agents.toolbox.tables",
-    "dew.agents.toolbox.corpus",
-    "dew.agents.toolbox.documents",
-    "dew.agents.toolbox.classify",
-    "dew.agents.toolbox.signals",
-)
-
-
-class ToolFailed(RunFailed):
-    code = "tool_failed"
 
 
 @dataclass(frozen=True)
@@ -53,6 +46,7 @@ class Tool:
     func: Callable[..., Any]
     description: str
     wants_context: bool = False
+    source: str = ""  # where it was defined: module.function
     _args_model: Any = field(default=None, compare=False, repr=False)
 
     def parameters(self) -> dict:
@@ -82,25 +76,23 @@ class Tool:
         except ToolFailed:
             raise
         except DewError as e:
-            raise ToolFailed(f"tool '{self.name}': {e.message}") from None
+            raise ToolFailed(f"tool '{self.name}': {e.message}") from e
         except (ValueError, OSError) as e:  # the tools' own way of saying what is wrong
-            raise ToolFailed(f"tool '{self.name}' failed: {e}") from None
+            raise ToolFailed(f"tool '{self.name}' failed: {e}") from e
         except Exception as e:  # a tool's failure is the run's (or the model's) to see, never a crash
-            raise ToolFailed(f"tool '{self.name}' failed: {type(e).__name__}: {e}") from None
-
-
-_declared: dict[str, Tool] = {}
+            raise ToolFailed(f"tool '{self.name}' failed: {type(e).__name__}: {e}") from e
 
 
 def tool(name: str | None = None, *, description: str | None = None):
-    """Register a function as a tool. Its type hints become the argument schema and its
-    docstring's first paragraph the description the model sees."""
+    """Mark a function as a tool. Its type hints become the argument schema and its docstring's
+    first paragraph the description the model sees. Marking registers nothing: the registry
+    takes the tools of the modules named by `dew.tools` entry points (or `ToolRegistry.register`)."""
 
-    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+    def mark(func: Callable[..., Any]) -> Callable[..., Any]:
         tool_name = name or func.__name__
         sig = inspect.signature(func)
         hints = typing.get_type_hints(func)  # resolves string annotations (from __future__ import annotations)
-        fields = {}
+        fields: dict[str, Any] = {}
         for pname, param in sig.parameters.items():
             if pname == "context":
                 continue
@@ -109,44 +101,102 @@ def tool(name: str | None = None, *, description: str | None = None):
             fields[pname] = (annotation, default)
         model = create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)
         doc = description or inspect.getdoc(func) or tool_name
-        _declared[tool_name] = Tool(
+        func.__dew_tool__ = Tool(  # type: ignore[attr-defined]
             name=tool_name,
             func=func,
             description=doc.split("\n\n")[0].replace("\n", " "),
             wants_context="context" in sig.parameters,
+            source=f"{func.__module__}.{func.__qualname__}",
             _args_model=model,
         )
         return func
 
-    return register
+    return mark
 
 
-_loaded = False
-_lock = threading.Lock()
+def tool_of(obj: Any) -> Tool | None:
+    """The tool a `@tool` function carries, or None."""
+    found = getattr(obj, "__dew_tool__", None)
+    return found if isinstance(found, Tool) else None
 
 
-def registry() -> dict[str, Tool]:
-    """Every tool: dew's built-ins and those of installed packages (entry points)."""
-    global _loaded
-    with _lock:
-        if not _loaded:
-            import importlib
+class ToolRegistry(Mapping[str, Tool]):
+    """Tools by name. Read like a mapping; changed only through `register` and `unregister`."""
 
-            for module in BUILTIN_MODULES:
-                importlib.import_module(module)
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
-                if ep.value in BUILTIN_MODULES:
-                    continue
-                ep.load()  # importing the module runs its @tool decorators
-            _loaded = True
-    return dict(_declared)
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+        self._lock = threading.Lock()
+
+    def register(self, item: Tool | Callable[..., Any]) -> Tool:
+        found = item if isinstance(item, Tool) else tool_of(item)
+        if found is None:
+            raise TypeError(f"{item!r} is not a tool: decorate it with @tool")
+        with self._lock:
+            taken = self._tools.get(found.name)
+            if taken is not None and taken.func is not found.func:
+                raise ToolConflict(
+                    f"two tools are named '{found.name}': {taken.source} and {found.source}; "
+                    "rename one (a tool name is unique across dew and every installed package)"
+                )
+            self._tools[found.name] = found
+        return found
+
+    def unregister(self, name: str) -> Tool:
+        with self._lock:
+            return self._tools.pop(name)
+
+    def register_module(self, module: ModuleType) -> list[Tool]:
+        """Every tool defined in `module` (not those it merely imports), in definition order."""
+        return [
+            self.register(t)
+            for obj in vars(module).values()
+            if (t := tool_of(obj)) is not None and t.func.__module__ == module.__name__
+        ]
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> None:
+        for ep in sorted(entry_points(group=group), key=lambda e: (e.value, e.name)):
+            module = ep.load()
+            if not isinstance(module, ModuleType):
+                raise ToolConflict(f"entry point '{ep.name}' of group {group} must name a module, not {ep.value}")
+            self.register_module(module)
+
+    @contextmanager
+    def registered(self, *items: Tool | Callable[..., Any]) -> Iterator[list[Tool]]:
+        """Tools registered for the duration of a `with` block (for tests)."""
+        added = [self.register(i) for i in items]
+        try:
+            yield added
+        finally:
+            for t in added:
+                self.unregister(t.name)
+
+    def __getitem__(self, name: str) -> Tool:
+        return self._tools[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict(self._tools))
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+
+_default: ToolRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def registry() -> ToolRegistry:
+    """The process's registry: every tool of every installed `dew.tools` entry point, dew's own included."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            loaded = ToolRegistry()
+            loaded.load_entry_points()
+            _default = loaded
+        return _default
 
 
 def get_tool(name: str) -> Tool:
-    tools = registry()
-    if name not in tools:
-        raise KeyError(name)
-    return tools[name]
+    return registry()[name]
 
 
 def to_jsonable(value: Any) -> Any:

@@ -93,11 +93,14 @@ def server_cmd(backend: str, python: str, model: str, port: int) -> list[str]:
 
 
 def chat(client: httpx.Client, max_tokens: int, content: str, **extra) -> tuple[dict, float]:
+    # repeat_penalty pinned: llama-cpp-python's server defaults to 1.1, llama.cpp's to 1.0, so unpinned
+    # the two would sample differently and compare different amounts of work
     body = {
         "model": MODEL_NAME,
         "messages": [{"role": "user", "content": content}],
         "temperature": 0,
         "max_tokens": max_tokens,
+        "repeat_penalty": 1.1,
         **extra,
     }
     t0 = time.perf_counter()

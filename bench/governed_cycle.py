@@ -109,7 +109,7 @@ def runtime_loop(url: str, cycles: int) -> list[float]:
 
 
 def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
-    from dew.guardians.decisions import decide
+    from dew.guardians.flow import decide
     from dew.guardians.runs import start_run
     from dew.guardians.workspace import Settings, Workspace
 

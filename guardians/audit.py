@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from sqlmodel import Session, select
 
-from dew.agents.errors import AuditBroken
+from dew.guardians.errors import AuditBroken
 
 from .db import lock_row
 from .models import AuditEvent, AuditHead

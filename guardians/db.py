@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from dew.agents.errors import StorageError
+from dew.guardians.errors import StorageError
 
 
 def normalize_url(url: str) -> str:

@@ -3,33 +3,35 @@
 Only the item's guardian or one of its listed backups may decide; the requester of a run never
 decides on it; an item is decided once. The checks run inside the same transaction that records
 the decision, on a locked row, and a unique constraint on `decisions.item_id` backs them up, so
-two decisions racing cannot both land.
+two decisions racing cannot both land. Recording a decision is all this module does; resuming
+the run and releasing what was approved is `flow.py`'s.
 """
 
 from __future__ import annotations
 
 import difflib
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 
 from dew.agents.checks import json_problem
-from dew.agents.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
 from dew.agents.spec import LLMStep
+from dew.guardians.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
 
 from . import audit
 from .db import lock_row, transaction
-from .models import Decision, Guardian, Run, WorkItem, utcnow
-from .runs import RunResult, decision_payload, drive
+from .models import Action, Decision, Guardian, ItemStatus, Run, WorkItem, utcnow
 
-ACTIONS = {"approve": "approved", "reject": "rejected", "edit": "edited", "revise": "revised"}
-RUN_STATUS = {"approve": "approved", "edit": "approved", "reject": "rejected", "revise": "running"}
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 
-def decide(
-    ws, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
-) -> RunResult:
-    if action not in ACTIONS:
-        raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(ACTIONS)})")
+def record_decision(
+    ws: Workspace, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
+) -> tuple[Decision, WorkItem]:
+    """Authorize and record one decision with its audit event; refusals are audited too."""
+    if action not in tuple(Action):
+        raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(Action)})")
     note = (note or "").strip() or None
     if action == "reject" and not note:
         raise DecisionInvalid("a rejection needs a reason (--reason)")
@@ -64,8 +66,8 @@ def decide(
                 diff=diff,
             )
             s.add(decision)
-            item.status, item.decided_at = ACTIONS[action], utcnow()
-            run.status, run.updated_at = RUN_STATUS[action], utcnow()
+            item.status, item.decided_at = Action(action).item_status, utcnow()
+            run.status, run.updated_at = Action(action).run_status, utcnow()
             s.add(item)
             s.add(run)
             s.flush()
@@ -89,14 +91,12 @@ def decide(
     except (NotAuthorized, AlreadyDecided) as e:
         _record_refusal(ws, item_id, actor, action, e.message)
         raise
-
-    payload = decision_payload(decision, item.revision)
-    return drive(ws, run.id, lambda rt, sc: rt.resume(sc, run.id, payload), actor=actor)
+    return decision, item
 
 
 def authorize(session, item: WorkItem, run: Run, actor: str) -> None:
     """Raise unless `actor` may decide on `item` now. The message says why not."""
-    if item.status != "pending":
+    if item.status != ItemStatus.PENDING:
         raise AlreadyDecided(f"work item {item.id} was already {item.status}; a decided item cannot be decided again")
     person = session.get(Guardian, actor)
     if person is None or not person.active:
@@ -110,7 +110,7 @@ def authorize(session, item: WorkItem, run: Run, actor: str) -> None:
         raise NotAuthorized(f"'{actor}' requested run {run.id} and may not decide on its own output (four-eyes rule)")
 
 
-def _check_edit(ws, item: WorkItem, run: Run, edited: str | None) -> str:
+def _check_edit(ws: Workspace, item: WorkItem, run: Run, edited: str | None) -> str:
     if edited is None or not edited.strip():
         raise DecisionInvalid("an edit needs the edited output (--file), and it is empty")
     if edited == item.draft:
@@ -129,7 +129,7 @@ def _check_edit(ws, item: WorkItem, run: Run, edited: str | None) -> str:
     return "".join(line if line.endswith("\n") else line + "\n" for line in diff)
 
 
-def _record_refusal(ws, item_id: int, actor: str, action: str, reason: str) -> None:
+def _record_refusal(ws: Workspace, item_id: int, actor: str, action: str, reason: str) -> None:
     with transaction(ws.engine) as s:
         item = s.get(WorkItem, item_id)
         audit.emit(

@@ -9,35 +9,36 @@ scenario) never undoes the release: it is recorded and reported.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import select
 
-from dew.agents.errors import DewError, InvalidState
-from dew.agents.templating import evaluate, render
+from dew.agents.errors import DewError
+from dew.agents.spec import Scenario
+from dew.agents.templating import evaluate, render, run_values, scenario_context
+from dew.guardians.errors import AlreadyHandedOff
 
 from . import audit
 from .db import transaction
 from .models import Run
+from .runs import RunResult, start_run
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 
-def handoff_context(spec, run: Run, content: str) -> dict:
+def handoff_context(spec: Scenario, run: Run, content: str) -> dict[str, Any]:
     try:
         parsed = json.loads(content) if spec.output.format == "json" else None
     except json.JSONDecodeError:
         parsed = None
-    return {
-        "output": content,
-        "output_json": parsed,
-        "inputs": run.inputs,
-        "run": {"id": run.id, "date": run.created_at.date().isoformat()},
-        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
-    }
+    return scenario_context(
+        spec, run=run_values(run.id, run.created_at.date()), inputs=run.inputs, output=content, output_json=parsed
+    )
 
 
-def hand_off(ws, run: Run, spec, content: str):
-    """Start the configured next run, once. Returns (RunResult | None, error | None)."""
-    from .runs import start_run
-
+def hand_off(ws: Workspace, run: Run, spec: Scenario, content: str) -> tuple[RunResult | None, str | None]:
+    """Start the configured next run, once. Returns (the new run, or None; why it failed, or None)."""
     h = spec.release.handoff
     if h is None:
         return None, None
@@ -51,14 +52,12 @@ def hand_off(ws, run: Run, spec, content: str):
             return None, None
         inputs = {k: render(v, ctx, where=f"{where}.inputs.{k}") for k, v in h.inputs.items()}
         return start_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id), None
-    except InvalidState as e:
-        if "already handed off" in e.message:
-            return None, None
-        reason = e.message
+    except AlreadyHandedOff:
+        return None, None  # a concurrent retry started it first
     except DewError as e:
         reason = e.message
     except Exception as e:  # whatever goes wrong, the release stands and the failure is on record
-        reason = f"{type(e).__name__}: {e}"
+        reason = f"internal error: {type(e).__name__}"
     with transaction(ws.engine) as s:
         audit.emit(s, audit.HandoffFailed(to_scenario=h.scenario, reason=reason), actor="dew", run_id=run.id)
     return None, reason

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
@@ -11,6 +12,63 @@ from sqlmodel import Field, SQLModel
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class RunStatus(StrEnum):
+    """running → awaiting_decision → (approved → released | rejected); a live run may fail and be retried."""
+
+    RUNNING = "running"
+    AWAITING_DECISION = "awaiting_decision"
+    APPROVED = "approved"
+    RELEASED = "released"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+class ItemStatus(StrEnum):
+    """pending → approved | edited | rejected | revised (a revision queues a new item)."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EDITED = "edited"
+    REJECTED = "rejected"
+    REVISED = "revised"
+
+
+class Action(StrEnum):
+    """What a guardian decides. Each action says once what it does to the item and the run."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    EDIT = "edit"
+    REVISE = "revise"
+
+    @property
+    def item_status(self) -> ItemStatus:
+        return _ITEM_STATUS[self]
+
+    @property
+    def run_status(self) -> RunStatus:
+        return _RUN_STATUS[self]
+
+    @property
+    def releases(self) -> bool:
+        """Approving, as drafted or as edited, is what releases an output."""
+        return self in (Action.APPROVE, Action.EDIT)
+
+
+_ITEM_STATUS = {
+    Action.APPROVE: ItemStatus.APPROVED,
+    Action.REJECT: ItemStatus.REJECTED,
+    Action.EDIT: ItemStatus.EDITED,
+    Action.REVISE: ItemStatus.REVISED,
+}
+_RUN_STATUS = {
+    Action.APPROVE: RunStatus.APPROVED,
+    Action.EDIT: RunStatus.APPROVED,
+    Action.REJECT: RunStatus.REJECTED,
+    Action.REVISE: RunStatus.RUNNING,
+}
 
 
 class Guardian(SQLModel, table=True):
@@ -44,9 +102,10 @@ class Run(SQLModel, table=True):
     inputs: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     # Set when another scenario's release handed off to this run: the chain auditors follow.
     parent_run_id: int | None = Field(default=None, foreign_key="runs.id", index=True)
-    # running → awaiting_decision → (approved → released | rejected) ; any live state → failed → retry
-    status: str = Field(index=True, default="running")
+    status: str = Field(index=True, default=RunStatus.RUNNING)  # a RunStatus
     error: str | None = Field(default=None, sa_column=Column(Text))
+    # Why an unexpected error failed the run, as a traceback: for whoever repairs it, never for the trail.
+    error_detail: str | None = Field(default=None, sa_column=Column(Text))
     attempts: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -67,8 +126,7 @@ class WorkItem(SQLModel, table=True):
     draft: str = Field(sa_column=Column(Text, nullable=False))
     findings: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     provenance: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    # pending → approved | edited | rejected | revised
-    status: str = Field(index=True, default="pending")
+    status: str = Field(index=True, default=ItemStatus.PENDING)  # an ItemStatus
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
 
@@ -79,7 +137,7 @@ class Decision(SQLModel, table=True):
     # One decision per work item, enforced by the database even when two decisions race.
     item_id: int = Field(foreign_key="work_items.id", unique=True)
     run_id: int = Field(foreign_key="runs.id", index=True)
-    action: str  # approve | reject | edit | revise
+    action: str  # an Action
     actor: str
     note: str | None = Field(default=None, sa_column=Column(Text))  # comment, reason or feedback
     edited_output: str | None = Field(default=None, sa_column=Column(Text))

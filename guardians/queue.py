@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlmodel import select
 
-from dew.agents.errors import NotFound
+from dew.guardians.errors import NotFound
 
 from . import audit
 from .db import transaction

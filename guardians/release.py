@@ -11,27 +11,44 @@ import hashlib
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlmodel import select
 
-from dew.agents.errors import DewError, InvalidState, NotFound, ReleaseError
-from dew.agents.templating import render
+from dew.agents.errors import DewError
+from dew.agents.spec import Scenario
+from dew.agents.templating import render, run_values, scenario_context
+from dew.guardians.errors import InvalidState, NotFound, ReleaseError
 
 from . import audit
 from .db import lock_row, transaction
-from .models import Decision, Release, Run, WorkItem, utcnow
+from .models import Action, Decision, Release, Run, RunStatus, WorkItem, utcnow
 
-RELEASABLE = {"approve", "edit"}
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+RELEASABLE = [a.value for a in Action if a.releases]
+
+
+@dataclass
+class Released:
+    """A delivered release: the run (now `released`), the approved item, the record and the bytes."""
+
+    run: Run
+    item: WorkItem
+    release: Release
+    content: str
 
 
 def released_content(item: WorkItem, decision: Decision) -> str:
-    if decision.action not in RELEASABLE:
+    if not Action(decision.action).releases:
         raise ReleaseError(f"work item {item.id} was not approved ({decision.action}); nothing is released")
     return decision.edited_output if decision.action == "edit" else item.draft
 
 
-def release_run(ws, run_id: int, *, actor: str):
+def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
     """Release the approved output of a run, once. Calling it again only completes delivery.
 
     The file is staged (written and fsynced beside the outbox) inside the transaction that
@@ -39,8 +56,6 @@ def release_run(ws, run_id: int, *, actor: str):
     consumer of the outbox never sees an output whose release is not on record. If the process
     dies between the commit and the move, `dew retry RUN` completes the delivery.
     """
-    from .runs import RunResult
-
     with transaction(ws.engine) as s:
         run = s.get(Run, run_id)
     if run is None:
@@ -65,7 +80,7 @@ def release_run(ws, run_id: int, *, actor: str):
                     run_id=run_id, item_id=item.id, destination=scenario.release.to, location=location, sha256=digest
                 )
                 s.add(rel)
-                run.status, run.error, run.updated_at = "released", None, utcnow()
+                run.status, run.error, run.updated_at = RunStatus.RELEASED, None, utcnow()
                 s.add(run)
                 audit.emit(
                     s,
@@ -85,44 +100,37 @@ def release_run(ws, run_id: int, *, actor: str):
         raise ReleaseError(
             f"run {run_id}: the approval is recorded but the release failed: {e.message}; "
             f"fix the cause, then run: dew retry {run_id}"
-        ) from None
-    from .handoff import hand_off
-
-    child, error = hand_off(ws, run, scenario, content)
-    return RunResult(run=run, item=item, release=rel, handoff=child, handoff_error=error)
+        ) from e
+    return Released(run=run, item=item, release=rel, content=content)
 
 
 MAX_NAME_BYTES = 150  # well under the 255-byte limit of common filesystems, with room for the suffix
 
 
-def _file_name(spec, run: Run) -> str:
-    context = {
-        "run": {"id": run.id, "date": run.created_at.date().isoformat()},
-        "scenario": {"id": spec.id, "name": spec.name, "version": spec.version},
-        "inputs": run.inputs,
-    }
+def _file_name(spec: Scenario, run: Run) -> str:
+    context = scenario_context(spec, run=run_values(run.id, run.created_at.date()), inputs=run.inputs)
     name = render(spec.release.filename, context, where=f"scenario '{spec.id}': release.filename")
     name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")
     name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", "ignore").rstrip(".-")
     return name or f"run-{run.id}"
 
 
-def _staging_path(ws, location: str) -> Path:
+def _staging_path(ws: Workspace, location: str) -> Path:
     return ws.settings.outbox / ".staging" / location
 
 
-def _stage(ws, location: str, content: str, digest: str) -> None:
+def _stage(ws: Workspace, location: str, content: str, digest: str) -> None:
     final = ws.settings.home / location
     if final.exists() and _sha256(final) != digest:
         raise ReleaseError(f"{final} already exists with other content; refusing to overwrite a released file")
     try:  # surface a path problem now, while the release can still be rolled back
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ReleaseError(f"cannot write {final}: {e.strerror or e}") from None
+        raise ReleaseError(f"cannot write {final}: {e.strerror or e}") from e
     _write_synced(_staging_path(ws, location), content.encode("utf-8"))
 
 
-def _publish(ws, location: str, content: str, digest: str) -> None:
+def _publish(ws: Workspace, location: str, content: str, digest: str) -> None:
     """Move the staged file into the outbox; if the stage is gone, write the recorded content."""
     final = ws.settings.home / location
     if final.exists():
@@ -137,7 +145,7 @@ def _publish(ws, location: str, content: str, digest: str) -> None:
         os.replace(staged, final)
         _fsync_dir(final.parent)
     except OSError as e:
-        raise ReleaseError(f"cannot write {final}: {e.strerror or e}") from None
+        raise ReleaseError(f"cannot write {final}: {e.strerror or e}") from e
 
 
 def _write_synced(path: Path, data: bytes) -> None:
@@ -155,7 +163,7 @@ def _write_synced(path: Path, data: bytes) -> None:
             raise
         _fsync_dir(path.parent)
     except OSError as e:
-        raise ReleaseError(f"cannot write {path}: {e.strerror or e}") from None
+        raise ReleaseError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -170,6 +178,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def list_releases(ws) -> list[Release]:
+def list_releases(ws: Workspace) -> list[Release]:
     with transaction(ws.engine) as s:
         return list(s.exec(select(Release).order_by(Release.id)).all())

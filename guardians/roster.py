@@ -8,9 +8,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import select
 
-from dew.agents.errors import InputInvalid, NotFound, ScenarioInvalid
+from dew.agents.errors import InputInvalid, ScenarioInvalid
 from dew.agents.loader import ROSTER_FILE
 from dew.agents.spec import PERSON_PATTERN
+from dew.guardians.errors import NotFound
 
 from .audit import GuardianAdded, emit
 from .db import lock_row, transaction

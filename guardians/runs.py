@@ -1,24 +1,32 @@
-"""Starting, driving and retrying runs; queuing each draft the runtime hands back."""
+"""Starting and driving runs; queuing each draft the runtime hands back.
+
+Driving a run only records where it stopped: a queued draft, a failure, or the end of the graph
+with a guardian's decision. What follows a decision (release, hand-off) is `flow.py`'s to do.
+"""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
-from dew.agents.errors import DewError, InvalidState, NotFound
+from dew.agents.errors import DewError
 from dew.agents.inputs import validate_inputs
 from dew.agents.loader import LoadedScenario
+from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotFound
 
 from . import audit
 from .db import lock_row, transaction
-from .models import Decision, Guardian, Release, Run, ScenarioVersion, WorkItem, utcnow
+from .models import Action, Decision, Guardian, ItemStatus, Release, Run, RunStatus, ScenarioVersion, WorkItem, utcnow
 
 if TYPE_CHECKING:
     from dew.agents.runtime import Outcome, Runtime
+
+    from .workspace import Workspace
 
 
 @dataclass
@@ -28,10 +36,18 @@ class RunResult:
     release: Release | None = None
     handoff: RunResult | None = None  # the run this release handed off to
     handoff_error: str | None = None  # why a configured hand-off could not start
+    ended_with: str | None = None  # the decision (an Action) the graph ended with, when it ended
+    exception: BaseException | None = None  # what failed the run, with its cause (for callers and tests)
 
 
 def start_run(
-    ws, scenario_id: str, inputs: dict, *, requester: str, parent_run_id: int | None = None, origin: dict | None = None
+    ws: Workspace,
+    scenario_id: str,
+    inputs: dict,
+    *,
+    requester: str,
+    parent_run_id: int | None = None,
+    origin: dict | None = None,
 ) -> RunResult:
     """Start a run. `origin` says how the request arrived when not directly (e.g. the front desk)."""
     loaded = ws.scenario(scenario_id)
@@ -41,7 +57,7 @@ def start_run(
         if parent_run_id is not None:
             lock_row(s, Run, parent_run_id)  # one hand-off per parent, even when two retries race
             if s.exec(select(Run).where(Run.parent_run_id == parent_run_id)).first() is not None:
-                raise InvalidState(f"run {parent_run_id} has already handed off")
+                raise AlreadyHandedOff(f"run {parent_run_id} has already handed off")
         if s.get(ScenarioVersion, loaded.sha256) is None:
             try:
                 with s.begin_nested():  # another process may record the same new version right now
@@ -104,35 +120,36 @@ def _require_guardians(session, loaded: LoadedScenario) -> None:
             )
 
 
-def drive(ws, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome], *, actor: str = "dew") -> RunResult:
+def drive(ws: Workspace, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome]) -> RunResult:
     """Let the runtime take the run as far as it goes, then record where it stopped.
 
     A failure of any kind leaves the run `failed` with its reason and nothing queued or released;
-    `retry` continues it from its last checkpoint.
+    a retry continues it from its last checkpoint.
     """
     with transaction(ws.engine) as s:
         run = s.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
     scenario = ws.stored_scenario(run.scenario_sha256)
     try:
         outcome = step(ws.runtime, scenario)
         if outcome.status == "awaiting_decision":
             return _queue(ws, run_id, scenario, outcome)
-    except DewError as e:
-        return RunResult(run=_fail(ws, run_id, e.message))
-    except Exception as e:  # a bug or a storage fault: the run must not stay 'running' for ever
-        return RunResult(run=_fail(ws, run_id, f"internal error: {type(e).__name__}: {e}"))
-    except BaseException:  # Ctrl-C or shutdown while drafting: record it, then let it propagate
-        _fail(ws, run_id, "interrupted while drafting")
+    except Exception as e:  # a domain error, a bug or a storage fault: the run must not stay 'running'
+        return RunResult(run=_fail(ws, run_id, e), exception=e)
+    except BaseException as e:  # Ctrl-C or shutdown while drafting: record it, then let it propagate
+        _fail(ws, run_id, e, reason="interrupted while drafting")
         raise
-    from .release import RELEASABLE, release_run
-
-    if (outcome.decision or {}).get("action") in RELEASABLE:
-        return release_run(ws, run_id, actor=actor)  # the graph ended on an approval: deliver it
+    action = (outcome.decision or {}).get("action")
     with transaction(ws.engine) as s:
-        return RunResult(run=s.get(Run, run_id))
+        run = lock_row(s, Run, run_id)
+        if action in tuple(Action) and run.status != RunStatus.RELEASED:
+            run.status, run.updated_at = Action(action).run_status, utcnow()
+            s.add(run)
+    return RunResult(run=run, ended_with=action)
 
 
-def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunResult:
+def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunResult:
     spec = scenario.spec
     with transaction(ws.engine) as s:
         run = lock_row(s, Run, run_id)
@@ -153,7 +170,7 @@ def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunRe
             provenance=outcome.provenance,
         )
         s.add(item)
-        run.status, run.error, run.updated_at = "awaiting_decision", None, utcnow()
+        run.status, run.error, run.error_detail, run.updated_at = RunStatus.AWAITING_DECISION, None, None, utcnow()
         s.add(run)
         s.flush()
         models = [{k: p.get(k) for k in ("step", "model", "endpoint", "at")} for p in outcome.provenance]
@@ -175,46 +192,59 @@ def _queue(ws, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunRe
     return RunResult(run=run, item=item)
 
 
-def _fail(ws, run_id: int, reason: str) -> Run:
+def failure_reason(error: BaseException) -> str:
+    """What the run and its audit event say about a failure. Our own errors say what went wrong;
+    anything else is named by its type only, because its text may quote a lower layer's data
+    (SQL parameters, a party's name) that must never enter the immutable trail."""
+    if isinstance(error, DewError):
+        return error.message
+    return f"internal error: {type(error).__name__} (details are kept with the run: dew runs --json)"
+
+
+def _fail(ws: Workspace, run_id: int, error: BaseException, *, reason: str | None = None) -> Run:
+    reason = reason or failure_reason(error)
+    detail = "".join(traceback.format_exception(error))
     with transaction(ws.engine) as s:
         run = lock_row(s, Run, run_id)
-        run.status, run.error, run.updated_at = "failed", reason, utcnow()
+        run.status, run.error, run.error_detail, run.updated_at = RunStatus.FAILED, reason, detail, utcnow()
         s.add(run)
         audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
     return run
 
 
-def retry_run(ws, run_id: int, *, actor: str, force: bool = False) -> RunResult:
-    """Continue a failed run, or deliver an approved one whose release did not complete.
+def begin_retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) -> dict[str, Any] | None:
+    """Mark a failed run as running again and return the decision its graph may not have received.
 
-    A run left `running` by a process that died (killed, power loss) is retried only with
-    `force`, because a live process may still be driving it.
+    An approved or released run passes as it is: driving it again ends its graph and the release
+    completes. A run left `running` by a process that died (killed, power loss) is retried only
+    with `force`, because a live process may still be driving it.
     """
     with transaction(ws.engine) as s:
         run = lock_row(s, Run, run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
-        if run.status in ("approved", "released"):
-            pass  # decided but not (fully) delivered: the graph ends and release completes delivery
-        elif run.status == "running" and not force:
+        if run.status in (RunStatus.APPROVED, RunStatus.RELEASED):
+            pass
+        elif run.status == RunStatus.RUNNING and not force:
             raise InvalidState(
                 f"run {run_id} is running (since {run.updated_at:%Y-%m-%d %H:%M:%S} UTC); "
                 f"if the process driving it died, retry with --force"
             )
-        elif run.status not in ("failed", "running"):
+        elif run.status not in (RunStatus.FAILED, RunStatus.RUNNING):
             raise InvalidState(f"run {run_id} is {run.status}; only a failed run can be retried")
         else:
-            run.status, run.attempts, run.updated_at = "running", run.attempts + 1, utcnow()
+            run.status, run.attempts, run.updated_at = RunStatus.RUNNING, run.attempts + 1, utcnow()
             s.add(run)
             audit.emit(s, audit.RunRetried(attempt=run.attempts), actor=actor, run_id=run_id)
-        pending = _unapplied_decision(s, run_id)
-    return drive(ws, run_id, lambda rt, sc: rt.retry(sc, run_id, pending), actor=actor)
+        return _unapplied_decision(s, run_id)
 
 
-def _unapplied_decision(session, run_id: int) -> dict | None:
+def _unapplied_decision(session, run_id: int) -> dict[str, Any] | None:
     """The decision on the run's newest work item, which the graph may not have received yet."""
-    item = session.exec(select(WorkItem).where(WorkItem.run_id == run_id).order_by(WorkItem.revision.desc())).first()
-    if item is None or item.status == "pending":
+    item = session.exec(
+        select(WorkItem).where(WorkItem.run_id == run_id).order_by(WorkItem.revision.desc())  # type: ignore[attr-defined]
+    ).first()
+    if item is None or item.status == ItemStatus.PENDING:
         return None
     decision = session.exec(select(Decision).where(Decision.item_id == item.id)).first()
     return decision_payload(decision, item.revision) if decision else None
@@ -232,7 +262,7 @@ def decision_payload(decision: Decision, revision: int) -> dict:
     }
 
 
-def list_runs(ws, status: str | None = None) -> list[Run]:
+def list_runs(ws: Workspace, status: str | None = None) -> list[Run]:
     with transaction(ws.engine) as s:
         query = select(Run).order_by(Run.id)
         if status:
@@ -240,7 +270,7 @@ def list_runs(ws, status: str | None = None) -> list[Run]:
         return list(s.exec(query).all())
 
 
-def get_run(ws, run_id: int) -> Run:
+def get_run(ws: Workspace, run_id: int) -> Run:
     with transaction(ws.engine) as s:
         run = s.get(Run, run_id)
     if run is None:

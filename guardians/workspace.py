@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from dew.agents.errors import ScenarioNotFound, StorageError
+from dew.agents.errors import ScenarioNotFound
 from dew.agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
+from dew.guardians.errors import StorageError
 
 from .db import make_engine, normalize_url, transaction, upgrade
 from .models import ScenarioVersion

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dew.agents.errors import AlreadyDecided, DewError, NotAuthorized, ScenarioInvalid
+from dew.agents.errors import DewError, ScenarioInvalid
 from dew.guardians.cli import reference
+from dew.guardians.errors import AlreadyDecided, NotAuthorized
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,14 +6,15 @@ import json
 
 import pytest
 
-from dew.agents.errors import AlreadyDecided, DecisionInvalid, InputInvalid, InvalidState, LLMError, NotAuthorized
+from dew.agents.errors import InputInvalid, LLMError
 from dew.agents.testing import ScriptedModelProvider, default_reply
 from dew.guardians import audit
 from dew.guardians.db import transaction
-from dew.guardians.decisions import decide
+from dew.guardians.errors import AlreadyDecided, DecisionInvalid, InvalidState, NotAuthorized
+from dew.guardians.flow import decide, retry_run
 from dew.guardians.queue import inbox, item_view, trace
 from dew.guardians.release import list_releases
-from dew.guardians.runs import retry_run, start_run
+from dew.guardians.runs import start_run
 
 DRILL_INPUTS = {
     "facility_type": "warehouse",
@@ -303,7 +304,7 @@ def test_an_agent_that_claims_approval_is_still_just_a_draft(make_workspace):
 
 
 def test_a_failed_release_leaves_the_run_approved_and_retry_delivers_it(ws):
-    from dew.agents.errors import ReleaseError
+    from dew.guardians.errors import ReleaseError
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     blocker = ws.settings.outbox / "drill-script"
@@ -322,7 +323,7 @@ def test_a_failed_release_leaves_the_run_approved_and_retry_delivers_it(ws):
 
 
 def test_release_never_overwrites_a_different_file(ws):
-    from dew.agents.errors import ReleaseError
+    from dew.guardians.errors import ReleaseError
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     spec = ws.scenario("drill-script").spec
@@ -354,12 +355,13 @@ def test_ctrl_c_while_drafting_leaves_the_run_failed_not_running(make_workspace)
 
 
 def test_a_run_left_running_by_a_dead_process_is_retried_only_with_force(ws, monkeypatch):
-    import dew.guardians.decisions
+    import dew.guardians.flow
 
     r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
     # The process dies right after the revise decision commits, before the graph is resumed.
-    monkeypatch.setattr(dew.guardians.decisions, "drive", lambda *a, **k: None)
-    decide(ws, r.item.id, actor="zhao.lei", action="revise", note="use the east exit")
+    monkeypatch.setattr(dew.guardians.flow, "drive", lambda *a, **k: (_ for _ in ()).throw(SystemExit("killed")))
+    with pytest.raises(SystemExit):
+        decide(ws, r.item.id, actor="zhao.lei", action="revise", note="use the east exit")
     monkeypatch.undo()
     with pytest.raises(InvalidState, match="retry with --force"):
         retry_run(ws, r.run.id, actor="zhao.lei")

@@ -6,9 +6,9 @@ import pytest
 
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_directory
-from dew.guardians.decisions import decide
+from dew.guardians.flow import decide
 from dew.guardians.queue import trace
-from dew.guardians.release import release_run
+from dew.guardians.flow import retry_run
 from dew.guardians.runs import list_runs, start_run
 from tests.conftest import SCENARIOS
 
@@ -29,7 +29,7 @@ def test_an_approved_street_order_case_is_handed_off_to_the_enforcement_writer(w
     assert (r.run.id, "output.released") in kinds and (r.run.id, "run.handed_off") in kinds
     assert kinds[-2:] == [(child.run.id, "run.requested"), (child.run.id, "run.drafted")]
     assert trace(ws, r.item.id)["chain"] == t["chain"]  # the same chain from either end
-    again = release_run(ws, r.run.id, actor="xu.jie")  # a retry of the release does not hand off twice
+    again = retry_run(ws, r.run.id, actor="xu.jie")  # a retry of the release does not hand off twice
     assert again.handoff is None and len(list_runs(ws)) == 2
 
 

@@ -10,7 +10,8 @@ from langchain_core.messages import HumanMessage
 from dew.agents.errors import LLMError
 from dew.agents.llm import EnvModelProvider, invoke, settings_from_env
 from dew.agents.spec import LLMSpec
-from dew.guardians.runs import retry_run, start_run
+from dew.guardians.flow import retry_run
+from dew.guardians.runs import start_run
 
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
 

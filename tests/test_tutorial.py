@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from dew.agents.testing import ScriptedModelProvider
-from dew.guardians.decisions import decide
+from dew.guardians.flow import decide
 from dew.guardians.runs import start_run
 
 TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "writing-a-scenario.md"

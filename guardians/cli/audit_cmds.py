@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dew.agents.errors import AuditBroken
+from dew.guardians.errors import AuditBroken
 
 from .common import DewGroup, JsonOption, console, print_json, safe, short, workspace
 

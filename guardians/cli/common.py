@@ -14,7 +14,8 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from dew.agents.checks import visible
-from dew.agents.errors import DewError, IdentityRequired
+from dew.agents.errors import DewError
+from dew.guardians.errors import IdentityRequired
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)

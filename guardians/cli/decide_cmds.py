@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from dew.agents.errors import DecisionInvalid
+from dew.guardians.errors import DecisionInvalid
 
 from .common import AsOption, JsonOption, require_identity, workspace
 from .run_cmds import report
 
 
 def decide(ctx, item: int, **kwargs):
-    from dew.guardians.decisions import decide as record  # imported here: `dew --help` stays fast
+    from dew.guardians.flow import decide as record  # imported here: `dew --help` stays fast
 
     return record(workspace(ctx), item, **kwargs)
 

@@ -208,7 +208,7 @@ def register_listings(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ):
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
-        from dew.guardians.runs import retry_run
+        from dew.guardians.flow import retry_run
 
         report(retry_run(workspace(ctx), run_id, actor=default_requester(actor), force=force), as_json)
 

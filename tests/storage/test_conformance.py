@@ -14,10 +14,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from dew.agents.errors import AlreadyDecided, AuditBroken
 from dew.guardians import audit
 from dew.guardians.db import transaction, upgrade
-from dew.guardians.decisions import decide
+from dew.guardians.errors import AlreadyDecided, AuditBroken
+from dew.guardians.flow import decide
 from dew.guardians.queue import item_view
 from dew.guardians.release import list_releases, release_run
 from dew.guardians.roster import list_guardians
@@ -42,7 +42,7 @@ def test_migrations_build_exactly_the_model_schema_and_rerun_safely(make_workspa
             SQLModel.metadata,
         )
         assert diff == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
 
 
 def test_the_whole_governed_cycle(make_workspace, database_url):
@@ -306,5 +306,5 @@ def test_upgrading_an_older_database_keeps_its_data(database_url):
     with engine.connect() as conn:
         row = conn.execute(text("SELECT requester, status, parent_run_id FROM runs")).one()
         assert tuple(row) == ("alice", "failed", None)
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     engine.dispose()

@@ -1,0 +1,87 @@
+"""The errors of the guardians layer: people, queues, decisions, release, audit and storage.
+
+They share `DewError` (agents/errors.py) as their base, so each edge translates every error of
+either layer in one place; the rules behind them live here, in `guardians`, not in `agents`.
+"""
+
+from __future__ import annotations
+
+from dew.agents.errors import DewError
+
+
+class NotFound(DewError):
+    """No such work item, run or person."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class NotAuthorized(DewError):
+    """The actor may not do this; the message says why."""
+
+    code = "not_authorized"
+    exit_code = 3
+    http_status = 403
+
+
+class IdentityRequired(DewError):
+    """The action needs to know who is acting."""
+
+    code = "identity_required"
+    exit_code = 3
+    http_status = 401
+
+
+class AlreadyDecided(DewError):
+    """The work item has been decided; a decision is final."""
+
+    code = "already_decided"
+    exit_code = 4
+    http_status = 409
+
+
+class InvalidState(DewError):
+    """The thing exists but is not in a state that allows the action (e.g. retrying a live run)."""
+
+    code = "invalid_state"
+    exit_code = 4
+    http_status = 409
+
+
+class AlreadyHandedOff(InvalidState):
+    """A run's release has already started its hand-off run (retries race to it)."""
+
+    code = "already_handed_off"
+
+
+class DecisionInvalid(DewError):
+    """A decision is missing what it needs (a reason, feedback, an acceptable edit)."""
+
+    code = "decision_invalid"
+    http_status = 422
+
+
+class ReleaseError(DewError):
+    """An approved output could not be delivered; the approval stands and a retry completes it."""
+
+    code = "release_failed"
+    http_status = 500
+
+
+class AuditBroken(DewError):
+    """The audit chain does not verify. `seq` is the first bad event."""
+
+    code = "audit_broken"
+    exit_code = 5
+    http_status = 500
+
+    def __init__(self, seq: int, message: str):
+        self.seq = seq
+        super().__init__(message)
+
+
+class StorageError(DewError):
+    """The database or the workspace folder cannot be used."""
+
+    code = "storage_error"
+    http_status = 503

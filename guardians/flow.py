@@ -1,0 +1,46 @@
+"""The governed flow after a draft: a decision resumes the run, an approval is released, and a
+release may hand off. The one place that orders these steps, for deciding and for retrying.
+
+    runs (start, drive, queue) ◄── decisions (authorize, record)
+       ▲                            ▲
+    handoff ◄── flow ──► release ───┘   (dependencies point one way; nothing imports flow)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .decisions import record_decision
+from .handoff import hand_off
+from .models import Action
+from .release import release_run
+from .runs import RunResult, begin_retry, decision_payload, drive
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+
+def decide(
+    ws: Workspace, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
+) -> RunResult:
+    """Record a decision, resume the run with it, and release (then hand off) what was approved."""
+    decision, item = record_decision(ws, item_id, actor=actor, action=action, note=note, edited=edited)
+    payload = decision_payload(decision, item.revision)
+    result = drive(ws, item.run_id, lambda rt, sc: rt.resume(sc, item.run_id, payload))
+    return _deliver(ws, result, actor=actor)
+
+
+def retry_run(ws: Workspace, run_id: int, *, actor: str, force: bool = False) -> RunResult:
+    """Continue a failed run from its last checkpoint, or complete an approved run's delivery."""
+    pending = begin_retry(ws, run_id, actor=actor, force=force)
+    result = drive(ws, run_id, lambda rt, sc: rt.retry(sc, run_id, pending))
+    return _deliver(ws, result, actor=actor)
+
+
+def _deliver(ws: Workspace, result: RunResult, *, actor: str) -> RunResult:
+    if result.ended_with is None or not Action(result.ended_with).releases:
+        return result
+    done = release_run(ws, result.run.id, actor=actor)
+    spec = ws.stored_scenario(done.run.scenario_sha256).spec
+    child, error = hand_off(ws, done.run, spec, done.content)
+    return RunResult(run=done.run, item=done.item, release=done.release, handoff=child, handoff_error=error)
