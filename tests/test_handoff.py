@@ -6,9 +6,8 @@ import pytest
 
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_directory
-from dew.guardians.flow import decide
+from dew.guardians.flow import decide, retry_run
 from dew.guardians.queue import trace
-from dew.guardians.flow import retry_run
 from dew.guardians.runs import list_runs, start_run
 from tests.conftest import SCENARIOS
 
