@@ -8,24 +8,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 
-def sqlite_path(url: str) -> str:
-    """The file of a `sqlite:///path` URL (SQLAlchemy's spelling, which dew uses throughout)."""
-    if not url.startswith("sqlite:///"):
+def parse_url(url: str | URL) -> URL:
+    """A database URL as SQLAlchemy reads it (dew's spelling throughout: `sqlite:///FILE`,
+    `postgresql://user@host/db`, with or without a `+driver`)."""
+    try:
+        return make_url(url)
+    except ArgumentError as e:
+        raise ValueError(f"not a database URL: {url}") from e
+
+
+def sqlite_path(url: str | URL) -> str:
+    """The file of a `sqlite:///path` URL."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
         raise ValueError(f"not a SQLite file URL: {url}")
-    return url[len("sqlite:///") :]
+    return parsed.database
 
 
-def postgres_conninfo(url: str) -> str:
-    """A libpq URL from a SQLAlchemy one (`postgresql+psycopg://` → `postgresql://`)."""
-    _scheme, rest = url.split("://", 1)
-    return "postgresql://" + rest
+def postgres_conninfo(url: str | URL) -> str:
+    """A libpq URL (what psycopg connects with) from a SQLAlchemy one such as `postgresql+psycopg://`."""
+    return parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextmanager
 def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
-    if url.startswith("sqlite"):
+    backend = parse_url(url).get_backend_name()
+    if backend == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         conn = sqlite3.connect(sqlite_path(url), check_same_thread=False, timeout=30)
@@ -36,7 +48,7 @@ def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
             yield saver
         finally:
             conn.close()
-    elif url.startswith("postgres"):
+    elif backend == "postgresql":
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg import Connection
         from psycopg.rows import dict_row

@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from jinja2 import TemplateSyntaxError
 from pydantic import TypeAdapter, ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
-from .errors import InputInvalid, ScenarioInvalid, ScenarioNotFound
+from .errors import InputInvalid, InputMissing, ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
 from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
 from .templating import compile_expression, compile_template, template_strings, undeclared_names
@@ -26,19 +28,63 @@ FILENAME_NAMES = {"inputs", "run", "scenario"}
 HANDOFF_NAMES = {"output", "output_json", "inputs", "run", "scenario"}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+MAX_DEPTH = 50  # scenario files nest a handful of levels; anything deeper is a mistake or an attack
 
-    def construct_mapping(self, node, deep=False):
+
+class _ScenarioYAML(yaml.SafeLoader):
+    """SafeLoader that refuses what a scenario never needs and what would let a file cost a
+    command more than its size: a key given twice (YAML would silently keep the last), aliases
+    (a 4 KB "billion laughs" file expands to gigabytes) and nesting deeper than MAX_DEPTH. Values
+    that cannot be built (`!!int 1.5`) are reported at their line like every other problem."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ComposerError(
+                None, None, f"aliases (*{event.anchor}) are not allowed in scenario files; write the value out",
+                event.start_mark,
+            )  # fmt: skip
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, OverflowError) as e:
+            raise ConstructorError(None, None, f"cannot read this {node.tag} value: {e}", node.start_mark) from e
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: dict = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
+                raise ConstructorError(
                     None, None, f"duplicate key '{key}' (first given on line {seen[key]})", key_node.start_mark
                 )
             seen[key] = key_node.start_mark.line + 1
         return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
+    """The document and the line of every field in it, from one pass over the text."""
+    loader = _ScenarioYAML(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return data, _line_index(node)
 
 
 ROSTER_FILE = "guardians.yaml"
@@ -51,6 +97,7 @@ class LoadedScenario:
     spec: Scenario
     source: str
     text: str
+    lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)  # field path -> line
 
     @property
     def sha256(self) -> str:
@@ -74,8 +121,7 @@ def load_file(path: str | Path) -> LoadedScenario:
 
 def load_text(text: str, source: str) -> LoadedScenario:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=_UniqueKeyLoader)
+        data, lines = parse_yaml(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
@@ -86,7 +132,6 @@ def load_text(text: str, source: str) -> LoadedScenario:
         raise ScenarioInvalid(
             source, [f"{source}:1: a scenario must be a mapping of fields, not {type(data).__name__}"]
         )
-    lines = _line_index(node)
     try:
         spec = Scenario.model_validate(data)
     except ValidationError as e:
@@ -98,7 +143,7 @@ def load_text(text: str, source: str) -> LoadedScenario:
     problems = [f"{source}:{_line_for(lines, loc)}: {_field(loc, data)}: {msg}" for loc, msg in semantic_problems(spec)]
     if problems:
         raise ScenarioInvalid(source, problems)
-    return LoadedScenario(spec=spec, source=source, text=text)
+    return LoadedScenario(spec=spec, source=source, text=text, lines=lines)
 
 
 def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
@@ -255,9 +300,10 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
         if set(example.inputs) <= inputs:
             try:
                 validate_inputs(spec, example.inputs)
+            except InputMissing:
+                pass  # reported above with its place
             except InputInvalid as e:
-                if "needs input" not in e.message:  # reported above with its place
-                    problems.append((("examples", i, "inputs"), e.message))
+                problems.append((("examples", i, "inputs"), e.message))
     return problems
 
 
@@ -297,7 +343,7 @@ def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenari
     h = loaded.spec.release.handoff
     if h is None:
         return []
-    where = f"{loaded.source}:{_line_for(_line_index(yaml.compose(loaded.text, Loader=yaml.SafeLoader)), ('release', 'handoff'))}"
+    where = f"{loaded.source}:{_line_for(loaded.lines, ('release', 'handoff'))}"
     target = catalogue.get(h.scenario)
     if target is None:
         return [f"{where}: release.handoff.scenario: no scenario '{h.scenario}' in this folder"]

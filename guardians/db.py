@@ -9,30 +9,30 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlmodel import Session, create_engine
 
 from dew.guardians.errors import StorageError
 
 
 def normalize_url(url: str) -> str:
-    """SQLAlchemy URL with the psycopg 3 driver for PostgreSQL."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def is_sqlite(url: str) -> bool:
-    return url.startswith("sqlite")
+    """The URL SQLAlchemy connects with: PostgreSQL through psycopg 3, whatever driver it named."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"'{url}' is not a database URL: use sqlite:///FILE or postgresql://USER@HOST/DB") from None
+    if parsed.drivername in ("postgres", "postgresql") or parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed.render_as_string(hide_password=False)
 
 
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
-    if is_sqlite(url):
-        path = url[len("sqlite:///") :]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -51,9 +51,10 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    if url.startswith("postgresql"):
+    if parsed.get_backend_name() == "postgresql":
         return create_engine(url, pool_pre_ping=True)
-    raise StorageError(f"unsupported database URL '{url}': use sqlite:///FILE or postgresql://...")
+    shown = parsed.render_as_string(hide_password=True)
+    raise StorageError(f"unsupported database URL '{shown}': use sqlite:///FILE or postgresql://USER@HOST/DB")
 
 
 def _enable_wal(cur, attempts: int = 200) -> None:

@@ -183,3 +183,23 @@ def test_examples_are_type_checked_and_revise_to_must_be_an_agent():
 """
     )
     assert any("output.revise_to" in p for p in problems(text))
+
+
+def test_an_alias_bomb_is_refused_before_it_expands():
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(20)
+    )
+    [p] = problems(GOOD + bomb)
+    assert p.startswith("memo.yaml:22:") and "aliases (*a) are not allowed" in p
+
+
+def test_values_yaml_cannot_build_and_deep_nesting_name_their_line():
+    [p] = problems(GOOD.replace('version: "1"', "version: !!int 1.5"))
+    assert p.startswith("memo.yaml:5:") and "cannot read this tag:yaml.org,2002:int value" in p
+    [p] = problems(GOOD.replace("risk: low", "risk: !!float abc"))
+    assert p.startswith("memo.yaml:7:")
+    [p] = problems(GOOD + "extra: " + "[" * 600 + "]" * 600 + "\n")
+    assert p.startswith("memo.yaml:21:") and "nested deeper than 50 levels" in p
+    [p] = problems(GOOD.replace("risk: low", "risk: !!python/object:os.system ls"))
+    assert p.startswith("memo.yaml:7:") and "invalid YAML" in p
