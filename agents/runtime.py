@@ -87,8 +87,10 @@ class Runtime:
             result = graph.invoke(payload, self._config(run_id), durability="sync")
         except DewError:
             raise
-        except Exception as e:  # a node failed in a way we did not anticipate: fail the run, keep the reason
-            raise RunFailed(f"run {run_id} failed in the graph: {type(e).__name__}: {e}") from e
+        except Exception as e:  # a node failed in a way we did not anticipate: fail the run, keep the cause
+            # Only the type goes into the message (which the audit trail records): a lower layer's
+            # text may quote data (SQL parameters, a party's name). The traceback stays with the run.
+            raise RunFailed(f"run {run_id} failed in the graph: internal error: {type(e).__name__}") from e
         interrupts = result.get("__interrupt__")
         if interrupts:
             return self._outcome(interrupts[0].value)

@@ -172,7 +172,15 @@ def test_a_failed_run_is_reported_and_retried(dew):
     assert json.loads(failed.stdout)["status"] == "failed"
     assert "retry with: dew retry 1" in failed.stderr
     assert j(dew("inbox", "--json")) == []
-    assert j(dew("runs", "--status", "failed", "--json"))[0]["error"].count("Error code: 500") == 1
+    [row] = j(dew("runs", "--status", "failed", "--json"))
+    assert row["error"].count("Error code: 500") == 1
+    assert "Traceback" in row["error_detail"] and "InternalServerError" in row["error_detail"]  # the cause is kept
+    assert "Traceback" not in failed.stderr
+    dew.env["DEW_DEBUG"] = "1"
+    dew.fake.fail(500, times=1)
+    debug = dew("run", "drill-script", "--example", "first", "--as", "alice")
+    del dew.env["DEW_DEBUG"]
+    assert debug.exit_code == 1 and "Traceback" in debug.stderr and "InternalServerError" in debug.stderr
     again = j(dew("retry", "1", "--as", "alice", "--json"))
     assert again["status"] == "awaiting_decision" and again["item_id"]
 

@@ -414,3 +414,19 @@ def test_long_names_in_release_file_names_are_cut_to_fit(ws):
     done = decide(ws, r.item.id, actor="li.wei", action="approve")
     name = (ws.settings.home / done.release.location).name
     assert len(name.encode("utf-8")) <= 160 and name.startswith(f"{r.run.id}-处罚决定书-深圳市某区")
+
+
+def test_a_failed_run_keeps_its_cause_for_whoever_repairs_it(make_workspace):
+    class Broken(ScriptedModelProvider):
+        def get(self, *overrides):
+            raise ZeroDivisionError("secret party name 张三 in a lower layer's message")
+
+    ws = make_workspace(provider=Broken())
+    r = start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
+    assert r.run.status == "failed" and r.item is None
+    assert isinstance(r.exception.__cause__, ZeroDivisionError)  # tests see the original error
+    assert r.run.error == f"run {r.run.id} failed in the graph: internal error: ZeroDivisionError"
+    assert "ZeroDivisionError: secret party name" in r.run.error_detail  # the traceback, with the run
+    with transaction(ws.engine) as s:
+        trail = "".join(e.data for e in audit.events(s))
+    assert "ZeroDivisionError" in trail and "张三" not in trail  # never the lower layer's text

@@ -45,12 +45,17 @@ class DewGroup(TyperGroup):
         except (typer.Exit, typer.Abort):
             raise
         except Exception as e:  # a bug: say so in one line; DEW_DEBUG=1 shows the traceback
-            if os.environ.get("DEW_DEBUG") or type(e).__module__.startswith(("click", "typer")):
+            if debugging() or type(e).__module__.startswith(("click", "typer")):
                 raise
             raise fail(DewError(f"internal error: {type(e).__name__}: {e} (set DEW_DEBUG=1 for details)")) from None
 
     def list_commands(self, ctx):
         return list(self.commands)  # keep the order commands were added in, as the docs read
+
+
+def debugging() -> bool:
+    """DEW_DEBUG=1: show tracebacks (of internal errors, and behind a failed run) instead of one line."""
+    return os.environ.get("DEW_DEBUG", "") not in ("", "0")
 
 
 @dataclass

@@ -13,7 +13,18 @@ from rich.table import Table
 
 from dew.agents.errors import InputInvalid, RunFailed
 
-from .common import AsOption, JsonOption, console, default_requester, err_console, print_json, safe, short, workspace
+from .common import (
+    AsOption,
+    JsonOption,
+    console,
+    debugging,
+    default_requester,
+    err_console,
+    print_json,
+    safe,
+    short,
+    workspace,
+)
 
 if TYPE_CHECKING:
     from dew.guardians.runs import RunResult
@@ -92,6 +103,8 @@ def report(r: RunResult, as_json: bool) -> None:
 
 def raise_if_failed(r: RunResult) -> None:
     if r.run.status == "failed":
+        if debugging() and r.run.error_detail:  # the cause, for whoever repairs it
+            err_console.print(r.run.error_detail, markup=False, highlight=False, end="")
         raise RunFailed(
             f"run {r.run.id} failed: {r.run.error}. Nothing was queued or released; retry with: dew retry {r.run.id}"
         )
@@ -179,6 +192,7 @@ def register_listings(app: typer.Typer) -> None:
                 "requester": r.requester,
                 "attempts": r.attempts,
                 "error": r.error,
+                "error_detail": r.error_detail,
                 "created_at": r.created_at.isoformat(),
             }
             for r in list_runs(workspace(ctx), status)
