@@ -68,13 +68,15 @@ def database_url(request, tmp_path):
 
 
 @pytest.fixture
-def make_workspace(tmp_path, scenarios_dir):
-    """Open workspaces on a database URL with a scripted model; all are closed at the end."""
+def make_workspace(tmp_path, scenarios_dir, database_url):
+    """Open workspaces with a scripted model; all are closed at the end. Every test that uses it
+    (every service test) runs twice: on a SQLite file and on PostgreSQL."""
     opened: list[Workspace] = []
+    default_url = database_url
 
     def make(database_url: str | None = None, provider=None, home: Path | None = None) -> Workspace:
         home = home or tmp_path / "home"
-        url = database_url or f"sqlite:///{home / 'dew.db'}"
+        url = database_url or default_url
         ws = Workspace(
             Settings(home=home, scenarios_dir=scenarios_dir, database_url=url),
             provider=provider or ScriptedModelProvider(),

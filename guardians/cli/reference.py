@@ -242,6 +242,71 @@ def tools_reference() -> str:
     return "\n".join(out)
 
 
+def error_classes() -> list[type]:
+    """Every domain error, of both layers, in definition order."""
+    from dew.agents import errors as agent_errors
+    from dew.guardians import errors as guardian_errors
+
+    found: list[type] = []
+    for module in (agent_errors, guardian_errors):
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, agent_errors.DewError) and obj.__module__ == module.__name__:
+                found.append(obj)
+    return found
+
+
+EXIT_CODES = [
+    (0, "done"),
+    (1, "any other error: invalid scenario or input, failed run, release or storage problem, internal error"),
+    (2, "the command line itself is wrong (unknown option, missing argument): the usage is printed"),
+    (3, "not authorized, or who you are was not said (`--as` / `DEW_USER`)"),
+    (4, "already decided, or not in a state that allows it (e.g. retrying a running run)"),
+    (5, "the audit trail does not verify"),
+]
+
+
+def errors_reference() -> str:
+    out = [
+        "# dew errors",
+        "",
+        "Generated from `agents/errors.py` and `guardians/errors.py` by `python -m dew.guardians.cli.reference`; "
+        "do not edit by hand. The CLI prints one line `Error: <message>` on stderr and exits with the code below; "
+        'the HTTP API answers with the status below and the body `{"error": {"code": ..., "message": ...}}`.',
+        "",
+        "## Exit codes",
+        "",
+        "| exit code | meaning |",
+        "|---|---|",
+        *(f"| {code} | {meaning} |" for code, meaning in EXIT_CODES),
+        "",
+        "## Error codes",
+        "",
+        "| code | exit code | HTTP status | error | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for cls in error_classes():
+        doc = " ".join((cls.__doc__ or "").split())
+        out.append(f"| `{cls.code}` | {cls.exit_code} | {cls.http_status} | `{cls.__name__}` | {doc} |")
+    return "\n".join(out) + "\n"
+
+
+def command_paths() -> list[str]:
+    """Every command and sub-command of `dew`, as typed: `dew`, `dew audit`, `dew audit verify`, ..."""
+    from typer.main import get_command
+
+    from .main import app
+
+    paths: list[str] = []
+
+    def walk(cmd, path: list[str]) -> None:
+        paths.append(" ".join(["dew", *path]))
+        for name, sub in (getattr(cmd, "commands", {}) or {}).items():
+            walk(sub, [*path, name])
+
+    walk(get_command(app), [])
+    return paths
+
+
 def schema_json() -> str:
     return json.dumps(s.json_schema(), ensure_ascii=False, indent=2) + "\n"
 
@@ -252,6 +317,7 @@ FILES = {
     "scenario.schema.json": schema_json,
     "scenarios.md": scenarios_reference,
     "tools.md": tools_reference,
+    "errors.md": errors_reference,
 }
 
 
