@@ -40,14 +40,14 @@ def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
     if backend == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
 
-        conn = sqlite3.connect(sqlite_path(url), check_same_thread=False, timeout=30)
+        lite = sqlite3.connect(sqlite_path(url), check_same_thread=False, timeout=30)
         try:
-            conn.execute("PRAGMA busy_timeout = 30000")
-            saver = SqliteSaver(conn)
-            saver.setup()
-            yield saver
+            lite.execute("PRAGMA busy_timeout = 30000")
+            lite_saver = SqliteSaver(lite)
+            lite_saver.setup()
+            yield lite_saver
         finally:
-            conn.close()
+            lite.close()
     elif backend == "postgresql":
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg import Connection
@@ -60,7 +60,7 @@ def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
             # setup() migrates the saver's tables; two processes doing it at once collide. Poll for
             # the lock rather than wait on it: setup's CREATE INDEX CONCURRENTLY waits for every
             # running statement, including a blocked pg_advisory_lock, which would deadlock.
-            while not conn.execute("SELECT pg_try_advisory_lock(74657702) AS ok").fetchone()["ok"]:
+            while not (conn.execute("SELECT pg_try_advisory_lock(74657702) AS ok").fetchone() or {}).get("ok"):
                 time.sleep(0.05)
             try:
                 saver.setup()

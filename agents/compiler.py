@@ -87,8 +87,8 @@ def compile_scenario(spec: Scenario, provider: ModelProvider, checkpointer=None,
         elif isinstance(step, ToolStep):
             graph.add_node(step.id, _tool_node(spec, step, nxt, tools), destinations=(nxt,))
         elif isinstance(step, CheckStep):
-            back = (step.on_fail,) if step.on_fail else ()
-            graph.add_node(step.id, _check_node(spec, step, nxt, tools), destinations=(nxt, *back))
+            on_fail = (step.on_fail,) if step.on_fail else ()
+            graph.add_node(step.id, _check_node(spec, step, nxt, tools), destinations=(nxt, *on_fail))
         elif isinstance(step, ReviewStep):
             back = step.send_back_to or step.target
             graph.add_node(step.id, _review_node(spec, step, provider, nxt, back), destinations=(nxt, back))
@@ -142,7 +142,8 @@ def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, to
     if not step.tools:
         return invoke(model, messages, where, prov), []
     bound = model.bind_tools([get_tool(name).openai_schema() for name in step.tools])
-    used, calls = [], 0  # `calls` counts every request, refused ones too, so the bound always holds
+    used: list[dict[str, Any]] = []
+    calls = 0  # `calls` counts every request, refused ones too, so the bound always holds
     while calls < step.max_tool_calls:
         reply = call(bound, messages, where, prov)
         if not reply.tool_calls:
@@ -178,7 +179,7 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
             )
         model, prov = provider.get(spec.llm, step.llm)
         messages = [SystemMessage(system), HumanMessage(prompt)]
-        problem = "no reply"
+        problem: str | None = "no reply"
         tool_calls: list = []
         for attempt in range(1, step.attempts + 1):  # noqa: B007 - `attempt` is recorded after the loop
             text, used = _agent_turn(step, model, messages, where, prov, tools, state)

@@ -109,7 +109,6 @@ def route(request: str, catalogue: dict[str, LoadedScenario], provider: ModelPro
                 request,
                 choice,
                 inputs,
-                [],
                 reason=e.message,
                 candidates=candidates,
                 decided_by=decided_by,

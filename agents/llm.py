@@ -78,7 +78,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *overrides: LLMSpec 
     )
     api_key = _env(env, "DEW_LLM_API_KEY", "OPENAI_API_KEY")
     defaults = EMBEDDED_DEFAULTS if base_url is None and api_key is None else REMOTE_DEFAULTS
-    model = defaults.model
+    model: str | None = defaults.model
     if not defaults.embedded:  # the embedded server serves one model, whatever is asked for
         model = next((o.model for o in reversed(specs) if o.model), None) or _env(env, "DEW_LLM_MODEL", "OPENAI_MODEL")
     temperature = _number(env, "DEW_LLM_TEMPERATURE", defaults.temperature, float)

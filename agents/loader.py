@@ -153,7 +153,7 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
     drafting = DRAFTING
     inputs = set(spec.inputs)
 
-    def earlier_drafting(ref: str, loc: tuple, what: str, *, allow: set[str] = frozenset()):
+    def earlier_drafting(ref: str, loc: tuple, what: str, *, allow: frozenset[str] = frozenset()):
         step = seen.get(ref)
         if step is None and ref not in allow:
             problems.append((loc, f"{what} '{ref}' is not an earlier step (earlier: {', '.join(seen) or 'none'})"))
@@ -180,7 +180,7 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
 
     tools = registry()
 
-    def check_tool(name: str, args: dict, loc: tuple, supplied: set[str] = frozenset()):
+    def check_tool(name: str, args: dict, loc: tuple, supplied: frozenset[str] = frozenset()):
         tool = tools.get(name)
         if tool is None:
             problems.append((loc + ("tool",), f"no tool named '{name}' (registered: {', '.join(sorted(tools))})"))
@@ -234,7 +234,7 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
                     if getattr(check, k) is not None
                 ]
                 if check.tool is not None:
-                    check_tool(check.tool, check.args, loc + ("checks", j), supplied={"text"})
+                    check_tool(check.tool, check.args, loc + ("checks", j), supplied=frozenset({"text"}))
                 elif check.args:
                     problems.append((loc + ("checks", j, "args"), "`args` belongs to a check with a `tool`"))
                 if len(set_fields) != 1:
@@ -419,7 +419,7 @@ def _field(loc: tuple, data: Any = None) -> str:
     return out or "(top level)"
 
 
-def _message(err: dict) -> str:
+def _message(err: Any) -> str:
     if err["type"] == "missing":
         return "required field is missing"
     if err["type"] == "extra_forbidden":

@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 
@@ -59,7 +60,7 @@ class EmbeddedServer:
         self.model_name = MODEL_NAME
         self.port: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._log = None
+        self._log: IO[bytes] | None = None
 
     @property
     def base_url(self) -> str:

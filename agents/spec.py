@@ -196,7 +196,7 @@ class Example(_Strict):
 class Scenario(_Strict):
     """One digital employee's job."""
 
-    dew: Literal[1] = Field(FORMAT_VERSION, description="Format version of this file.")
+    dew: Literal[1] = Field(1, description="Format version of this file.")  # FORMAT_VERSION
     id: str = Field(
         pattern=ID_PATTERN, description="Stable identifier, used on the command line and in the outbox path."
     )

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from dew.guardians.errors import AuditBroken
 
@@ -197,9 +197,9 @@ def emit(
 def events(session: Session, *, run_ids: list[int] | None = None, batch: int = 1000) -> Iterator[AuditEvent]:
     last = 0
     while True:
-        query = select(AuditEvent).where(AuditEvent.seq > last).order_by(AuditEvent.seq).limit(batch)
+        query = select(AuditEvent).where(AuditEvent.seq > last).order_by(col(AuditEvent.seq)).limit(batch)
         if run_ids is not None:
-            query = query.where(AuditEvent.run_id.in_(run_ids))
+            query = query.where(col(AuditEvent.run_id).in_(run_ids))
         rows = session.exec(query).all()
         if not rows:
             return
@@ -227,7 +227,7 @@ def parse_anchor(text: str) -> tuple[int, str]:
     return int(seq), digest.lower()
 
 
-def verify(session: Session, anchors: list[tuple[int, str]] = ()) -> Verification:
+def verify(session: Session, anchors: Sequence[tuple[int, str]] = ()) -> Verification:
     """Check the whole chain; raise AuditBroken naming the first event that does not check out.
 
     The chain alone proves that no event was changed, removed or reordered *relative to the

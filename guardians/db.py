@@ -7,13 +7,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
-from sqlmodel import Session, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
-from dew.guardians.errors import StorageError
+from dew.guardians.errors import NotFound, StorageError
+
+Row = TypeVar("Row", bound=SQLModel)
 
 
 def normalize_url(url: str) -> str:
@@ -79,9 +82,25 @@ def transaction(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def lock_row(session: Session, model, key) -> object | None:
+def lock_row(session: Session, model: type[Row], key: Any) -> Row | None:
     """Fetch a row for update (PostgreSQL row lock; SQLite already holds the write lock)."""
     return session.get(model, key, with_for_update=True)
+
+
+def locked(session: Session, model: type[Row], key: Any) -> Row:
+    """`lock_row` for a row that must exist: NotFound names what is missing."""
+    row = lock_row(session, model, key)
+    if row is None:
+        raise NotFound(f"no {model.__name__.lower()} {key}")
+    return row
+
+
+def must_get(session: Session, model: type[Row], key: Any) -> Row:
+    """`session.get` for a row that must exist."""
+    row = session.get(model, key)
+    if row is None:
+        raise NotFound(f"no {model.__name__.lower()} {key}")
+    return row
 
 
 def upgrade(engine: Engine) -> None:

@@ -19,7 +19,7 @@ from dew.agents.spec import LLMStep
 from dew.guardians.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
 
 from . import audit
-from .db import lock_row, transaction
+from .db import locked, must_get, transaction
 from .models import Action, Decision, Guardian, ItemStatus, Run, WorkItem, utcnow
 
 if TYPE_CHECKING:
@@ -40,9 +40,9 @@ def record_decision(
 
     with transaction(ws.engine) as s:
         item = s.get(WorkItem, item_id)
-        run = s.get(Run, item.run_id) if item else None
-    if item is None:
-        raise NotFound(f"no work item {item_id}")
+        if item is None:
+            raise NotFound(f"no work item {item_id}")
+        run = must_get(s, Run, item.run_id)
     diff = None
     if action == "edit":
         diff = _check_edit(ws, item, run, edited)
@@ -53,12 +53,12 @@ def record_decision(
 
     try:
         with transaction(ws.engine) as s:
-            item = lock_row(s, WorkItem, item_id)
-            run = lock_row(s, Run, item.run_id)
+            item = locked(s, WorkItem, item_id)
+            run = locked(s, Run, item.run_id)
             authorize(s, item, run, actor)
             decision = Decision(
-                item_id=item.id,
-                run_id=run.id,
+                item_id=item.key,
+                run_id=run.key,
                 action=action,
                 actor=actor,
                 note=note,
@@ -79,7 +79,7 @@ def record_decision(
                     as_backup=actor != item.guardian,
                     note=note,
                     draft_sha256=audit.sha256_text(item.draft),
-                    edited_sha256=audit.sha256_text(edited) if action == "edit" else None,
+                    edited_sha256=audit.sha256_text(edited) if action == "edit" and edited is not None else None,
                 ),
                 actor=actor,
                 run_id=run.id,

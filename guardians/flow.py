@@ -40,7 +40,7 @@ def retry_run(ws: Workspace, run_id: int, *, actor: str, force: bool = False) ->
 def _deliver(ws: Workspace, result: RunResult, *, actor: str) -> RunResult:
     if result.ended_with is None or not Action(result.ended_with).releases:
         return result
-    done = release_run(ws, result.run.id, actor=actor)
+    done = release_run(ws, result.run.key, actor=actor)
     spec = ws.stored_scenario(done.run.scenario_sha256).spec
     child, error = hand_off(ws, done.run, spec, done.content)
     return RunResult(run=done.run, item=done.item, release=done.release, handoff=child, handoff_error=error)

@@ -93,7 +93,18 @@ class ScenarioVersion(SQLModel, table=True):
     first_seen: datetime = Field(default_factory=utcnow)
 
 
-class Run(SQLModel, table=True):
+class _Keyed:
+    id: int | None
+
+    @property
+    def key(self) -> int:
+        """The primary key of a row that has been flushed (never None from then on)."""
+        if self.id is None:
+            raise RuntimeError(f"{type(self).__name__} has no id before it is flushed")
+        return self.id
+
+
+class Run(_Keyed, SQLModel, table=True):
     __tablename__ = "runs"
     id: int | None = Field(default=None, primary_key=True)
     scenario_id: str = Field(index=True)
@@ -111,7 +122,7 @@ class Run(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
 
 
-class WorkItem(SQLModel, table=True):
+class WorkItem(_Keyed, SQLModel, table=True):
     """A draft waiting in (or decided from) a guardian's queue. A revision makes a new item."""
 
     __tablename__ = "work_items"
@@ -131,7 +142,7 @@ class WorkItem(SQLModel, table=True):
     decided_at: datetime | None = None
 
 
-class Decision(SQLModel, table=True):
+class Decision(_Keyed, SQLModel, table=True):
     __tablename__ = "decisions"
     id: int | None = Field(default=None, primary_key=True)
     # One decision per work item, enforced by the database even when two decisions race.
@@ -145,7 +156,7 @@ class Decision(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-class Release(SQLModel, table=True):
+class Release(_Keyed, SQLModel, table=True):
     __tablename__ = "releases"
     id: int | None = Field(default=None, primary_key=True)
     # Exactly once: one release per run and per item.

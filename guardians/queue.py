@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from dew.guardians.errors import NotFound
 
 from . import audit
-from .db import transaction
+from .db import must_get, transaction
 from .models import Decision, Release, Run, ScenarioVersion, WorkItem
 
 
 def inbox(ws, actor: str | None, *, include_decided: bool = False) -> list[WorkItem]:
     """Items waiting for `actor` (as guardian or backup); every guardian's when actor is None."""
     with transaction(ws.engine) as s:
-        query = select(WorkItem).order_by(WorkItem.id)
+        query = select(WorkItem).order_by(col(WorkItem.id))
         if not include_decided:
             query = query.where(WorkItem.status == "pending")
         items = list(s.exec(query).all())
@@ -32,14 +32,14 @@ def item_view(ws, item_id: int) -> dict[str, Any]:
         item = s.get(WorkItem, item_id)
         if item is None:
             raise NotFound(f"no work item {item_id}")
-        run = s.get(Run, item.run_id)
+        run = must_get(s, Run, item.run_id)
         version = s.get(ScenarioVersion, run.scenario_sha256)
         decision = s.exec(select(Decision).where(Decision.item_id == item_id)).first()
         release = s.exec(select(Release).where(Release.item_id == item_id)).first()
         later = s.exec(
             select(WorkItem.id)
             .where(WorkItem.run_id == run.id, WorkItem.revision > item.revision)
-            .order_by(WorkItem.revision)
+            .order_by(col(WorkItem.revision))
         ).first()
     return {
         "item": {
@@ -89,7 +89,9 @@ def chain_of(session, run_id: int) -> list[int]:
     chain, frontier = [], [root.id]
     while frontier:
         chain.extend(frontier)
-        frontier = list(session.exec(select(Run.id).where(Run.parent_run_id.in_(frontier)).order_by(Run.id)).all())
+        frontier = list(
+            session.exec(select(Run.id).where(col(Run.parent_run_id).in_(frontier)).order_by(col(Run.id))).all()
+        )
     return chain
 
 
@@ -143,7 +145,8 @@ def _release_dict(r: Release | None) -> dict | None:
 
 def released(ws) -> list[dict[str, Any]]:
     with transaction(ws.engine) as s:
-        rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(Release.id)).all()
+        rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id))).all()
         return [
-            {**_release_dict(r), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id} for r, run in rows
+            {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
+            for r, run in rows
         ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from dew.agents.errors import DewError
 from dew.agents.spec import Scenario
@@ -23,7 +23,7 @@ from dew.agents.templating import render, run_values, scenario_context
 from dew.guardians.errors import InvalidState, NotFound, ReleaseError
 
 from . import audit
-from .db import lock_row, transaction
+from .db import locked, must_get, transaction
 from .models import Action, Decision, Release, Run, RunStatus, WorkItem, utcnow
 
 if TYPE_CHECKING:
@@ -45,7 +45,11 @@ class Released:
 def released_content(item: WorkItem, decision: Decision) -> str:
     if not Action(decision.action).releases:
         raise ReleaseError(f"work item {item.id} was not approved ({decision.action}); nothing is released")
-    return decision.edited_output if decision.action == "edit" else item.draft
+    if decision.action == Action.EDIT:
+        if decision.edited_output is None:
+            raise ReleaseError(f"work item {item.id} was approved with an edit, but the edit is missing")
+        return decision.edited_output
+    return item.draft
 
 
 def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
@@ -63,13 +67,13 @@ def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
     scenario = ws.stored_scenario(run.scenario_sha256).spec  # read before taking the write lock
     try:
         with transaction(ws.engine) as s:
-            run = lock_row(s, Run, run_id)
+            run = locked(s, Run, run_id)
             decision = s.exec(
-                select(Decision).where(Decision.run_id == run_id, Decision.action.in_(RELEASABLE))
+                select(Decision).where(Decision.run_id == run_id, col(Decision.action).in_(RELEASABLE))
             ).first()
             if decision is None:
                 raise InvalidState(f"run {run_id} has no approved work item; nothing can be released")
-            item = s.get(WorkItem, decision.item_id)
+            item = must_get(s, WorkItem, decision.item_id)
             content = released_content(item, decision)
             rel = s.exec(select(Release).where(Release.run_id == run_id)).first()
             if rel is None:
@@ -77,7 +81,7 @@ def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
                 digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
                 location = path.relative_to(ws.settings.home).as_posix()
                 rel = Release(
-                    run_id=run_id, item_id=item.id, destination=scenario.release.to, location=location, sha256=digest
+                    run_id=run_id, item_id=item.key, destination=scenario.release.to, location=location, sha256=digest
                 )
                 s.add(rel)
                 run.status, run.error, run.updated_at = RunStatus.RELEASED, None, utcnow()
@@ -89,7 +93,7 @@ def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
                     ),
                     actor=actor,
                     run_id=run_id,
-                    item_id=item.id,
+                    item_id=item.key,
                 )
                 s.flush()
                 _stage(ws, rel.location, content, rel.sha256)
@@ -180,4 +184,4 @@ def _sha256(path: Path) -> str:
 
 def list_releases(ws: Workspace) -> list[Release]:
     with transaction(ws.engine) as s:
-        return list(s.exec(select(Release).order_by(Release.id)).all())
+        return list(s.exec(select(Release).order_by(col(Release.id))).all())

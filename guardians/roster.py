@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from dew.agents.errors import InputInvalid, ScenarioInvalid
 from dew.agents.loader import ROSTER_FILE
@@ -94,7 +94,7 @@ def add_guardian(ws, guardian_id: str, name: str, title: str = "", *, actor: str
 
 def list_guardians(ws) -> list[Guardian]:
     with transaction(ws.engine) as s:
-        return list(s.exec(select(Guardian).order_by(Guardian.id)).all())
+        return list(s.exec(select(Guardian).order_by(col(Guardian.id))).all())
 
 
 def get_guardian(session, guardian_id: str) -> Guardian:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 
 from dew.agents.errors import DewError
 from dew.agents.inputs import validate_inputs
@@ -20,7 +20,7 @@ from dew.agents.loader import LoadedScenario
 from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotFound
 
 from . import audit
-from .db import lock_row, transaction
+from .db import lock_row, locked, transaction
 from .models import Action, Decision, Guardian, ItemStatus, Release, Run, RunStatus, ScenarioVersion, WorkItem, utcnow
 
 if TYPE_CHECKING:
@@ -89,8 +89,9 @@ def start_run(
         )
         s.add(run)
         s.flush()
+        run_id = run.key
         if parent_run_id is not None:
-            audit.emit(s, audit.HandedOff(to_scenario=loaded.id, to_run=run.id), actor="dew", run_id=parent_run_id)
+            audit.emit(s, audit.HandedOff(to_scenario=loaded.id, to_run=run_id), actor="dew", run_id=parent_run_id)
         audit.emit(
             s,
             audit.RunRequested(
@@ -103,9 +104,9 @@ def start_run(
                 origin=origin,
             ),
             actor=requester,
-            run_id=run.id,
+            run_id=run_id,
         )
-    return drive(ws, run.id, lambda rt, sc: rt.start(sc, run.id, values))
+    return drive(ws, run_id, lambda rt, sc: rt.start(sc, run_id, values))
 
 
 def _require_guardians(session, loaded: LoadedScenario) -> None:
@@ -142,7 +143,7 @@ def drive(ws: Workspace, run_id: int, step: Callable[[Runtime, LoadedScenario], 
         raise
     action = (outcome.decision or {}).get("action")
     with transaction(ws.engine) as s:
-        run = lock_row(s, Run, run_id)
+        run = locked(s, Run, run_id)
         if action in tuple(Action) and run.status != RunStatus.RELEASED:
             run.status, run.updated_at = Action(action).run_status, utcnow()
             s.add(run)
@@ -152,7 +153,7 @@ def drive(ws: Workspace, run_id: int, step: Callable[[Runtime, LoadedScenario], 
 def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcome) -> RunResult:
     spec = scenario.spec
     with transaction(ws.engine) as s:
-        run = lock_row(s, Run, run_id)
+        run = locked(s, Run, run_id)
         existing = s.exec(
             select(WorkItem).where(WorkItem.run_id == run_id, WorkItem.revision == outcome.revisions)
         ).first()
@@ -205,7 +206,7 @@ def _fail(ws: Workspace, run_id: int, error: BaseException, *, reason: str | Non
     reason = reason or failure_reason(error)
     detail = "".join(traceback.format_exception(error))
     with transaction(ws.engine) as s:
-        run = lock_row(s, Run, run_id)
+        run = locked(s, Run, run_id)
         run.status, run.error, run.error_detail, run.updated_at = RunStatus.FAILED, reason, detail, utcnow()
         s.add(run)
         audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
@@ -220,9 +221,7 @@ def begin_retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) 
     with `force`, because a live process may still be driving it.
     """
     with transaction(ws.engine) as s:
-        run = lock_row(s, Run, run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = locked(s, Run, run_id)
         if run.status in (RunStatus.APPROVED, RunStatus.RELEASED):
             pass
         elif run.status == RunStatus.RUNNING and not force:
@@ -242,7 +241,7 @@ def begin_retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) 
 def _unapplied_decision(session, run_id: int) -> dict[str, Any] | None:
     """The decision on the run's newest work item, which the graph may not have received yet."""
     item = session.exec(
-        select(WorkItem).where(WorkItem.run_id == run_id).order_by(WorkItem.revision.desc())  # type: ignore[attr-defined]
+        select(WorkItem).where(WorkItem.run_id == run_id).order_by(col(WorkItem.revision).desc())
     ).first()
     if item is None or item.status == ItemStatus.PENDING:
         return None
@@ -264,7 +263,7 @@ def decision_payload(decision: Decision, revision: int) -> dict:
 
 def list_runs(ws: Workspace, status: str | None = None) -> list[Run]:
     with transaction(ws.engine) as s:
-        query = select(Run).order_by(Run.id)
+        query = select(Run).order_by(col(Run.id))
         if status:
             query = query.where(Run.status == status)
         return list(s.exec(query).all())

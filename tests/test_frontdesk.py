@@ -51,6 +51,16 @@ def test_the_model_chooses_within_the_shortlist_and_extracts_inputs():
     assert "drill-script:" in provider.calls[0]["prompt"]
 
 
+def test_an_input_that_does_not_fit_its_type_is_reported_not_a_crash():
+    # Found by the type checker: this path raised TypeError before.
+    answer = {"scenario": "drill-script", "inputs": {"facility_type": "warehouse", "hazard": "fire",
+                                                     "participants": "brigade", "duration_minutes": "half"}}  # fmt: skip
+    provider = ScriptedModelProvider(reply=lambda s, p: json.dumps(answer))
+    r = route("Write a fire drill for our warehouse, fire, with the brigade, lasting half", CATALOGUE, provider)
+    assert not r.ready and r.scenario == "drill-script"
+    assert r.missing == ["input 'duration_minutes' of scenario 'drill-script' must be integer, got 'half'"]
+
+
 def test_a_model_that_says_none_is_believed():
     provider = ScriptedModelProvider(reply=lambda s, p: '{"scenario": "NONE", "inputs": {}}')
     r = route("我们公司研发投入800万，能拿多少补贴？", CATALOGUE, provider)

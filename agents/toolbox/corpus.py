@@ -19,7 +19,8 @@ def _passages(path: Path) -> list[dict[str, Any]]:
     """Split a document into passages at headings and blank lines, keeping the nearest heading."""
     text = path.read_text(encoding="utf-8")
     title = next((ln.lstrip("# ").strip() for ln in text.splitlines() if ln.strip()), path.stem)
-    out, heading, buf = [], title, []
+    out: list[dict[str, Any]] = []
+    heading, buf = title, list[str]()
 
     def flush():
         body = " ".join(" ".join(buf).split())
@@ -62,7 +63,12 @@ def _folder(corpus: str, context: ToolContext) -> Path:
 
 @tool()
 def search_corpus(
-    query: str, corpus: str, top_k: int = 3, min_score: float = 1.0, min_terms: int = 2, context: ToolContext = None
+    query: str,
+    corpus: str,
+    top_k: int = 3,
+    min_score: float = 1.0,
+    min_terms: int = 2,
+    context: ToolContext | None = None,
 ) -> list[dict[str, Any]]:
     """Find the passages of a local document folder that best match a question, with their source.
 

@@ -130,6 +130,14 @@ def _structure(text: str) -> dict[str, Any]:
     return found
 
 
+def _match(pattern: re.Pattern[str], text: str) -> re.Match[str]:
+    """The match of a line already classified by this very pattern."""
+    m = pattern.match(text)
+    if m is None:
+        raise ValueError(f"line does not have the form of its element: {text[:40]}")
+    return m
+
+
 @tool()
 def check_official_document(text: str) -> list[str]:
     """Format problems of an official document (公文) against GB/T 9704—2012, one per line found."""
@@ -145,7 +153,7 @@ def check_official_document(text: str) -> list[str]:
         add(None, "发文字号", "缺失（格式：机关代字〔年份〕序号号，如“深府〔2026〕12号”）")
     else:
         n, line = s["number"]
-        m = NUMBER.match(line.replace(" ", ""))
+        m = _match(NUMBER, line.replace(" ", ""))
         if (m["open"], m["close"]) != ("〔", "〕"):
             add(n, "发文字号", f"年份应使用六角括号〔〕，不用“{m['open']}{m['close']}”")
         if len(m["year"]) != 4:
@@ -188,7 +196,7 @@ def check_official_document(text: str) -> list[str]:
         if CN_DATE.match(compact):
             add(n, "成文日期", "应使用阿拉伯数字（GB/T 9704—2012），如“2026年11月22日”")
         else:
-            m = DATE.match(compact)
+            m = _match(DATE, compact)
             if m["m"].startswith("0") or m["d"].startswith("0"):
                 add(n, "成文日期", "月、日不编虚位（如“1月5日”，不写“01月05日”）")
             try:
@@ -217,7 +225,7 @@ def fix_official_document(text: str) -> dict[str, Any]:
 
     if "number" in s:
         n, line = s["number"]
-        m = NUMBER.match(line.replace(" ", ""))
+        m = _match(NUMBER, line.replace(" ", ""))
         replace(n, f"{m['prefix']}〔{m['year']}〕{int(m['serial'])}号", "发文字号")
     if "title" in s:
         n, _ = s["title"]  # the title's last line (a long title may take two)
@@ -228,12 +236,12 @@ def fix_official_document(text: str) -> dict[str, Any]:
     if "date" in s:
         n, line = s["date"]
         compact = line.replace(" ", "")
-        m = CN_DATE.match(compact)
-        if m:
-            year = "".join(str(CN_DIGITS[c]) for c in m["y"])
-            replace(n, f"{year}年{_cn_number(m['m'])}月{_cn_number(m['d'])}日", "成文日期用阿拉伯数字")
+        cn = CN_DATE.match(compact)
+        if cn:
+            year = "".join(str(CN_DIGITS[c]) for c in cn["y"])
+            replace(n, f"{year}年{_cn_number(cn['m'])}月{_cn_number(cn['d'])}日", "成文日期用阿拉伯数字")
         else:
-            m = DATE.match(compact)
+            m = _match(DATE, compact)
             replace(n, f"{m['y']}年{int(m['m'])}月{int(m['d'])}日", "成文日期不编虚位")
     for i, line in enumerate(out):
         fixed = HALF_PUNCT.sub(lambda m: FULL[m.group(1)], line)

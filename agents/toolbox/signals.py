@@ -26,7 +26,7 @@ def _fires(rule: Rule, facts: dict[str, Any]) -> tuple[bool, str]:
     v = facts[rule.field]
     shown = f"{rule.field} = {v}"
     if rule.op == "ratio_below":
-        base = facts.get(rule.of)
+        base = facts.get(rule.of) if rule.of else None
         if not isinstance(v, (int, float)) or not isinstance(base, (int, float)) or base == 0:
             return False, ""
         ratio = v / base

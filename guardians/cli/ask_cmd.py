@@ -57,6 +57,7 @@ def register(app: typer.Typer) -> None:
             "candidates": understood["candidates"],
             "model": r.provenance.get("model"),
         }
+        assert r.scenario is not None  # r.ready says so
         result = start_run(ws, r.scenario, r.inputs, requester=default_requester(actor), origin=origin)
         if as_json:
             from .run_cmds import result_dict

@@ -37,14 +37,14 @@ def register(app: typer.Typer) -> None:
             t0 = time.monotonic()
             result = start_run(ws, loaded.id, dict(example.inputs), requester=requester)
             took = time.monotonic() - t0
-            if result.run.status == "failed":
+            item = result.item
+            if item is None:
                 failed += 1
                 console.print(
                     f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {safe(result.run.error or '')}"
                 )
                 console.print(f"  retry with: dew retry {result.run.id}")
                 continue
-            item = result.item
             calls = len(item.provenance)
             console.print(
                 f"  run {result.run.id} drafted in {took:.1f}s ({calls} model call{'s' * (calls != 1)}); "

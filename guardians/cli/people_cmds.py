@@ -17,12 +17,12 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
     """List the guardians on the roster."""
     from dew.guardians.roster import list_guardians
 
-    rows = [{"id": g.id, "name": g.name, "title": g.title, "active": g.active} for g in list_guardians(workspace(ctx))]
+    people = list_guardians(workspace(ctx))
     if as_json:
-        return print_json(rows)
+        return print_json([{"id": g.id, "name": g.name, "title": g.title, "active": g.active} for g in people])
     table = Table("id", "name", "title", title="Guardians")
-    for r in rows:
-        table.add_row(r["id"], r["name"], r["title"])
+    for g in people:
+        table.add_row(g.id, g.name, g.title)
     console.print(table)
 
 

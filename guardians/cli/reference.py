@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from dew.agents import spec as s
+from dew.agents.errors import DewError
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -91,7 +92,7 @@ def _model_section(model: type[BaseModel]) -> list[str]:
 
 
 def scenario_reference() -> str:
-    models = [
+    models: list[type[BaseModel]] = [
         s.Scenario,
         s.InputSpec,
         s.LLMSpec,
@@ -242,12 +243,12 @@ def tools_reference() -> str:
     return "\n".join(out)
 
 
-def error_classes() -> list[type]:
+def error_classes() -> list[type[DewError]]:
     """Every domain error, of both layers, in definition order."""
     from dew.agents import errors as agent_errors
     from dew.guardians import errors as guardian_errors
 
-    found: list[type] = []
+    found: list[type[DewError]] = []
     for module in (agent_errors, guardian_errors):
         for obj in vars(module).values():
             if isinstance(obj, type) and issubclass(obj, agent_errors.DewError) and obj.__module__ == module.__name__:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
@@ -56,8 +56,8 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
     return values
 
 
-def result_dict(r: RunResult) -> dict:
-    out = {
+def result_dict(r: RunResult) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "run_id": r.run.id,
         "scenario": r.run.scenario_id,
         "status": r.run.status,
@@ -203,11 +203,11 @@ def register_listings(app: typer.Typer) -> None:
         for r in rows:
             table.add_row(
                 str(r["run_id"]),
-                r["scenario"],
-                r["status"],
-                r["requester"],
+                str(r["scenario"]),
+                str(r["status"]),
+                str(r["requester"]),
                 str(r["attempts"]),
-                safe(short(r["error"] or "", 60)),
+                safe(short(str(r["error"] or ""), 60)),
             )
         console.print(table)
 
