@@ -6,8 +6,10 @@ decision. It has no notion of who may decide: callers enforce that before they r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from langgraph.types import Command
@@ -36,11 +38,13 @@ def thread_id(run_id: int | str) -> str:
 
 
 class Runtime:
-    def __init__(self, checkpointer, provider: ModelProvider, data_dir=None):
+    def __init__(self, checkpointer: Any, provider: ModelProvider, data_dir: Path | None = None):
         self.checkpointer = checkpointer
         self.provider = provider
         self.data_dir = data_dir  # where tools find a scenario's data (corpora, tables)
         self._graphs: dict[str, Any] = {}
+        # Told (run id, step id) as each step starts: a long model call shows a sign of life.
+        self.progress: Callable[[Any, str], None] | None = None
 
     def graph(self, scenario: LoadedScenario):
         # Keyed by content hash: a run always resumes on the exact scenario text it started with.
@@ -83,15 +87,25 @@ class Runtime:
 
     def _drive(self, scenario: LoadedScenario, run_id, payload) -> Outcome:
         graph = self.graph(scenario)
+        result: dict[str, Any] = {}
+        interrupts: list[Any] = []
         try:
-            result = graph.invoke(payload, self._config(run_id), durability="sync")
+            # What graph.invoke does, plus the "tasks" stream, which says when each step starts.
+            for mode, chunk in graph.stream(
+                payload, self._config(run_id), durability="sync", stream_mode=["updates", "values", "tasks"]
+            ):
+                if mode == "tasks" and "input" in chunk and self.progress is not None:
+                    self.progress(run_id, chunk["name"])
+                elif mode == "updates" and isinstance(chunk, dict) and chunk.get("__interrupt__"):
+                    interrupts.extend(chunk["__interrupt__"])
+                elif mode == "values":
+                    result = chunk
         except DewError:
             raise
         except Exception as e:  # a node failed in a way we did not anticipate: fail the run, keep the cause
             # Only the type goes into the message (which the audit trail records): a lower layer's
             # text may quote data (SQL parameters, a party's name). The traceback stays with the run.
             raise RunFailed(f"run {run_id} failed in the graph: internal error: {type(e).__name__}") from e
-        interrupts = result.get("__interrupt__")
         if interrupts:
             return self._outcome(interrupts[0].value)
         return Outcome(status="completed", decision=result.get("decision"), provenance=result.get("provenance", []))

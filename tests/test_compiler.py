@@ -162,3 +162,19 @@ def test_an_unusable_structured_reply_can_be_flagged_instead_of_failing_the_run(
     assert out.status == "awaiting_decision"
     assert any("unusable after 2 tries" in f for f in out.findings)
     assert '"unusable_reply": "no JSON here, DONE"' in out.draft
+
+
+def test_the_runtime_says_when_each_step_starts(tmp_path):
+    """What the CLI's progress line shows while a model works."""
+    from dew.agents.checkpoints import open_saver
+
+    loaded = load_directory(SCENARIOS)["drill-script"]
+    seen: list[tuple] = []
+    with open_saver(f"sqlite:///{tmp_path / 'cp.db'}") as saver:
+        runtime = Runtime(saver, ScriptedModelProvider(), data_dir=SCENARIOS)
+        runtime.progress = lambda run_id, step: seen.append((run_id, step))
+        outcome = runtime.start(loaded, 7, loaded.spec.examples[0].inputs)
+    assert outcome.status == "awaiting_decision"
+    steps = [s.id for s in loaded.spec.steps]
+    assert [step for _, step in seen[: len(steps)]] == steps and {r for r, _ in seen} == {7}
+    assert seen[-1] == (7, "approval_gate")

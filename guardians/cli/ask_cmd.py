@@ -9,7 +9,7 @@ import typer
 
 from dew.agents.errors import InputInvalid
 
-from .common import AsOption, JsonOption, console, default_requester, print_json, safe, short, workspace
+from .common import AsOption, JsonOption, console, default_requester, print_json, progress_line, safe, short, workspace
 from .run_cmds import raise_if_failed, report
 
 
@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
             "model": r.provenance.get("model"),
         }
         assert r.scenario is not None  # r.ready says so
-        result = start_run(ws, r.scenario, r.inputs, requester=default_requester(actor), origin=origin)
+        with progress_line(ws, f"{r.scenario} drafting"):
+            result = start_run(ws, r.scenario, r.inputs, requester=default_requester(actor), origin=origin)
         if as_json:
             from .run_cmds import result_dict
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -106,6 +108,28 @@ def default_requester(actor: str | None) -> str:
         return getpass.getuser()
     except Exception:  # no login name in some containers
         return "unknown"
+
+
+@contextmanager
+def progress_line(ws: Any, what: str) -> Iterator[None]:
+    """A live line on a terminal while agents work: the run, the step and the seconds so far.
+
+    A 135M model on two cores can take minutes on a long transcript; without this a guardian
+    cannot tell a working machine from a hung one. Not shown when stderr is not a terminal."""
+    if not err_console.is_terminal:
+        yield
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task(what)
+        runtime = ws.runtime
+        runtime.progress = lambda run_id, step: bar.update(task, description=f"{what}: run {run_id}, step {step}")
+        try:
+            yield
+        finally:
+            runtime.progress = None
 
 
 def print_json(value: Any) -> None:

@@ -9,14 +9,16 @@ import typer
 
 from dew.guardians.errors import DecisionInvalid
 
-from .common import AsOption, JsonOption, require_identity, workspace
+from .common import AsOption, JsonOption, progress_line, require_identity, workspace
 from .run_cmds import report
 
 
 def decide(ctx, item: int, **kwargs):
     from dew.guardians.flow import decide as record  # imported here: `dew --help` stays fast
 
-    return record(workspace(ctx), item, **kwargs)
+    ws = workspace(ctx)
+    with progress_line(ws, f"work item {item}: {kwargs['action']}"):
+        return record(ws, item, **kwargs)
 
 
 ItemArg = Annotated[int, typer.Argument(metavar="ITEM", help="Work item id.")]

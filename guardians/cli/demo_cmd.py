@@ -9,7 +9,7 @@ import typer
 
 from dew.agents.llm import settings_from_env
 
-from .common import AsOption, console, safe, state, workspace
+from .common import AsOption, console, progress_line, safe, state, workspace
 from .run_cmds import inbox_rows, print_inbox
 
 DEMO_REQUESTER = "demo.requester"
@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
             example = loaded.spec.examples[0]
             console.print(f"\n→ {loaded.spec.name} ({loaded.id}), sample '{example.name}', requested by {requester} …")
             t0 = time.monotonic()
-            result = start_run(ws, loaded.id, dict(example.inputs), requester=requester)
+            with progress_line(ws, f"{loaded.id} drafting"):
+                result = start_run(ws, loaded.id, dict(example.inputs), requester=requester)
             took = time.monotonic() - t0
             item = result.item
             if item is None:

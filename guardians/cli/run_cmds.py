@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ import yaml
 from rich.panel import Panel
 from rich.table import Table
 
+from dew.agents.checks import visible
 from dew.agents.errors import InputInvalid, RunFailed
 
 from .common import (
@@ -21,6 +23,7 @@ from .common import (
     default_requester,
     err_console,
     print_json,
+    progress_line,
     safe,
     short,
     workspace,
@@ -141,7 +144,9 @@ def register(app: typer.Typer) -> None:
                 )
             values.update(chosen[0].inputs)
         values.update(parse_inputs(inputs or [], input_file))
-        report(start_run(ws, scenario, values, requester=default_requester(actor)), as_json)
+        with progress_line(ws, f"{scenario} drafting"):
+            result = start_run(ws, scenario, values, requester=default_requester(actor))
+        report(result, as_json)
 
     @app.command()
     def inbox(
@@ -160,12 +165,22 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def show(
-        ctx: typer.Context, item: Annotated[int, typer.Argument(help="Work item id.")], as_json: JsonOption = False
+        ctx: typer.Context,
+        item: Annotated[int, typer.Argument(help="Work item id.")],
+        as_json: JsonOption = False,
+        draft: Annotated[
+            bool, typer.Option("--draft", help="Print only the draft, exactly as queued (to edit it: dew edit).")
+        ] = False,
     ):
         """Show a work item: the draft, its inputs, provenance, findings and outcome."""
         from dew.guardians.queue import item_view
 
         view = item_view(workspace(ctx), item)
+        if draft:
+            # The bytes the guardian would approve, for an editor; a terminal still sees no escapes.
+            text = view["item"]["draft"]
+            sys.stdout.write(text if not sys.stdout.isatty() else visible(text))
+            return None
         if as_json:
             return print_json(view)
         print_item(view)
@@ -224,7 +239,10 @@ def register_listings(app: typer.Typer) -> None:
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
         from dew.guardians.flow import retry_run
 
-        report(retry_run(workspace(ctx), run_id, actor=default_requester(actor), force=force), as_json)
+        ws = workspace(ctx)
+        with progress_line(ws, f"run {run_id} retrying"):
+            result = retry_run(ws, run_id, actor=default_requester(actor), force=force)
+        report(result, as_json)
 
     @app.command()
     def released(ctx: typer.Context, as_json: JsonOption = False):
