@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, select
 
@@ -12,8 +12,11 @@ from . import audit
 from .db import must_get, transaction
 from .models import Decision, Release, Run, ScenarioVersion, WorkItem
 
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
-def inbox(ws, actor: str | None, *, include_decided: bool = False) -> list[WorkItem]:
+
+def inbox(ws: Workspace, actor: str | None, *, include_decided: bool = False) -> list[WorkItem]:
     """Items waiting for `actor` (as guardian or backup); every guardian's when actor is None."""
     with transaction(ws.engine) as s:
         query = select(WorkItem).order_by(col(WorkItem.id))
@@ -26,7 +29,7 @@ def inbox(ws, actor: str | None, *, include_decided: bool = False) -> list[WorkI
     return items
 
 
-def item_view(ws, item_id: int) -> dict[str, Any]:
+def item_view(ws: Workspace, item_id: int) -> dict[str, Any]:
     """A work item with its run's inputs, provenance and outcome: what `dew show` prints."""
     with transaction(ws.engine) as s:
         item = s.get(WorkItem, item_id)
@@ -72,7 +75,7 @@ def item_view(ws, item_id: int) -> dict[str, Any]:
     }
 
 
-def trace(ws, item_id: int) -> dict[str, Any]:
+def trace(ws: Workspace, item_id: int) -> dict[str, Any]:
     """Everything that happened to the run behind a work item, in order, from the audit trail."""
     view = item_view(ws, item_id)
     with transaction(ws.engine) as s:
@@ -111,7 +114,7 @@ def event_dict(e) -> dict[str, Any]:
     }
 
 
-def audit_log(ws, limit: int | None = None) -> list[dict[str, Any]]:
+def audit_log(ws: Workspace, limit: int | None = None) -> list[dict[str, Any]]:
     with transaction(ws.engine) as s:
         rows = [event_dict(e) for e in audit.events(s)]
     return rows[-limit:] if limit else rows
@@ -143,7 +146,7 @@ def _release_dict(r: Release | None) -> dict | None:
     }
 
 
-def released(ws) -> list[dict[str, Any]]:
+def released(ws: Workspace) -> list[dict[str, Any]]:
     with transaction(ws.engine) as s:
         rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id))).all()
         return [

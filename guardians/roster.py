@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -16,6 +17,9 @@ from dew.guardians.errors import NotFound
 from .audit import GuardianAdded, emit
 from .db import lock_row, transaction
 from .models import AuditHead, Guardian
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
 
 
 class RosterEntry(BaseModel):
@@ -42,7 +46,7 @@ def read_roster(path: Path) -> list[RosterEntry]:
         raise ScenarioInvalid(str(path), problems) from None
 
 
-def sync_roster_file(ws) -> int:
+def sync_roster_file(ws: Workspace) -> int:
     """Add or update the people the roster file lists. Returns how many changed."""
     path = ws.settings.scenarios_dir / ROSTER_FILE
     if not path.is_file():
@@ -78,7 +82,7 @@ def _same(row: Guardian | None, entry: RosterEntry) -> bool:
     return row is not None and (row.name, row.title) == (entry.name, entry.title)
 
 
-def add_guardian(ws, guardian_id: str, name: str, title: str = "", *, actor: str) -> Guardian:
+def add_guardian(ws: Workspace, guardian_id: str, name: str, title: str = "", *, actor: str) -> Guardian:
     try:
         entry = RosterEntry(id=guardian_id, name=name, title=title)
     except ValidationError as e:
@@ -92,7 +96,7 @@ def add_guardian(ws, guardian_id: str, name: str, title: str = "", *, actor: str
     return row
 
 
-def list_guardians(ws) -> list[Guardian]:
+def list_guardians(ws: Workspace) -> list[Guardian]:
     with transaction(ws.engine) as s:
         return list(s.exec(select(Guardian).order_by(col(Guardian.id))).all())
 

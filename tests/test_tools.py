@@ -36,6 +36,39 @@ def test_builtins_are_registered_through_the_entry_point_group():
     assert {ep.value for ep in entry_points(group="dew.tools")} >= {"dew.agents.toolbox.tables"}
 
 
+def test_builtins_arrive_only_through_entry_points_and_names_are_unique():
+    import dew.agents.toolbox.tables as tables
+    from dew.agents.errors import ToolConflict
+    from dew.agents.tools import ToolRegistry, tool
+
+    empty = ToolRegistry()
+    assert len(empty) == 0  # marking a function @tool registers nothing by itself
+    assert [t.name for t in empty.register_module(tables)] == ["read_table", "score_table", "check_figures"]
+
+    @tool(name="score_table")
+    def impostor(text: str) -> list[str]:
+        """Claims a built-in's name."""
+        return []
+
+    with pytest.raises(ToolConflict, match="two tools are named 'score_table'"):
+        empty.register(impostor)
+    assert empty["score_table"].func is tables.score_table  # the built-in stays
+    empty.register_module(tables)  # the same module again is no conflict
+
+
+def test_tests_can_register_and_unregister_a_tool_on_the_process_registry():
+    from dew.agents.tools import tool
+
+    @tool()
+    def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    with registry().registered(shout):
+        assert get_tool("shout").call({"text": "hi"}) == "HI"
+    assert "shout" not in registry()
+
+
 def test_read_table_parses_numbers_and_names_bad_rows():
     rows = read_table(COMPANIES)
     assert rows[0] == {

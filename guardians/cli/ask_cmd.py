@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,10 @@ from dew.agents.errors import InputInvalid
 
 from .common import AsOption, JsonOption, console, default_requester, print_json, progress_line, safe, short, workspace
 from .run_cmds import raise_if_failed, report
+
+if TYPE_CHECKING:
+    from dew.agents.frontdesk import Routing
+    from dew.guardians.workspace import Workspace
 
 
 def register(app: typer.Typer) -> None:
@@ -69,7 +73,7 @@ def register(app: typer.Typer) -> None:
         report(result, False)
 
 
-def _print_understanding(ws, r) -> None:
+def _print_understanding(ws: Workspace, r: Routing) -> None:
     if r.scenario is None:
         console.print(f"The front desk could not route this request: {safe(r.reason)}.")
         if r.candidates:
