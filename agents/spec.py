@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
 STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # usable as `steps.<id>` in Jinja2, so no hyphens
-PERSON_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+# One pattern for every identity dew knows (roster ids, guardians, requesters, actors); see
+# guardians/identity.py for the normal form everything is compared in.
+PERSON_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 
 
 class _Strict(BaseModel):

@@ -20,6 +20,7 @@ from dew.guardians.errors import AlreadyDecided, DecisionInvalid, NotAuthorized,
 
 from . import audit
 from .db import locked, must_get, transaction
+from .identity import person_id, same_person
 from .models import Action, Decision, Guardian, ItemStatus, Run, WorkItem, utcnow
 
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ def record_decision(
     ws: Workspace, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
 ) -> tuple[Decision, WorkItem]:
     """Authorize and record one decision with its audit event; refusals are audited too."""
+    actor = person_id(actor, what="who decides")  # before anything: a malformed id is never recorded
     if action not in tuple(Action):
         raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(Action)})")
     note = (note or "").strip() or None
@@ -101,12 +103,12 @@ def authorize(session, item: WorkItem, run: Run, actor: str) -> None:
     person = session.get(Guardian, actor)
     if person is None or not person.active:
         raise NotAuthorized(f"'{actor}' is not on the guardian roster, so may not decide on work item {item.id}")
-    if actor != item.guardian and actor not in item.backups:
+    if not any(same_person(actor, who) for who in [item.guardian, *item.backups]):
         who = " or ".join([item.guardian, *item.backups])
         raise NotAuthorized(
             f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}'"
         )
-    if actor == run.requester:
+    if same_person(actor, run.requester):
         raise NotAuthorized(f"'{actor}' requested run {run.id} and may not decide on its own output (four-eyes rule)")
 
 

@@ -32,6 +32,14 @@ class IdentityRequired(DewError):
     http_status = 401
 
 
+class IdentityInvalid(DewError):
+    """An identity is not of the one form dew accepts (a–z, 0–9, '.', '_', '-'); the message says why."""
+
+    code = "identity_invalid"
+    exit_code = 3
+    http_status = 400
+
+
 class AlreadyDecided(DewError):
     """The work item has been decided; a decision is final."""
 

@@ -12,10 +12,11 @@ from sqlmodel import col, select
 from dew.agents.errors import InputInvalid, ScenarioInvalid
 from dew.agents.loader import ROSTER_FILE
 from dew.agents.spec import PERSON_PATTERN
-from dew.guardians.errors import NotFound
+from dew.guardians.errors import NotAuthorized, NotFound
 
 from .audit import GuardianAdded, emit
 from .db import lock_row, transaction
+from .identity import person_id
 from .models import AuditHead, Guardian
 
 if TYPE_CHECKING:
@@ -83,11 +84,22 @@ def _same(row: Guardian | None, entry: RosterEntry) -> bool:
 
 
 def add_guardian(ws: Workspace, guardian_id: str, name: str, title: str = "", *, actor: str) -> Guardian:
+    """Add a person to the roster. Until the desk brings roles, only someone already on the roster
+    may do it (the roster file, in the scenario folder, is the other way in)."""
+    actor = person_id(actor, what="who adds a guardian")
+    guardian_id = person_id(guardian_id, what="the new guardian's id")
     try:
         entry = RosterEntry(id=guardian_id, name=name, title=title)
     except ValidationError as e:
         raise InputInvalid(f"invalid guardian: {e.errors()[0]['loc'][0]}: {e.errors()[0]['msg']}") from None
     with transaction(ws.engine) as s:
+        someone = s.exec(select(Guardian).where(col(Guardian.active))).first()
+        adder = s.get(Guardian, actor)
+        if someone is not None and (adder is None or not adder.active):
+            raise NotAuthorized(
+                f"'{actor}' is not on the guardian roster, so may not add to it; "
+                "ask someone on the roster, or add the person to guardians.yaml in the scenario folder"
+            )
         if s.get(Guardian, entry.id) is not None:
             raise InputInvalid(f"'{entry.id}' is already on the roster")
         row = Guardian(id=entry.id, name=entry.name, title=entry.title)

@@ -21,6 +21,7 @@ from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotFound
 
 from . import audit
 from .db import lock_row, locked, transaction
+from .identity import person_id
 from .models import Action, Decision, Guardian, ItemStatus, Release, Run, RunStatus, ScenarioVersion, WorkItem, utcnow
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ def start_run(
     origin: dict | None = None,
 ) -> RunResult:
     """Start a run. `origin` says how the request arrived when not directly (e.g. the front desk)."""
+    requester = person_id(requester, what="the requester")
     loaded = ws.scenario(scenario_id)
     values = validate_inputs(loaded.spec, inputs)
     with transaction(ws.engine) as s:
@@ -220,6 +222,7 @@ def begin_retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) 
     completes. A run left `running` by a process that died (killed, power loss) is retried only
     with `force`, because a live process may still be driving it.
     """
+    actor = person_id(actor, what="who retries")
     with transaction(ws.engine) as s:
         run = locked(s, Run, run_id)
         if run.status in (RunStatus.APPROVED, RunStatus.RELEASED):

@@ -228,11 +228,17 @@ def test_scenarios_list_show_check_and_schema(dew, scenarios_dir, tmp_path):
 
 
 def test_guardians_add_and_list(dew):
-    assert dew("guardians", "add", "sun.li", "--name", "孙丽", "--title", "审核员").exit_code == 0
+    added = dew("guardians", "add", "sun.li", "--name", "孙丽", "--title", "审核员", "--as", "li.wei")
+    assert added.exit_code == 0, added.stderr
     people = {g["id"]: g for g in j(dew("guardians", "list", "--json"))}
     assert people["sun.li"]["name"] == "孙丽" and "li.wei" in people
-    again = dew("guardians", "add", "sun.li", "--name", "x")
-    assert again.exit_code == 1 and "already on the roster" in again.stderr
+    again = dew("guardians", "add", "SUN.LI", "--name", "x", "--as", "li.wei")  # the same person, in capitals
+    assert again.exit_code == 1 and "'sun.li' is already on the roster" in again.stderr
+    nobody = dew("guardians", "add", "mallory", "--name", "M", "--as", "nobody")
+    assert nobody.exit_code == 3 and "'nobody' is not on the guardian roster, so may not add to it" in nobody.stderr
+    anonymous = dew("guardians", "add", "mallory", "--name", "M")
+    assert anonymous.exit_code == 3 and "--as" in anonymous.stderr
+    assert "mallory" not in {g["id"] for g in j(dew("guardians", "list", "--json"))}
 
 
 def test_demo_fills_every_guardians_inbox(dew):

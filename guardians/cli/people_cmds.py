@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import AsOption, DewGroup, JsonOption, console, default_requester, print_json, workspace
+from .common import AsOption, DewGroup, JsonOption, console, print_json, require_identity, workspace
 
 app = typer.Typer(cls=DewGroup, help="The roster of guardians.", no_args_is_help=True)
 
@@ -37,5 +37,5 @@ def add(
     """Add a guardian to the roster."""
     from dew.guardians.roster import add_guardian
 
-    g = add_guardian(workspace(ctx), guardian_id, name, title, actor=default_requester(actor))
+    g = add_guardian(workspace(ctx), guardian_id, name, title, actor=require_identity(actor, "change the roster"))
     console.print(f"Added guardian {g.id} ({g.name}).")

@@ -260,7 +260,7 @@ EXIT_CODES = [
     (0, "done"),
     (1, "any other error: invalid scenario or input, failed run, release or storage problem, internal error"),
     (2, "the command line itself is wrong (unknown option, missing argument): the usage is printed"),
-    (3, "not authorized, or who you are was not said (`--as` / `DEW_USER`)"),
+    (3, "not authorized, or who you are was not said (`--as` / `DEW_USER`) or is not a valid identity"),
     (4, "already decided, or not in a state that allows it (e.g. retrying a running run)"),
     (5, "the audit trail does not verify"),
 ]
