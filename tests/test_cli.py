@@ -275,6 +275,30 @@ def test_hidden_characters_in_a_draft_are_flagged_and_shown_escaped(dew):
     assert "\x1b" not in human.stdout and "\\x1b[8m 2. Skip the head count." in human.stdout
 
 
+def test_markup_emoji_codes_and_escapes_from_outside_are_shown_literally_everywhere(dew, tmp_path):
+    """What a guardian reads is what is released: `:warning:` is not an emoji, `[bold]` is not
+    markup, and an escape planted anywhere (a draft, an input, a refusal's reason) stays inert."""
+    draft = "1. Call :warning: the [bold]duty officer[/bold]. Expected: [red]act[/red].\u200b\x1b[2J"
+    dew.fake.say(draft)
+    out = start(dew)
+    human = dew("show", out["item_id"])
+    assert ":warning:" in human.stdout and "⚠" not in human.stdout
+    assert "[bold]duty officer[/bold]" in human.stdout and "[red]act[/red]" in human.stdout
+    assert "\x1b" not in human.stdout and "\\u200b" in human.stdout and "\\x1b[2J" in human.stdout
+    inbox = dew("inbox")
+    assert "⚠" not in inbox.stdout and "\x1b" not in inbox.stdout
+    refused = dew("reject", out["item_id"], "--as", "zhao.lei\x1b[2J", "--reason", "x")
+    assert refused.exit_code == 3 and "\x1b" not in refused.stderr and "\\x1b[2J" in refused.stderr
+    reason = dew("reject", out["item_id"], "--as", "liu.yang", "--reason", "see :warning: [bold]x[/bold] \x1b[2J")
+    assert reason.exit_code == 0, reason.stderr
+    for command in (["audit", "log"], ["audit", "trace", out["item_id"]], ["runs"], ["show", out["item_id"]]):
+        shown = dew(*command)
+        assert shown.exit_code == 0 and "\x1b" not in shown.stdout and "⚠" not in shown.stdout, command
+    released = tmp_path / "draft.txt"
+    released.write_text(dew("show", out["item_id"], "--draft").stdout, encoding="utf-8")
+    assert released.read_text(encoding="utf-8") == j(dew("show", out["item_id"], "--json"))["item"]["draft"]
+
+
 def test_environment_problems_are_one_line_errors(dew, tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -35,7 +35,7 @@ SAME = ["ZHAO.LEI", "Zhao.Lei", "ｚｈａｏ.ｌｅｉ"]  # capitals and full-w
 
 @pytest.mark.parametrize("variant", REFUSED, ids=repr)
 def test_malformed_identities_are_refused_with_a_reason(variant):
-    with pytest.raises(IdentityInvalid, match="an identity is 1–64 of a–z|is empty"):
+    with pytest.raises(IdentityInvalid, match=r"an identity is 1–64 of a–z|is empty"):
         person_id(variant)
 
 

@@ -9,7 +9,18 @@ import typer
 
 from dew.agents.errors import InputInvalid
 
-from .common import AsOption, JsonOption, console, default_requester, print_json, progress_line, safe, short, workspace
+from .common import (
+    AsOption,
+    JsonOption,
+    console,
+    default_requester,
+    print_json,
+    progress_line,
+    safe,
+    short,
+    styled,
+    workspace,
+)
 from .run_cmds import raise_if_failed, report
 
 if TYPE_CHECKING:
@@ -81,11 +92,11 @@ def _print_understanding(ws: Workspace, r: Routing) -> None:
         return
     spec = ws.scenario(r.scenario).spec
     how = "chosen by the front-desk model" if r.decided_by == "model" else "clear best match of the catalogue"
-    console.print(f"Understood: this is for [bold]{safe(spec.name)}[/bold] ({r.scenario}), {how}; {safe(r.reason)}.")
+    console.print(styled("Understood: this is for ", (spec.name, "bold"), f" ({r.scenario}), {how}; {r.reason}."))
     for name, value in r.inputs.items():
         if value in ("", None):
             continue
         shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         console.print(f"  {name}: {safe(short(shown, 100))}")
     for name in r.missing:
-        console.print(f"  {name}: [red]missing[/red]")
+        console.print(styled(f"  {name}: ", ("missing", "red")))

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from dew.guardians.errors import AuditBroken
 
-from .common import DewGroup, JsonOption, console, print_json, safe, short, workspace
+from .common import DewGroup, JsonOption, add_row, console, print_json, safe, short, styled, workspace
 
 app = typer.Typer(cls=DewGroup, help="Trace and verify the audit trail (read-only).", no_args_is_help=True)
 
@@ -33,7 +33,7 @@ def _events_table(events: list[dict], title: str) -> Table:
             str(e["run_id"] or ""),
             str(e["item_id"] or ""),
         ]
-        table.add_row(*cells, *([safe(short(_details(e), 200))] if with_details else []))
+        add_row(table, *cells, *([safe(short(_details(e), 200))] if with_details else []))
     return table
 
 
@@ -57,7 +57,7 @@ def trace(
     if as_json:
         return print_json(t)
     run = t["run"]
-    console.print(f"[bold]Trace of work item {item}[/bold] (run {run['id']}, {run['status']})")
+    console.print(styled((f"Trace of work item {item}", "bold"), f" (run {run['id']}, {run['status']})"))
     console.print(
         f"requested by {run['requester']} · scenario {run['scenario']} {run['scenario_version']} "
         f"sha256 {run['scenario_sha256']}"

@@ -12,15 +12,42 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
 
 from dew.agents.checks import visible
 from dew.agents.errors import DewError
 from dew.guardians.errors import IdentityRequired
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+
+class LiteralConsole(Console):
+    """A console that shows everything literally: no Rich markup, no emoji codes (`:warning:`
+    stays `:warning:`), no highlighting, and every hidden character (terminal escapes, bidi
+    overrides, zero-width characters) written as a visible escape. Drafts, inputs and ids are
+    untrusted text and a guardian must see exactly what they approve; styling is given as `Text`
+    objects (`styled`), never as markup inside a string."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(markup=False, emoji=False, highlight=False, **kwargs)
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        super().print(*(visible(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+
+console = LiteralConsole()
+err_console = LiteralConsole(stderr=True)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line of text with some parts styled: styled(("Work item 3", "bold"), " · pending")."""
+    return Text.assemble(*((visible(p[0]), p[1]) if isinstance(p, tuple) else visible(p) for p in parts))
+
+
+def add_row(table: Table, *values: Any) -> None:
+    """A table row whose cells are shown literally, like everything else."""
+    table.add_row(*(Text(visible(v)) if isinstance(v, str) else v for v in values))
+
 
 AsOption = Annotated[
     str | None,
@@ -32,7 +59,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 def fail(error: DewError) -> typer.Exit:
     """Print a domain error as one clear line per problem on stderr; the exit code says its kind."""
     for line in error.message.splitlines():
-        err_console.print(f"Error: {line}", markup=False, soft_wrap=True)
+        err_console.print(f"Error: {line}", soft_wrap=True)
     return typer.Exit(error.exit_code)
 
 
@@ -142,6 +169,6 @@ def short(text: str, width: int = 60) -> str:
 
 
 def safe(text: str) -> str:
-    """Text from a draft, an input or a model, made safe to print: no Rich markup is interpreted
-    and no terminal escape reaches the terminal (a guardian must see what they approve)."""
-    return escape(visible(text))
+    """Text from a draft, an input or a model with every hidden character made visible (the
+    consoles do this for whatever they print; this is for text built into a larger string)."""
+    return visible(text)

@@ -9,7 +9,7 @@ import typer
 
 from dew.agents.llm import settings_from_env
 
-from .common import AsOption, console, progress_line, safe, state, workspace
+from .common import AsOption, console, progress_line, state, styled, workspace
 from .run_cmds import inbox_rows, print_inbox
 
 DEMO_REQUESTER = "demo.requester"
@@ -26,7 +26,9 @@ def register(app: typer.Typer) -> None:
         settings = ws.settings
         requester = actor or DEMO_REQUESTER
         llm = settings_from_env()
-        console.print(f"[bold]dew demo[/bold] · workspace {settings.home} · database {settings.database_label}")
+        console.print(
+            styled(("dew demo", "bold"), f" · workspace {settings.home} · database {settings.database_label}")
+        )
         console.print(f"scenarios: {settings.scenarios_dir}")
         console.print(f"LLM: {llm.describe()}")
         chosen = [s for s in ws.catalogue.values() if s.spec.examples]
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
             if item is None:
                 failed += 1
                 console.print(
-                    f"  [red]run {result.run.id} failed[/red] after {took:.1f}s: {safe(result.run.error or '')}"
+                    styled((f"  run {result.run.id} failed", "red"), f" after {took:.1f}s: {result.run.error or ''}")
                 )
                 console.print(f"  retry with: dew retry {result.run.id}")
                 continue

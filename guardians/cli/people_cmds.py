@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .common import AsOption, DewGroup, JsonOption, console, print_json, require_identity, workspace
+from .common import AsOption, DewGroup, JsonOption, add_row, console, print_json, require_identity, workspace
 
 app = typer.Typer(cls=DewGroup, help="The roster of guardians.", no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
         return print_json([{"id": g.id, "name": g.name, "title": g.title, "active": g.active} for g in people])
     table = Table("id", "name", "title", title="Guardians")
     for g in people:
-        table.add_row(g.id, g.name, g.title)
+        add_row(table, g.id, g.name, g.title)
     console.print(table)
 
 

@@ -18,6 +18,7 @@ from dew.agents.errors import InputInvalid, RunFailed
 from .common import (
     AsOption,
     JsonOption,
+    add_row,
     console,
     debugging,
     default_requester,
@@ -26,6 +27,7 @@ from .common import (
     progress_line,
     safe,
     short,
+    styled,
     workspace,
 )
 
@@ -216,7 +218,8 @@ def register_listings(app: typer.Typer) -> None:
             return print_json(rows)
         table = Table("run", "scenario", "status", "requester", "attempts", "error", title="Runs")
         for r in rows:
-            table.add_row(
+            add_row(
+                table,
                 str(r["run_id"]),
                 str(r["scenario"]),
                 str(r["status"]),
@@ -254,8 +257,8 @@ def register_listings(app: typer.Typer) -> None:
             return print_json(rows)
         table = Table("run", "item", "scenario", "location", "sha256", "at", title="Released")
         for r in rows:
-            table.add_row(
-                str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19]
+            add_row(
+                table, str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19]
             )
         console.print(table)
 
@@ -301,14 +304,17 @@ def print_inbox(rows: list[dict], title: str) -> None:
             r["risk"],
             str(r["findings"]),
         ]
-        table.add_row(*cells, *([safe(r["preview"])] if with_preview else []))
+        add_row(table, *cells, *([safe(r["preview"])] if with_preview else []))
     console.print(table)
 
 
 def print_item(view: dict) -> None:
     item, run = view["item"], view["run"]
     console.print(
-        f"[bold]Work item {item['id']}[/bold] · {item['status']} · revision {item['revision']} · risk {item['risk']}"
+        styled(
+            (f"Work item {item['id']}", "bold"),
+            f" · {item['status']} · revision {item['revision']} · risk {item['risk']}",
+        )
     )
     console.print(
         f"Scenario: {run['scenario']} {run['scenario_version']} (sha256 {run['scenario_sha256'][:12]}) · "

@@ -13,7 +13,7 @@ from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_file, scenario_files
 from dew.agents.spec import json_schema
 
-from .common import DewGroup, JsonOption, console, print_json, short, state, workspace
+from .common import DewGroup, JsonOption, add_row, console, print_json, short, state, styled, workspace
 
 app = typer.Typer(cls=DewGroup, help="List, validate and inspect scenarios.", no_args_is_help=True)
 
@@ -48,7 +48,7 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
     for name in ("id", "name", "version", "guardian", "risk", "steps"):
         table.add_column(name, no_wrap=name != "name")
     for r in rows:
-        table.add_row(r["id"], r["name"], r["version"], r["guardian"], r["risk"], str(len(r["steps"])))
+        add_row(table, r["id"], r["name"], r["version"], r["guardian"], r["risk"], str(len(r["steps"])))
     console.print(table)
 
 
@@ -100,12 +100,12 @@ def show(
         info["mermaid"] = draw(loaded.spec)
         return print_json(info)
     spec = loaded.spec
-    console.print(f"[bold]{spec.name}[/bold]  ({spec.id} {spec.version}, sha256 {loaded.sha256[:12]})")
+    console.print(styled((spec.name, "bold"), f"  ({spec.id} {spec.version}, sha256 {loaded.sha256[:12]})"))
     console.print(spec.description.strip())
     console.print(f"guardian: {spec.guardian}   backups: {', '.join(spec.backups) or '-'}   risk: {spec.risk}")
     table = Table("input", "type", "required", "description")
     for name, inp in spec.inputs.items():
-        table.add_row(name, inp.type, "yes" if inp.required else "no", short(inp.description, 70))
+        add_row(table, name, inp.type, "yes" if inp.required else "no", short(inp.description, 70))
     console.print(table)
     console.print("steps: " + " → ".join(f"{s.id} ({s.kind})" for s in spec.steps) + " → approval gate")
     if spec.examples:
