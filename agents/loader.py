@@ -26,6 +26,9 @@ STEP_NAMES = {"inputs", "steps", "run", "scenario"}
 REVIEW_NAMES = STEP_NAMES | {"draft"}
 FILENAME_NAMES = {"inputs", "run", "scenario"}
 HANDOFF_NAMES = {"output", "output_json", "inputs", "run", "scenario"}
+# A hand-off's condition reads only what the scenario's own steps produced: never the inputs or
+# the released text, which a requester's words can shape (a place name with a forged line in it).
+WHEN_NAMES = {"steps", "run", "scenario"}
 
 
 MAX_DEPTH = 50  # scenario files nest a handful of levels; anything deeper is a mistake or an attack
@@ -282,7 +285,9 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             except TemplateSyntaxError as e:
                 problems.append((("release", "handoff", "when"), f"expression error: {e.message}"))
             else:
-                check_template("{{ " + h.when + " }}", ("release", "handoff", "when"), HANDOFF_NAMES)
+                seen = {s.id: s for s in spec.steps}
+                check_template("{{ " + h.when + " }}", ("release", "handoff", "when"), WHEN_NAMES)
+                seen = {}
         for name, text in h.inputs.items():
             check_template(text, ("release", "handoff", "inputs", name), HANDOFF_NAMES)
     for name, inp in spec.inputs.items():

@@ -34,6 +34,13 @@ class InputSpec(_Strict):
     required: bool = Field(True, description="A run cannot start without a required input.")
     description: str = Field("", description="Shown to requesters and to the front desk router.")
     default: Any = Field(None, description="Value used when an optional input is not given.")
+    max_chars: int | None = Field(
+        None,
+        gt=0,
+        le=10_000_000,
+        description="Longest value accepted, in characters (JSON: of its text). Default by type: `string` 1,000, "
+        "`text` 200,000, `json` 1,000,000.",
+    )
 
 
 class LLMSpec(_Strict):
@@ -170,7 +177,10 @@ class HandoffSpec(_Strict):
 
     scenario: str = Field(pattern=ID_PATTERN, description="Id of the scenario that takes over.")
     when: str | None = Field(
-        None, description="Jinja2 expression; hand off only when it is true, e.g. `output_json.category == '市容执法'`."
+        None,
+        description="Jinja2 expression; hand off only when it is true, e.g. `steps.triage.category == '市容执法'`. "
+        "It sees `steps` (what this scenario's own steps produced), `run` and `scenario`; never the inputs or the "
+        "released text, which a requester's words can shape.",
     )
     inputs: dict[str, str] = Field(
         description="The next scenario's inputs, as Jinja2 templates over `output` (the released text), "

@@ -41,6 +41,7 @@ def _deliver(ws: Workspace, result: RunResult, *, actor: str) -> RunResult:
     if result.ended_with is None or not Action(result.ended_with).releases:
         return result
     done = release_run(ws, result.run.key, actor=actor)
-    spec = ws.stored_scenario(done.run.scenario_sha256).spec
-    child, error = hand_off(ws, done.run, spec, done.content)
+    loaded = ws.stored_scenario(done.run.scenario_sha256)
+    steps = ws.runtime.state(loaded, done.run.key).get("outputs", {}) if loaded.spec.release.handoff else {}
+    child, error = hand_off(ws, done.run, loaded.spec, done.content, steps)
     return RunResult(run=done.run, item=done.item, release=done.release, handoff=child, handoff_error=error)

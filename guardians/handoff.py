@@ -37,8 +37,12 @@ def handoff_context(spec: Scenario, run: Run, content: str) -> dict[str, Any]:
     )
 
 
-def hand_off(ws: Workspace, run: Run, spec: Scenario, content: str) -> tuple[RunResult | None, str | None]:
-    """Start the configured next run, once. Returns (the new run, or None; why it failed, or None)."""
+def hand_off(
+    ws: Workspace, run: Run, spec: Scenario, content: str, steps: dict[str, Any]
+) -> tuple[RunResult | None, str | None]:
+    """Start the configured next run, once. Returns (the new run, or None; why it failed, or None).
+
+    `steps` are the run's step outputs: the condition reads them, and only them."""
     h = spec.release.handoff
     if h is None:
         return None, None
@@ -48,7 +52,8 @@ def hand_off(ws: Workspace, run: Run, spec: Scenario, content: str) -> tuple[Run
     where = f"scenario '{spec.id}': release.handoff"
     try:
         ctx = handoff_context(spec, run, content)
-        if h.when and not evaluate(h.when, ctx, where=f"{where}.when"):
+        when = {"steps": steps, "run": ctx["run"], "scenario": ctx["scenario"]}
+        if h.when and not evaluate(h.when, when, where=f"{where}.when"):
             return None, None
         inputs = {k: render(v, ctx, where=f"{where}.inputs.{k}") for k, v in h.inputs.items()}
         return start_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id), None

@@ -337,3 +337,14 @@ def test_ask_json_prints_one_document_even_when_the_run_fails(dew):
     out = dew("ask", "我们公司研发投入800万，能拿多少补贴？", "--as", "alice", "--json")
     assert out.exit_code == 1 and "retry with: dew retry" in out.stderr
     assert json.loads(out.stdout)["run"]["status"] == "failed"  # exactly one JSON document
+
+
+def test_input_files_are_read_with_a_bound_and_a_literal_at_sign_is_written_twice(dew):
+    zero = dew("run", "drill-script", "--example", "first", "--as", "alice", "-i", "participants=@/dev/zero")
+    assert zero.exit_code == 1 and "/dev/zero is larger than 10 MB" in zero.stderr
+    missing = dew("run", "drill-script", "--example", "first", "--as", "alice", "-i", "participants=@ACME-Holdings")
+    assert missing.exit_code == 1 and "to pass a value that begins with @, write @@" in missing.stderr
+    literal = j(dew("run", "drill-script", "--example", "first", "--as", "alice", "-i", "participants=@@ACME-Holdings",
+                    "--json"))  # fmt: skip
+    shown = j(dew("show", literal["item_id"], "--json"))
+    assert shown["run"]["inputs"]["participants"] == "@ACME-Holdings"

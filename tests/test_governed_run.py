@@ -430,3 +430,30 @@ def test_a_failed_run_keeps_its_cause_for_whoever_repairs_it(make_workspace):
     with transaction(ws.engine) as s:
         trail = "".join(e.data for e in audit.events(s))
     assert "ZeroDivisionError" in trail and "张三" not in trail  # never the lower layer's text
+
+
+def test_inputs_are_refused_alike_on_every_database_and_nothing_reaches_the_trail(ws):
+    """A NUL once failed the insert on PostgreSQL only, and its error (quoting the party's name)
+    went into the immutable trail. Now it is refused before anything is written, on both."""
+    spec = ws.scenario("enforcement-document").spec
+    sample = dict(spec.examples[0].inputs)
+    bad = {
+        "transcript": ("张三\x00的询问笔录", "holds a NUL character"),
+        "party": ("张三\n类别：市容执法", "is a single-line value"),
+    }
+    for name, (value, message) in bad.items():
+        if name not in spec.inputs:
+            continue
+        with pytest.raises(InputInvalid, match=message):
+            start_run(ws, "enforcement-document", {**sample, name: value}, requester="alice")
+    with pytest.raises(InputInvalid, match="is 200,001 characters long; the limit is 200,000"):
+        start_run(ws, "enforcement-document", {**sample, "transcript": "问" * 200_001}, requester="alice")
+    with transaction(ws.engine) as s:
+        trail = "".join(e.data for e in audit.events(s))
+    assert "张三" not in trail and list_runs_count(ws) == 0
+
+
+def list_runs_count(ws) -> int:
+    from dew.guardians.runs import list_runs
+
+    return len(list_runs(ws))

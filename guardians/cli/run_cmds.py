@@ -52,13 +52,31 @@ def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise InputInvalid(f"--input takes KEY=VALUE (or KEY=@FILE), got '{pair}'")
-        if value.startswith("@"):
-            try:
-                value = Path(value[1:]).read_text(encoding="utf-8")
-            except OSError as e:
-                raise InputInvalid(f"--input {key}: cannot read {value[1:]}: {e.strerror}") from None
+        if value.startswith("@@"):
+            value = value[1:]  # a literal value that begins with @
+        elif value.startswith("@"):
+            value = read_input_file(key, Path(value[1:]))
         values[key.strip()] = value
     return values
+
+
+MAX_INPUT_FILE_BYTES = 10 * 1024 * 1024  # well past any input's limit; stops `@/dev/zero` early
+
+
+def read_input_file(key: str, path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_INPUT_FILE_BYTES + 1)
+    except OSError as e:
+        raise InputInvalid(
+            f"--input {key}: cannot read {path}: {e.strerror or e}; to pass a value that begins with @, write @@"
+        ) from None
+    if len(data) > MAX_INPUT_FILE_BYTES:
+        raise InputInvalid(f"--input {key}: {path} is larger than {MAX_INPUT_FILE_BYTES // (1024 * 1024)} MB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputInvalid(f"--input {key}: {path} is not UTF-8 text") from None
 
 
 def result_dict(r: RunResult) -> dict[str, Any]:
@@ -122,7 +140,11 @@ def register(app: typer.Typer) -> None:
         scenario: Annotated[str, typer.Argument(help="Scenario id.")],
         inputs: Annotated[
             list[str] | None,
-            typer.Option("--input", "-i", help="KEY=VALUE, or KEY=@FILE to read a file. Repeatable."),
+            typer.Option(
+                "--input",
+                "-i",
+                help="KEY=VALUE, or KEY=@FILE to read a file (@@ for a value that begins with @). Repeatable.",
+            ),
         ] = None,
         input_file: Annotated[Path | None, typer.Option("--input-file", help="JSON or YAML file of inputs.")] = None,
         example: Annotated[
