@@ -96,6 +96,14 @@ class HandedOff(Event):
 
 
 @dataclass
+class HandoffSkipped(Event):
+    # Recorded so that a release with no hand-off and no record of why is known to be unfinished.
+    kind = "run.handoff_skipped"
+    to_scenario: str
+    reason: str
+
+
+@dataclass
 class HandoffFailed(Event):
     kind = "run.handoff_failed"
     to_scenario: str

@@ -88,6 +88,15 @@ class AuditBroken(DewError):
         super().__init__(message)
 
 
+class DeliveryIncomplete(DewError):
+    """A release is not delivered as recorded (a missing or changed file, a hand-off that never
+    started, a stray staging file); `dew repair` completes what can be completed."""
+
+    code = "delivery_incomplete"
+    exit_code = 6
+    http_status = 500
+
+
 class StorageError(DewError):
     """The database or the workspace folder cannot be used."""
 

@@ -54,6 +54,9 @@ def hand_off(
         ctx = handoff_context(spec, run, content)
         when = {"steps": steps, "run": ctx["run"], "scenario": ctx["scenario"]}
         if h.when and not evaluate(h.when, when, where=f"{where}.when"):
+            with transaction(ws.engine) as s:
+                audit.emit(s, audit.HandoffSkipped(to_scenario=h.scenario, reason="its condition is false"),
+                           actor="dew", run_id=run.id)  # fmt: skip
             return None, None
         inputs = {k: render(v, ctx, where=f"{where}.inputs.{k}") for k, v in h.inputs.items()}
         return start_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id), None

@@ -348,3 +348,20 @@ def test_input_files_are_read_with_a_bound_and_a_literal_at_sign_is_written_twic
                     "--json"))  # fmt: skip
     shown = j(dew("show", literal["item_id"], "--json"))
     assert shown["run"]["inputs"]["participants"] == "@ACME-Holdings"
+
+
+def test_verify_reports_an_undelivered_release_and_repair_completes_it(dew):
+    out = start(dew)
+    assert dew("approve", out["item_id"], "--as", "zhao.lei").exit_code == 0
+    [release] = j(dew("released", "--json"))
+    path = Path(dew.env["DEW_HOME"]) / release["location"]
+    path.unlink()  # as if the process died between the commit and the move into the outbox
+    verify = dew("audit", "verify")
+    assert verify.exit_code == 6 and "file_missing: run 1 was released to" in verify.stderr
+    assert "dew repair" in verify.stderr
+    as_json = dew("audit", "verify", "--json")
+    assert as_json.exit_code == 6 and json.loads(as_json.stdout)["problems"][0]["kind"] == "file_missing"
+    assert dew("repair").exit_code == 3  # says who repairs
+    fixed = dew("repair", "--as", "zhao.lei")
+    assert fixed.exit_code == 0 and "→ delivered" in fixed.stdout and path.exists()
+    assert dew("audit", "verify").exit_code == 0

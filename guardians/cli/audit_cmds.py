@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dew.guardians.errors import AuditBroken
+from dew.guardians.errors import AuditBroken, DeliveryIncomplete
 
 from .common import DewGroup, JsonOption, add_row, console, print_json, safe, short, styled, workspace
 
@@ -102,19 +102,36 @@ def verify(
         ),
     ] = None,
 ):
-    """Recompute the hash chain. Exits 0 when intact, non-zero naming the first bad event."""
+    """Recompute the hash chain and check every release against the outbox.
+
+    Exits 0 when the chain is intact and every release is delivered as recorded; 5 naming the
+    first bad event; 6 listing each release whose file is missing or changed, whose hand-off never
+    started, and each stray staging file (`dew repair` completes what it can)."""
     from dew.guardians import audit
     from dew.guardians.db import transaction
+    from dew.guardians.reconcile import find_problems
 
+    ws = workspace(ctx)
     anchors = [audit.parse_anchor(a) for a in anchor or []]
     try:
-        with transaction(workspace(ctx).engine) as s:
+        with transaction(ws.engine) as s:
             result = audit.verify(s, anchors)
     except AuditBroken as e:
         if as_json:
             print_json({"ok": False, "first_bad_event": e.seq, "error": e.message})
         raise
+    problems = find_problems(ws)
     if as_json:
-        return print_json({"ok": True, "events": result.events, "head": result.head, "anchor": result.anchor})
-    console.print(f"Audit chain intact: {result.events} events.")
-    console.print(f"Anchor (keep it outside this database; check it later with --anchor): {result.anchor}")
+        print_json({"ok": not problems, "events": result.events, "head": result.head, "anchor": result.anchor,
+                    "problems": [p.to_dict() for p in problems]})  # fmt: skip
+    else:
+        console.print(f"Audit chain intact: {result.events} events.")
+        console.print(f"Anchor (keep it outside this database; check it later with --anchor): {result.anchor}")
+        if not problems:
+            console.print("Every release is delivered as recorded.")
+    if problems:
+        repairable = sum(p.repairable for p in problems)
+        raise DeliveryIncomplete(
+            "\n".join(f"{p.kind}: {p.detail}" for p in problems)
+            + f"\n{len(problems)} release problem(s); {repairable} can be repaired with: dew repair --as YOU"
+        )

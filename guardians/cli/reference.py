@@ -263,6 +263,7 @@ EXIT_CODES = [
     (3, "not authorized, or who you are was not said (`--as` / `DEW_USER`) or is not a valid identity"),
     (4, "already decided, or not in a state that allows it (e.g. retrying a running run)"),
     (5, "the audit trail does not verify"),
+    (6, "a release is not delivered as recorded (`dew audit verify`); `dew repair` completes it"),
 ]
 
 

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from dew.agents.checks import visible
 from dew.agents.errors import InputInvalid, RunFailed
+from dew.guardians.errors import DeliveryIncomplete
 
 from .common import (
     AsOption,
@@ -25,6 +26,7 @@ from .common import (
     err_console,
     print_json,
     progress_line,
+    require_identity,
     safe,
     short,
     styled,
@@ -268,6 +270,24 @@ def register_listings(app: typer.Typer) -> None:
         with progress_line(ws, f"run {run_id} retrying"):
             result = retry_run(ws, run_id, actor=default_requester(actor), force=force)
         report(result, as_json)
+
+    @app.command()
+    def repair(ctx: typer.Context, actor: AsOption = None, as_json: JsonOption = False):
+        """Complete every release that is not delivered as recorded (what `dew audit verify` reports)."""
+        from dew.guardians.reconcile import repair as run_repair
+
+        ws = workspace(ctx)
+        with progress_line(ws, "repairing releases"):
+            done = run_repair(ws, actor=require_identity(actor, "repair releases"))
+        if as_json:
+            print_json([{**p.to_dict(), "outcome": outcome} for p, outcome in done])
+        elif not done:
+            console.print("Nothing to repair: every release is delivered as recorded.")
+        for p, outcome in [] if as_json else done:
+            console.print(f"{p.kind}: {p.detail} → {outcome}")
+        left = [p for p, _ in done if not p.repairable]
+        if left:
+            raise DeliveryIncomplete(f"{len(left)} problem(s) need a person: " + "; ".join(p.detail for p in left))
 
     @app.command()
     def released(ctx: typer.Context, as_json: JsonOption = False):
