@@ -37,8 +37,8 @@ MAX_DEPTH = 50  # scenario files nest a handful of levels; anything deeper is a 
 class _ScenarioYAML(yaml.SafeLoader):
     """SafeLoader that refuses what a scenario never needs and what would let a file cost a
     command more than its size: a key given twice (YAML would silently keep the last), aliases
-    (a 4 KB "billion laughs" file expands to gigabytes) and nesting deeper than MAX_DEPTH. Values
-    that cannot be built (`!!int 1.5`) are reported at their line like every other problem."""
+    (a 4 KB "billion laughs" file expands to gigabytes), explicit tags (`!!int 1.5`,
+    `!!python/object`) and nesting deeper than MAX_DEPTH, each at its line like every other problem."""
 
     def __init__(self, stream: str):
         super().__init__(stream)
@@ -49,6 +49,12 @@ class _ScenarioYAML(yaml.SafeLoader):
             event = self.peek_event()
             raise ComposerError(
                 None, None, f"aliases (*{event.anchor}) are not allowed in scenario files; write the value out",
+                event.start_mark,
+            )  # fmt: skip
+        event = self.peek_event()
+        if getattr(event, "tag", None) not in (None, "!"):  # `!!int`, `!!python/...`: never needed, often harmful
+            raise ComposerError(
+                None, None, f"tags ({event.tag}) are not allowed in scenario files; write the value plainly",
                 event.start_mark,
             )  # fmt: skip
         self._depth += 1
@@ -64,14 +70,16 @@ class _ScenarioYAML(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, OverflowError) as e:
-            raise ConstructorError(None, None, f"cannot read this {node.tag} value: {e}", node.start_mark) from e
+        except Exception as e:  # PyYAML's constructors fail in many ways on odd values: say where
+            raise ConstructorError(None, None, f"cannot read this value: {e}", node.start_mark) from e
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: dict = {}
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                raise ConstructorError(None, None, "a key must be a plain word or number", key_node.start_mark)
+            if key in seen:
                 raise ConstructorError(
                     None, None, f"duplicate key '{key}' (first given on line {seen[key]})", key_node.start_mark
                 )
@@ -111,9 +119,14 @@ class LoadedScenario:
         return self.spec.id
 
 
+MAX_FILE_BYTES = 1_000_000  # the largest shipped scenario is 10 KB; a file this size is a mistake
+
+
 def load_file(path: str | Path) -> LoadedScenario:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ScenarioInvalid(str(path), [f"{path}:1: (file): larger than {MAX_FILE_BYTES:,} bytes"])
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ScenarioNotFound(f"{path}: no such file") from None
@@ -324,6 +337,15 @@ def scenario_files(directory: str | Path) -> list[Path]:
 
 def load_directory(directory: str | Path) -> dict[str, LoadedScenario]:
     """Every scenario in a folder, by id. All problems of all files are reported together."""
+    found, problems = load_catalogue(directory)
+    if problems:
+        raise ScenarioInvalid(str(directory), problems)
+    return found
+
+
+def load_catalogue(directory: str | Path) -> tuple[dict[str, LoadedScenario], list[str]]:
+    """The scenarios of a folder that load, and the problems of those that do not: one bad file
+    must not stop the work of the others (commands that need it report its problems)."""
     found: dict[str, LoadedScenario] = {}
     problems: list[str] = []
     for path in scenario_files(directory):
@@ -336,11 +358,12 @@ def load_directory(directory: str | Path) -> dict[str, LoadedScenario]:
             problems.append(f"{path}:1: id: '{loaded.id}' is also the id of {found[loaded.id].source}")
             continue
         found[loaded.id] = loaded
-    for loaded in found.values():
-        problems.extend(_handoff_problems(loaded, found))
-    if problems:
-        raise ScenarioInvalid(str(directory), problems)
-    return found
+    for sid, loaded in list(found.items()):
+        handoff = _handoff_problems(loaded, found)
+        if handoff:
+            problems.extend(handoff)
+            del found[sid]
+    return found, problems
 
 
 def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenario]) -> list[str]:

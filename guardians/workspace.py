@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from dew.agents.errors import ScenarioNotFound
-from dew.agents.loader import LoadedScenario, load_directory, load_text, shipped_directory
+from dew.agents.errors import ScenarioInvalid, ScenarioNotFound
+from dew.agents.loader import LoadedScenario, load_catalogue, load_text, shipped_directory
 from dew.guardians.errors import StorageError
 
 from .db import make_engine, normalize_url, transaction, upgrade
@@ -71,6 +71,7 @@ class Workspace:
             provider = EnvModelProvider()
         self.provider = provider
         self._catalogue: dict[str, LoadedScenario] | None = None
+        self.catalogue_problems: list[str] = []
         self._versions: dict[str, LoadedScenario] = {}
         self._stack = ExitStack()
         self._runtime: Runtime | None = None
@@ -82,14 +83,21 @@ class Workspace:
     # -- scenarios ------------------------------------------------------------------------------
     @property
     def catalogue(self) -> dict[str, LoadedScenario]:
+        """The scenarios that load; `catalogue_problems` says why others do not."""
         if self._catalogue is None:
-            self._catalogue = load_directory(self.settings.scenarios_dir)
+            self._catalogue, self.catalogue_problems = load_catalogue(self.settings.scenarios_dir)
         return self._catalogue
 
     def scenario(self, scenario_id: str) -> LoadedScenario:
         try:
             return self.catalogue[scenario_id]
         except KeyError:
+            if self.catalogue_problems:  # perhaps it is in a file that does not load: say why
+                raise ScenarioInvalid(
+                    str(self.settings.scenarios_dir),
+                    [f"no scenario '{scenario_id}' loaded from {self.settings.scenarios_dir}; these files have problems:",
+                     *self.catalogue_problems],
+                ) from None  # fmt: skip
             known = ", ".join(sorted(self.catalogue)) or "none"
             raise ScenarioNotFound(
                 f"no scenario '{scenario_id}' in {self.settings.scenarios_dir} (known: {known})"

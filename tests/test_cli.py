@@ -365,3 +365,24 @@ def test_verify_reports_an_undelivered_release_and_repair_completes_it(dew):
     fixed = dew("repair", "--as", "zhao.lei")
     assert fixed.exit_code == 0 and "→ delivered" in fixed.stdout and path.exists()
     assert dew("audit", "verify").exit_code == 0
+
+
+def test_one_bad_file_in_the_folder_does_not_stop_the_others(dew, scenarios_dir):
+    """An alias bomb (4 KB that expanded to gigabytes) sits beside the shipped scenarios."""
+    out = start(dew)  # a run, before the bad file arrives
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(20)
+    )
+    (scenarios_dir / "bomb.yaml").write_text("dew: 1\nid: bomb\n" + bomb, encoding="utf-8")
+    assert dew("inbox").exit_code == 0
+    assert dew("show", out["item_id"]).exit_code == 0
+    assert dew("approve", out["item_id"], "--as", "zhao.lei").exit_code == 0
+    again = dew("run", "drill-script", "--example", "first", "--as", "alice")
+    assert again.exit_code == 0, again.stderr
+    listing = dew("scenarios", "list", "--json")
+    assert listing.exit_code == 0 and len(json.loads(listing.stdout)) == 7
+    assert "bomb.yaml:4: invalid YAML: aliases (*a) are not allowed" in listing.stderr
+    wanted = dew("run", "bomb", "--as", "alice")
+    assert wanted.exit_code == 1 and "no scenario 'bomb' loaded" in wanted.stderr and "bomb.yaml:4:" in wanted.stderr
+    assert dew("scenarios", "check", str(scenarios_dir)).exit_code == 1

@@ -120,6 +120,15 @@ def workspace(ctx: typer.Context):
     return state(ctx).workspace()
 
 
+def warn_problems(problems: list[str]) -> None:
+    """Scenario files that do not load, said once on stderr by commands that go on without them."""
+    if problems:
+        err_console.print(f"Warning: {len(problems)} problem(s) in scenario files; those scenarios are left out "
+                          "(dew scenarios check shows them):")  # fmt: skip
+        for line in problems:
+            err_console.print(f"  {line}", soft_wrap=True)
+
+
 def require_identity(actor: str | None, doing: str) -> str:
     if not actor:
         raise IdentityRequired(f"say who you are to {doing}: --as ID or DEW_USER")

@@ -9,7 +9,7 @@ import typer
 
 from dew.agents.llm import settings_from_env
 
-from .common import AsOption, console, progress_line, state, styled, workspace
+from .common import AsOption, console, progress_line, state, styled, warn_problems, workspace
 from .run_cmds import inbox_rows, print_inbox
 
 DEMO_REQUESTER = "demo.requester"
@@ -32,6 +32,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"scenarios: {settings.scenarios_dir}")
         console.print(f"LLM: {llm.describe()}")
         chosen = [s for s in ws.catalogue.values() if s.spec.examples]
+        warn_problems(ws.catalogue_problems)
         failed = 0
         for loaded in chosen:
             example = loaded.spec.examples[0]

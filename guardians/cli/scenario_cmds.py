@@ -13,7 +13,7 @@ from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_file, scenario_files
 from dew.agents.spec import json_schema
 
-from .common import DewGroup, JsonOption, add_row, console, print_json, short, state, styled, workspace
+from .common import DewGroup, JsonOption, add_row, console, print_json, short, state, styled, warn_problems, workspace
 
 app = typer.Typer(cls=DewGroup, help="List, validate and inspect scenarios.", no_args_is_help=True)
 
@@ -37,10 +37,11 @@ def _summary(loaded) -> dict:
 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: JsonOption = False):
-    """List the scenarios in the scenario folder."""
-    from dew.agents.loader import load_directory
+    """List the scenarios in the scenario folder (those that do not load are named on stderr)."""
+    from dew.agents.loader import load_catalogue
 
-    catalogue = load_directory(state(ctx).settings.scenarios_dir)
+    catalogue, problems = load_catalogue(state(ctx).settings.scenarios_dir)
+    warn_problems(problems)
     rows = [_summary(s) for s in catalogue.values()]
     if as_json:
         return print_json(rows)
