@@ -145,6 +145,41 @@ def test_two_racing_decisions_on_one_item_cannot_both_land(make_workspace, datab
         assert audit.verify(s).events > 0
 
 
+def test_twenty_racing_decisions_of_every_kind_land_exactly_once(make_workspace, database_url, tmp_path):
+    """The adversary's 20-way race, kept in the suite: approve, reject and edit from the guardian
+    and the backup at once; exactly one lands, every other is refused as already decided."""
+    ws = make_workspace(database_url)
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    attempts = [(("zhao.lei", "liu.yang")[i % 2], ("approve", "reject", "edit")[i % 3]) for i in range(20)]
+    barrier = threading.Barrier(len(attempts))
+    outcomes: list = []
+
+    def attempt(actor, action):
+        barrier.wait()
+        try:
+            decide(ws, r.item.id, actor=actor, action=action, note="no" if action == "reject" else None,
+                   edited=r.item.draft + "\nEdited." if action == "edit" else None)  # fmt: skip
+            outcomes.append(action)
+        except AlreadyDecided:
+            outcomes.append("refused")
+        except Exception as e:  # anything else is a failure of the test
+            outcomes.append(f"error: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=attempt, args=a) for a in attempts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    winners = [o for o in outcomes if o != "refused"]
+    assert len(outcomes) == 20 and len(winners) == 1 and winners[0] in ("approve", "reject", "edit"), outcomes
+    assert len(list_releases(ws)) == (0 if winners[0] == "reject" else 1)
+    with transaction(ws.engine) as s:
+        assert audit.verify(s).events > 0
+        kinds = [e.kind for e in audit.events(s)]
+    assert sum(k.startswith("decision.") and k != "decision.refused" for k in kinds) == 1
+    assert kinds.count("decision.refused") == 19
+
+
 def test_concurrent_audit_writers_form_one_unbroken_chain(make_workspace, database_url):
     ws = make_workspace(database_url)
     errors: list = []
