@@ -1,9 +1,13 @@
 """The governed flow after a draft: a decision resumes the run, an approval is released, and a
 release may hand off. The one place that orders these steps, for deciding and for retrying.
 
-    runs (start, drive, queue) ◄── decisions (authorize, record)
-       ▲                            ▲
-    handoff ◄── flow ──► release ───┘   (dependencies point one way; nothing imports flow)
+    flow ──► decisions (authorize and record a decision)
+      ├────► release   (deliver what was approved)
+      ├────► handoff ──► runs (start, drive, queue)
+      └────► runs
+
+Dependencies point one way: none of those imports another of them except handoff → runs, and
+only the edges (and `reconcile.repair`) import flow.
 """
 
 from __future__ import annotations
