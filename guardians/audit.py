@@ -20,7 +20,7 @@ from sqlmodel import Session, col, select
 from dew.guardians.errors import AuditBroken
 
 from .db import lock_row
-from .models import AuditEvent, AuditHead
+from .models import Action, AuditEvent, AuditHead
 
 GENESIS = "0" * 64
 
@@ -146,7 +146,7 @@ class DecisionMade(Event):
 
     @property
     def kind(self) -> str:  # type: ignore[override]
-        return f"decision.{ {'approve': 'approved', 'reject': 'rejected', 'edit': 'edited', 'revise': 'revised'}[self.action] }"
+        return f"decision.{Action(self.action).item_status}"
 
 
 @dataclass
@@ -202,12 +202,16 @@ def emit(
     return row
 
 
-def events(session: Session, *, run_ids: list[int] | None = None, batch: int = 1000) -> Iterator[AuditEvent]:
+def events(
+    session: Session, *, run_ids: list[int] | None = None, kinds: list[str] | None = None, batch: int = 1000
+) -> Iterator[AuditEvent]:
     last = 0
     while True:
         query = select(AuditEvent).where(AuditEvent.seq > last).order_by(col(AuditEvent.seq)).limit(batch)
         if run_ids is not None:
             query = query.where(col(AuditEvent.run_id).in_(run_ids))
+        if kinds is not None:
+            query = query.where(col(AuditEvent.kind).in_(kinds))
         rows = session.exec(query).all()
         if not rows:
             return

@@ -386,3 +386,20 @@ def test_one_bad_file_in_the_folder_does_not_stop_the_others(dew, scenarios_dir)
     wanted = dew("run", "bomb", "--as", "alice")
     assert wanted.exit_code == 1 and "no scenario 'bomb' loaded" in wanted.stderr and "bomb.yaml:4:" in wanted.stderr
     assert dew("scenarios", "check", str(scenarios_dir)).exit_code == 1
+
+
+def test_verify_names_a_decision_edited_in_the_database(dew):
+    import sqlite3
+
+    out = start(dew)
+    assert dew("reject", out["item_id"], "--as", "zhao.lei", "--reason", "figures unchecked").exit_code == 0
+    db = sqlite3.connect(Path(dew.env["DEW_HOME"]) / "dew.db")
+    db.execute("UPDATE decisions SET action = 'approve'")
+    db.commit()
+    db.close()
+    result = dew("audit", "verify")
+    assert result.exit_code == 5
+    assert (
+        "decisions 1 (audit event" in result.stderr and "action is 'approve', the trail says 'reject'" in result.stderr
+    )
+    assert "the audit chain is intact, but 1 row(s) disagree" in result.stderr

@@ -102,12 +102,14 @@ def verify(
         ),
     ] = None,
 ):
-    """Recompute the hash chain and check every release against the outbox.
+    """Recompute the hash chain, check every run, draft, decision and release against the events
+    that recorded them, and every release against the outbox.
 
-    Exits 0 when the chain is intact and every release is delivered as recorded; 5 naming the
-    first bad event; 6 listing each release whose file is missing or changed, whose hand-off never
-    started, and each stray staging file (`dew repair` completes what it can)."""
+    Exits 0 when all agree; 5 naming the first bad event, or each row that disagrees with its
+    event; 6 listing each release whose file is missing or changed, whose hand-off never started,
+    and each stray staging file (`dew repair` completes what it can)."""
     from dew.guardians import audit
+    from dew.guardians.crosscheck import check_rows
     from dew.guardians.db import transaction
     from dew.guardians.reconcile import find_problems
 
@@ -116,10 +118,19 @@ def verify(
     try:
         with transaction(ws.engine) as s:
             result = audit.verify(s, anchors)
+            mismatches = check_rows(s)
     except AuditBroken as e:
         if as_json:
             print_json({"ok": False, "first_bad_event": e.seq, "error": e.message})
         raise
+    if mismatches:
+        if as_json:
+            print_json({"ok": False, "events": result.events, "rows": [str(m) for m in mismatches]})
+        raise AuditBroken(
+            min((m.seq for m in mismatches if m.seq is not None), default=0),
+            "\n".join(f"{m}" for m in mismatches)
+            + f"\nthe audit chain is intact, but {len(mismatches)} row(s) disagree with the events that recorded them",
+        )
     problems = find_problems(ws)
     if as_json:
         print_json({"ok": not problems, "events": result.events, "head": result.head, "anchor": result.anchor,
