@@ -66,6 +66,21 @@ class GuardianAdded(Event):
 
 
 @dataclass
+class WorkspaceKeyCreated(Event):
+    # The public half of the key that signs checkpoints; the private half never enters the database.
+    kind = "workspace.key_created"
+    public_key: str
+
+
+@dataclass
+class CheckpointSigned(Event):
+    kind = "audit.checkpoint_signed"
+    seq: int
+    hash: str
+    file: str
+
+
+@dataclass
 class ScenarioVersionRecorded(Event):
     kind = "scenario.version_recorded"
     scenario: str

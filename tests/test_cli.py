@@ -403,3 +403,23 @@ def test_verify_names_a_decision_edited_in_the_database(dew):
         "decisions 1 (audit event" in result.stderr and "action is 'approve', the trail says 'reject'" in result.stderr
     )
     assert "the audit chain is intact, but 1 row(s) disagree" in result.stderr
+
+
+def test_a_signed_checkpoint_kept_elsewhere_catches_a_truncated_trail(dew, tmp_path):
+    import sqlite3
+
+    out = start(dew)
+    elsewhere = tmp_path / "other-system" / "cp.json"
+    made = dew("audit", "checkpoint", "--out", elsewhere)
+    assert made.exit_code == 0 and "signed and written to" in made.stdout and elsewhere.exists()
+    assert dew("approve", out["item_id"], "--as", "zhao.lei").exit_code == 0
+    assert dew("audit", "verify", "--checkpoint", elsewhere).exit_code == 0
+    seq = json.loads(elsewhere.read_text(encoding="utf-8"))["seq"]
+    db = sqlite3.connect(Path(dew.env["DEW_HOME"]) / "dew.db")
+    db.execute("DELETE FROM audit_events WHERE seq >= ?", (seq,))
+    prev = db.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq - 1,)).fetchone()[0]
+    db.execute("UPDATE audit_head SET seq = ?, hash = ?", (seq - 1, prev))
+    db.commit()
+    db.close()
+    truncated = dew("audit", "verify", "--checkpoint", elsewhere)
+    assert truncated.exit_code == 5 and "it was truncated" in truncated.stderr

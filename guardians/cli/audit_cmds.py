@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,7 +13,11 @@ from dew.guardians.errors import AuditBroken, DeliveryIncomplete
 
 from .common import DewGroup, JsonOption, add_row, console, print_json, safe, short, styled, workspace
 
-app = typer.Typer(cls=DewGroup, help="Trace and verify the audit trail (read-only).", no_args_is_help=True)
+app = typer.Typer(
+    cls=DewGroup,
+    help="Trace and verify the audit trail; sign checkpoints of it to keep elsewhere.",
+    no_args_is_help=True,
+)
 
 
 def _events_table(events: list[dict], title: str) -> Table:
@@ -101,6 +106,13 @@ def verify(
             help="SEQ:SHA256 printed by an earlier verify and kept outside the database; it must still be in the chain. Repeatable.",
         ),
     ] = None,
+    checkpoint: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--checkpoint",
+            help="A signed checkpoint file written by `dew audit checkpoint`; the trail must still extend it. Repeatable.",
+        ),
+    ] = None,
 ):
     """Recompute the hash chain, check every run, draft, decision and release against the events
     that recorded them, and every release against the outbox.
@@ -109,15 +121,18 @@ def verify(
     event; 6 listing each release whose file is missing or changed, whose hand-off never started,
     and each stray staging file (`dew repair` completes what it can)."""
     from dew.guardians import audit
+    from dew.guardians.chainhead import read_checkpoint, verify_checkpoints
     from dew.guardians.crosscheck import check_rows
     from dew.guardians.db import transaction
     from dew.guardians.reconcile import find_problems
 
     ws = workspace(ctx)
     anchors = [audit.parse_anchor(a) for a in anchor or []]
+    checkpoints = [read_checkpoint(p) for p in checkpoint or []]
     try:
         with transaction(ws.engine) as s:
             result = audit.verify(s, anchors)
+            verify_checkpoints(s, checkpoints)
             mismatches = check_rows(s)
     except AuditBroken as e:
         if as_json:
@@ -146,3 +161,26 @@ def verify(
             "\n".join(f"{p.kind}: {p.detail}" for p in problems)
             + f"\n{len(problems)} release problem(s); {repairable} can be repaired with: dew repair --as YOU"
         )
+
+
+@app.command("checkpoint")
+def checkpoint_(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write it. Default: <workspace>/checkpoints/.")
+    ] = None,
+    as_json: JsonOption = False,
+):
+    """Sign the chain's head with the workspace key and write it to a file to keep elsewhere.
+
+    Store the file outside this system (another organisation, write-once storage): `dew audit
+    verify --checkpoint FILE` then proves the trail still extends it, so a truncated or rewritten
+    history is caught without trusting the database."""
+    from dew.guardians.chainhead import key_path, write_checkpoint
+
+    ws = workspace(ctx)
+    path, body = write_checkpoint(ws, out)
+    if as_json:
+        return print_json({**body, "file": str(path)})
+    console.print(f"Checkpoint of event {body['seq']} ({body['hash'][:16]}…) signed and written to {path}")
+    console.print(f"Keep it outside this system. Signing key: {key_path(ws)} (public key {body['public_key']})")
