@@ -3,7 +3,9 @@
     python bench/governed_cycle.py [--cycles 200] [--database-url postgresql://...]
 
 Three loops, in the same process and run, each with the same instant scripted model and the
-official LangGraph saver on a fresh database:
+official LangGraph saver of the same backend (SQLite file, or PostgreSQL with --database-url) on a
+fresh database of its own. The loops are interleaved, one cycle of each in turn and the order
+rotated every round, so a change in the machine's load hits all three alike:
   bare      a hand-written StateGraph: draft node → interrupt() gate → resume → end
   runtime   dew's compiled scenario driven by agents.runtime (no queue, no audit, no release)
   governed  dew's full cycle: start run (scenario version, run row, audit), queue the work item,
@@ -14,20 +16,20 @@ Prints the median and mean per cycle and the ratios; --json writes them to a fil
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from langchain_core.messages import HumanMessage, SystemMessage
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
@@ -60,7 +62,10 @@ def reply(system, prompt):
     return REPLY
 
 
-def bare_loop(path: Path, cycles: int) -> list[float]:
+Cycles = Iterator[float]  # each next() runs one cycle and yields its seconds
+
+
+def bare_loop(url: str) -> Cycles:
     model = ScriptedChatModel(reply=reply, calls=[])
 
     class S(TypedDict, total=False):
@@ -80,35 +85,30 @@ def bare_loop(path: Path, cycles: int) -> list[float]:
     g.add_node("draft", draft, destinations=("gate",))
     g.add_node("gate", gate, destinations=(END,))
     g.add_edge(START, "draft")
-    conn = sqlite3.connect(path, check_same_thread=False)
-    app = g.compile(checkpointer=SqliteSaver(conn))
-    times = []
-    for i in range(cycles):
-        cfg = {"configurable": {"thread_id": f"t{i}"}}
-        t0 = time.perf_counter()
-        out = app.invoke({"topic": "x"}, cfg, durability="sync")
-        assert out["__interrupt__"]
-        done = app.invoke(Command(resume={"action": "approve"}), cfg, durability="sync")
-        assert done["decision"]["action"] == "approve"
-        times.append(time.perf_counter() - t0)
-    conn.close()
-    return times
+    with open_saver(url) as saver:  # the same official saver, on the same backend, as dew's loops
+        app = g.compile(checkpointer=saver)
+        for i in itertools.count():
+            cfg = {"configurable": {"thread_id": f"t{i}"}}
+            t0 = time.perf_counter()
+            out = app.invoke({"topic": "x"}, cfg, durability="sync")
+            assert out["__interrupt__"]
+            done = app.invoke(Command(resume={"action": "approve"}), cfg, durability="sync")
+            assert done["decision"]["action"] == "approve"
+            yield time.perf_counter() - t0
 
 
-def runtime_loop(url: str, cycles: int) -> list[float]:
+def runtime_loop(url: str) -> Cycles:
     scenario = load_text(SCENARIO, "bench.yaml")
-    times = []
     with open_saver(url) as saver:
         rt = Runtime(saver, ScriptedModelProvider(reply=reply))
-        for i in range(cycles):
+        for i in itertools.count():
             t0 = time.perf_counter()
             assert rt.start(scenario, f"b{i}", {"topic": "x"}).status == "awaiting_decision"
             assert rt.resume(scenario, f"b{i}", {"action": "approve"}).status == "completed"
-            times.append(time.perf_counter() - t0)
-    return times
+            yield time.perf_counter() - t0
 
 
-def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
+def governed_loop(home: Path, url: str) -> Cycles:
     from dew.guardians.flow import decide
     from dew.guardians.runs import start_run
     from dew.guardians.workspace import Settings, Workspace
@@ -120,16 +120,30 @@ def governed_loop(home: Path, url: str, cycles: int) -> list[float]:
     ws = Workspace(
         Settings(home=home, scenarios_dir=scenarios, database_url=url), provider=ScriptedModelProvider(reply=reply)
     )
-    times = []
     try:
-        for _ in range(cycles):
+        while True:
             t0 = time.perf_counter()
             r = start_run(ws, "bench", {"topic": "x"}, requester="requester")
+            assert r.item is not None
             done = decide(ws, r.item.id, actor="g.one", action="approve")
             assert done.release is not None
-            times.append(time.perf_counter() - t0)
+            yield time.perf_counter() - t0
     finally:
         ws.close()
+
+
+def interleaved(loops: dict[str, Cycles], cycles: int, warmup: int) -> dict[str, list[float]]:
+    """One cycle of each loop in turn, the order rotated each round; warm-up rounds are dropped."""
+    times: dict[str, list[float]] = {name: [] for name in loops}
+    names = list(loops)
+    for round_ in range(warmup + cycles):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds = next(loops[name])
+            if round_ >= warmup:
+                times[name].append(seconds)
+    for loop in loops.values():
+        loop.close()  # runs each loop's clean-up (saver connections, workspace)
     return times
 
 
@@ -155,7 +169,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cycles", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--database-url", help="PostgreSQL admin URL: run runtime/governed on fresh databases there")
+    ap.add_argument("--database-url", help="PostgreSQL admin URL: run every loop on a fresh database there")
     ap.add_argument("--json", type=Path, help="also write the results to this file")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dew-bench-"))
@@ -166,19 +180,19 @@ def main() -> int:
                 return fresh_postgres(args.database_url, f"dew_bench_{name}")
             return f"sqlite:///{tmp / name / 'dew.db'}"
 
-        (tmp / "bare").mkdir()
-        (tmp / "runtime").mkdir()
-        bare_loop(tmp / "bare" / "warm.db", args.warmup)
-        results = {
-            "bare": summary(bare_loop(tmp / "bare" / "cp.db", args.cycles)),
-            "runtime": summary(runtime_loop(url("runtime"), args.cycles)),
-            "governed": summary(governed_loop(tmp / "governed", url("governed"), args.cycles)),
+        for name in ("bare", "runtime"):
+            (tmp / name).mkdir()
+        loops = {
+            "bare": bare_loop(url("bare")),
+            "runtime": runtime_loop(url("runtime")),
+            "governed": governed_loop(tmp / "governed", url("governed")),
         }
+        results = {name: summary(ts) for name, ts in interleaved(loops, args.cycles, args.warmup).items()}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     base = results["bare"]["median_ms"]
     backend = "postgresql" if args.database_url else "sqlite"
-    print(f"governed cycle benchmark · {args.cycles} cycles · dew storage on {backend} (bare LangGraph on SQLite)")
+    print(f"governed cycle benchmark · {args.cycles} cycles, interleaved · every loop on {backend}")
     print(f"{'loop':<10}{'median ms':>12}{'mean ms':>10}{'p95 ms':>10}{'× bare':>9}")
     for name, r in results.items():
         print(
