@@ -423,3 +423,20 @@ def test_a_signed_checkpoint_kept_elsewhere_catches_a_truncated_trail(dew, tmp_p
     db.close()
     truncated = dew("audit", "verify", "--checkpoint", elsewhere)
     assert truncated.exit_code == 5 and "it was truncated" in truncated.stderr
+
+
+@pytest.mark.parametrize("columns", ["80", "100", "160"])
+def test_tables_keep_their_right_edge_in_any_terminal_width(dew, columns):
+    """rich cannot shrink no-wrap columns; a table wider than the terminal loses its right edge."""
+    out = start(dew)
+    dew("approve", out["item_id"], "--as", "zhao.lei")
+    start(dew)
+    dew.env["COLUMNS"] = columns
+    for command in (["inbox"], ["inbox", "--all"], ["runs"], ["released"], ["audit", "log"],
+                    ["audit", "trace", out["item_id"]], ["guardians", "list"], ["scenarios", "list"]):  # fmt: skip
+        shown = dew(*command)
+        assert shown.exit_code == 0, command
+        for line in shown.stdout.splitlines():
+            assert len(line) <= int(columns), (command, line)
+            if line[:1] in "│┃":
+                assert line[-1] in "│┃", (command, columns, line)

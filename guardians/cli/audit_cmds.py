@@ -21,14 +21,15 @@ app = typer.Typer(
 
 
 def _events_table(events: list[dict], title: str) -> Table:
+    # Fixed widths that fill exactly 80 columns: rich cannot shrink no-wrap columns, and a table
+    # wider than the terminal loses its right edge. Details only in what a wider terminal has left.
     table = Table(title=title)
-    for name in ("seq", "at (UTC)", "event", "actor", "run", "item"):
-        table.add_column(
-            name, no_wrap=True, min_width=len(name), max_width=20 if name == "actor" else None, overflow="ellipsis"
-        )
-    with_details = console.width >= 110  # details only where they fit; --json has everything
+    for name, width in (("seq", 4), ("at (UTC)", 14), ("event", 21), ("actor", 14), ("run", 4), ("item", 4)):
+        table.add_column(name, no_wrap=True, width=width, overflow="ellipsis")
+    details_width = min(120, console.width - 80 - 3)
+    with_details = details_width >= 20  # --json has everything
     if with_details:
-        table.add_column("details", overflow="ellipsis", no_wrap=True, max_width=console.width - 80)
+        table.add_column("details", overflow="ellipsis", no_wrap=True, width=details_width)
     for e in events:
         cells = [
             str(e["seq"]),

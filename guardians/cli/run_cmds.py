@@ -328,13 +328,17 @@ def print_inbox(rows: list[dict], title: str) -> None:
     if not rows:
         console.print(f"{title}: nothing waiting.")
         return
-    columns = ["item", "scenario", "guardian", "rev", "status", "risk", "findings"]
-    with_preview = console.width >= 110  # a preview only where it fits; `dew show` has the whole draft
+    # Least widths that keep every value whole in 80 columns; a long scenario id is what gives way.
+    columns = {"item": 4, "scenario": 0, "guardian": 9, "rev": 3, "status": 8, "risk": 6, "findings": 8}
+    # A preview only in what is left of a wider terminal (`dew show` has the whole draft): rich
+    # cannot shrink no-wrap columns, so its width is set, not left to the layout.
+    preview_width = min(48, console.width - 80 - 3)
+    with_preview = preview_width >= 12
     table = Table(title=title)
-    for name in columns:
-        table.add_column(name, no_wrap=True, min_width=max(len(name), 6))
+    for name, least in columns.items():
+        table.add_column(name, no_wrap=True, min_width=least or None, overflow="ellipsis")
     if with_preview:
-        table.add_column("preview", no_wrap=True, overflow="ellipsis", max_width=48)
+        table.add_column("preview", no_wrap=True, overflow="ellipsis", width=preview_width)
     for r in rows:
         guardian = r["guardian"] + (" (backup)" if r["backup_for"] else "")
         cells = [
