@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from dew.agents.errors import InputInvalid
 
@@ -122,15 +122,15 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(seq=seq, hash=digest, at=at, public_key=public, source=str(path))
 
 
-def verify_checkpoints(session: Session, checkpoints: list[Checkpoint]) -> None:
-    """Raise AuditBroken unless the trail extends every checkpoint, signed with a key it recorded."""
+def verify_checkpoints(session: Session, checkpoints: list[Checkpoint], verified: audit.Verification) -> None:
+    """Raise AuditBroken unless the trail extends every checkpoint, signed with a key it recorded.
+
+    `verified` is the result of `audit.verify` on this session: the chain is checked first, so
+    its events can then be trusted one by one."""
     if not checkpoints:
         return
-    count = audit.verify(session).events  # the chain itself first: then its events can be trusted one by one
-    known = {
-        json.loads(data).get("public_key")
-        for data in session.exec(select(AuditEvent.data).where(col(AuditEvent.kind) == "workspace.key_created")).all()
-    }
+    count = verified.events
+    known = {json.loads(e.data).get("public_key") for e in audit.events(session, kinds=["workspace.key_created"])}
     for cp in checkpoints:
         event = session.get(AuditEvent, cp.seq)
         where = f"checkpoint {cp.source} (event {cp.seq}, signed {cp.at})"

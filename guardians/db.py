@@ -87,20 +87,17 @@ def lock_row(session: Session, model: type[Row], key: Any) -> Row | None:
     return session.get(model, key, with_for_update=True)
 
 
+def must_get(session: Session, model: type[Row], key: Any, *, lock: bool = False) -> Row:
+    """`session.get` (for update, with `lock`) of a row that must exist: NotFound names what is missing."""
+    row = session.get(model, key, with_for_update=lock)
+    if row is None:
+        raise NotFound(f"no {model.__name__.lower()} {key}")
+    return row
+
+
 def locked(session: Session, model: type[Row], key: Any) -> Row:
-    """`lock_row` for a row that must exist: NotFound names what is missing."""
-    row = lock_row(session, model, key)
-    if row is None:
-        raise NotFound(f"no {model.__name__.lower()} {key}")
-    return row
-
-
-def must_get(session: Session, model: type[Row], key: Any) -> Row:
-    """`session.get` for a row that must exist."""
-    row = session.get(model, key)
-    if row is None:
-        raise NotFound(f"no {model.__name__.lower()} {key}")
-    return row
+    """`lock_row` for a row that must exist."""
+    return must_get(session, model, key, lock=True)
 
 
 def upgrade(engine: Engine) -> None:

@@ -16,7 +16,6 @@ found here from the records themselves, so nothing ends in that state silently:
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,6 +24,7 @@ from sqlmodel import col, select
 
 from .db import transaction
 from .models import AuditEvent, Release, Run
+from .release import file_sha256
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -62,7 +62,7 @@ def find_problems(ws: Workspace) -> list[Problem]:
         if not path.exists():
             problems.append(Problem("file_missing", f"run {run.id} was released to {rel.location}, which is not there",
                                     run.id, rel.location))  # fmt: skip
-        elif _sha256(path) != rel.sha256:
+        elif file_sha256(path) != rel.sha256:
             problems.append(Problem("file_differs", f"{rel.location} is not what was approved (sha256 {rel.sha256[:12]}…)"
                                     "; it was changed after release: find out by whom, then move it aside and repair",
                                     run.id, rel.location))  # fmt: skip
@@ -91,10 +91,6 @@ def _staging_files(ws: Workspace) -> list[Path]:
 
 def _in_staging(ws: Workspace, path: Path) -> bool:
     return path.is_relative_to(ws.settings.outbox / ".staging")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def repair(ws: Workspace, *, actor: str) -> list[tuple[Problem, str]]:

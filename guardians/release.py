@@ -125,7 +125,7 @@ def _staging_path(ws: Workspace, location: str) -> Path:
 
 def _stage(ws: Workspace, location: str, content: str, digest: str) -> None:
     final = ws.settings.home / location
-    if final.exists() and _sha256(final) != digest:
+    if final.exists() and file_sha256(final) != digest:
         raise ReleaseError(f"{final} already exists with other content; refusing to overwrite a released file")
     try:  # surface a path problem now, while the release can still be rolled back
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -138,12 +138,12 @@ def _publish(ws: Workspace, location: str, content: str, digest: str) -> None:
     """Move the staged file into the outbox; if the stage is gone, write the recorded content."""
     final = ws.settings.home / location
     if final.exists():
-        if _sha256(final) != digest:
+        if file_sha256(final) != digest:
             raise ReleaseError(f"{final} already exists with other content; refusing to overwrite a released file")
         return
     staged = _staging_path(ws, location)
     try:
-        if not (staged.exists() and _sha256(staged) == digest):
+        if not (staged.exists() and file_sha256(staged) == digest):
             _write_synced(staged, content.encode("utf-8"))
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staged, final)
@@ -178,7 +178,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hash a released file is recorded and checked by."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -133,7 +133,7 @@ def verify(
     try:
         with transaction(ws.engine) as s:
             result = audit.verify(s, anchors)
-            verify_checkpoints(s, checkpoints)
+            verify_checkpoints(s, checkpoints, result)
             mismatches = check_rows(s)
     except AuditBroken as e:
         if as_json:

@@ -32,7 +32,7 @@ def test_the_trail_extends_its_checkpoint_and_the_key_stays_private(signed):
     cp = read_checkpoint(path)
     assert (cp.seq, cp.hash) == (body["seq"], body["hash"])
     with transaction(ws.engine) as s:
-        verify_checkpoints(s, [cp])
+        verify_checkpoints(s, [cp], audit.verify(s))
         kinds = [e.kind for e in audit.events(s)]
     assert "workspace.key_created" in kinds and "audit.checkpoint_signed" in kinds
     assert key_path(ws).stat().st_mode & 0o077 == 0  # readable by its owner only
@@ -53,12 +53,12 @@ def test_a_truncated_trail_is_caught(signed):
         prev = s.exec(text("SELECT hash FROM audit_events WHERE seq = :n").bindparams(n=body["seq"] - 1)).one()[0]
         s.exec(text("UPDATE audit_head SET seq = :n, hash = :h").bindparams(n=body["seq"] - 1, h=prev))
     with transaction(ws.engine) as s:
-        audit.verify(s)  # consistent on its own…
+        verified = audit.verify(s)  # consistent on its own…
         with pytest.raises(
             AuditBroken,
             match=f"audit event {body['seq']} is gone; the trail ends at event {body['seq'] - 1}: it was truncated",
         ):
-            verify_checkpoints(s, [read_checkpoint(path)])  # …but not with the checkpoint kept elsewhere
+            verify_checkpoints(s, [read_checkpoint(path)], verified)  # …but not with the checkpoint kept elsewhere
 
 
 def test_a_rebuilt_trail_is_caught(signed):
@@ -72,11 +72,11 @@ def test_a_rebuilt_trail_is_caught(signed):
         for _ in range(body["seq"] + 3):
             audit.emit(s, audit.RunRetried(attempt=1), actor="forger")
     with transaction(ws.engine) as s:
-        audit.verify(s)
+        verified = audit.verify(s)  # consistent on its own…
         with pytest.raises(
             AuditBroken, match=f"audit event {body['seq']} is not the one checkpointed: the trail was rewritten"
         ):
-            verify_checkpoints(s, [read_checkpoint(path)])
+            verify_checkpoints(s, [read_checkpoint(path)], verified)
 
 
 def test_a_checkpoint_of_another_workspace_is_named(signed, make_workspace, tmp_path):
@@ -84,4 +84,4 @@ def test_a_checkpoint_of_another_workspace_is_named(signed, make_workspace, tmp_
     other = make_workspace(f"sqlite:///{tmp_path / 'other.db'}", home=tmp_path / "other")
     foreign, _ = write_checkpoint(other, tmp_path / "foreign.json")
     with transaction(ws.engine) as s, pytest.raises(AuditBroken, match="signed by a key this trail never recorded"):
-        verify_checkpoints(s, [read_checkpoint(foreign)])
+        verify_checkpoints(s, [read_checkpoint(foreign)], audit.verify(s))
