@@ -82,6 +82,9 @@ class Runtime:
             return self.resume(scenario, run_id, decision)
         return self._drive(scenario, run_id, None)
 
+    def has_checkpoint(self, scenario: LoadedScenario, run_id) -> bool:
+        return self.graph(scenario).get_state(self._config(run_id)).created_at is not None
+
     def state(self, scenario: LoadedScenario, run_id) -> dict:
         return dict(self.graph(scenario).get_state(self._config(run_id)).values)
 

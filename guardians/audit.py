@@ -62,7 +62,85 @@ class GuardianAdded(Event):
     guardian: str
     name: str
     title: str
-    source: str  # "roster-file" | "cli"
+    source: str  # "roster-file" | "cli" | "user" (given the guardian role)
+
+
+@dataclass
+class UserAdded(Event):
+    kind = "user.added"
+    user: str
+    name: str
+    roles: list
+
+
+@dataclass
+class UserRolesChanged(Event):
+    kind = "user.roles_changed"
+    user: str
+    before: list
+    after: list
+
+
+@dataclass
+class UserDisabled(Event):
+    kind = "user.disabled"
+    user: str
+    reason: str = ""
+
+
+@dataclass
+class UserEnabled(Event):
+    kind = "user.enabled"
+    user: str
+
+
+@dataclass
+class PasswordSet(Event):
+    kind = "user.password_set"  # that it changed, never the password or its hash
+    user: str
+
+
+@dataclass
+class TokenCreated(Event):
+    kind = "token.created"
+    user: str
+    token_id: int
+    prefix: str
+    name: str
+    expires_at: str | None
+
+
+@dataclass
+class TokenRevoked(Event):
+    kind = "token.revoked"
+    user: str
+    token_id: int
+
+
+@dataclass
+class SignedIn(Event):
+    kind = "user.signed_in"
+    method: str  # password | proxy
+    client: str
+
+
+@dataclass
+class DelegationCreated(Event):
+    kind = "delegation.created"
+    delegation_id: int
+    guardian: str
+    delegate: str
+    starts_at: str
+    ends_at: str
+    reason: str
+
+
+@dataclass
+class DelegationEnded(Event):
+    kind = "delegation.ended"
+    delegation_id: int
+    guardian: str
+    delegate: str
 
 
 @dataclass
@@ -158,6 +236,9 @@ class DecisionMade(Event):
     note: str | None = None
     draft_sha256: str | None = None
     edited_sha256: str | None = None  # the edit and its diff live in the decisions table
+    rule: str = "owner"  # why the actor could decide: owner | backup | delegate
+    auth_method: str = "declared"  # how the actor proved who they are: declared | password | token | proxy
+    delegation: int | None = None  # the delegation a delegate decided under
 
     @property
     def kind(self) -> str:  # type: ignore[override]

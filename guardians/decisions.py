@@ -1,7 +1,8 @@
 """Decisions on work items, and who may make them.
 
-Only the item's guardian or one of its listed backups may decide; the requester of a run never
-decides on it; an item is decided once. The checks run inside the same transaction that records
+Only the item's guardian, one of its listed backups, or the guardian's active delegate may decide;
+nobody decides on a run they requested, anywhere along its hand-off chain; an item is decided
+once; in a workspace with users, only a signed-in user with the guardian role decides. The checks run inside the same transaction that records
 the decision, on a locked row, and a unique constraint on `decisions.item_id` backs them up, so
 two decisions racing cannot both land. Recording a decision is all this module does; resuming
 the run and releasing what was approved is `flow.py`'s.
@@ -13,24 +14,48 @@ import difflib
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from dew.agents.checks import json_problem
 from dew.agents.spec import LLMStep
-from dew.guardians.errors import AlreadyDecided, DecisionInvalid, NotAuthorized, NotFound
+from dew.guardians.errors import AlreadyDecided, DecisionInvalid, IdentityRequired, NotAuthorized, NotFound
 
 from . import audit
 from .db import locked, must_get, transaction
+from .delegation import active_delegation
 from .identity import person_id, same_person
-from .models import Action, Decision, Guardian, ItemStatus, Run, WorkItem, utcnow
+from .models import (
+    Action,
+    AuthMethod,
+    DecideRule,
+    Decision,
+    Delegation,
+    Guardian,
+    ItemStatus,
+    Role,
+    Run,
+    WorkItem,
+    utcnow,
+)
+from .users import require_signed_in
 
 if TYPE_CHECKING:
     from .workspace import Workspace
 
 
 def record_decision(
-    ws: Workspace, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
+    ws: Workspace,
+    item_id: int,
+    *,
+    actor: str,
+    action: str,
+    note: str | None = None,
+    edited: str | None = None,
+    method: str = AuthMethod.DECLARED,
 ) -> tuple[Decision, WorkItem]:
-    """Authorize and record one decision with its audit event; refusals are audited too."""
+    """Authorize and record one decision with its audit event; refusals are audited too.
+
+    `method` says how the actor proved who they are (an AuthMethod); the edges pass it."""
     actor = person_id(actor, what="who decides")  # before anything: a malformed id is never recorded
     if action not in tuple(Action):
         raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(Action)})")
@@ -60,7 +85,7 @@ def record_decision(
             # racing deciders on PostgreSQL (found by the 20-way race in tests/storage).
             run = locked(s, Run, run.key)
             item = locked(s, WorkItem, item_id)
-            authorize(s, item, run, actor)
+            rule, delegation = authorize(s, item, run, actor, method)
             decision = Decision(
                 item_id=item.key,
                 run_id=run.key,
@@ -69,6 +94,9 @@ def record_decision(
                 note=note,
                 edited_output=edited if action == "edit" else None,
                 diff=diff,
+                auth_method=method,
+                rule=rule,
+                delegation_id=delegation.id if delegation else None,
             )
             s.add(decision)
             item.status, item.decided_at = Action(action).item_status, utcnow()
@@ -81,10 +109,13 @@ def record_decision(
                 audit.DecisionMade(
                     action=action,
                     guardian=item.guardian,
-                    as_backup=actor != item.guardian,
+                    as_backup=rule == DecideRule.BACKUP,
                     note=note,
                     draft_sha256=audit.sha256_text(item.draft),
                     edited_sha256=audit.sha256_text(edited) if action == "edit" and edited is not None else None,
+                    rule=rule,
+                    auth_method=method,
+                    delegation=delegation.id if delegation else None,
                 ),
                 actor=actor,
                 run_id=run.id,
@@ -93,26 +124,66 @@ def record_decision(
     except IntegrityError:
         _record_refusal(ws, item_id, actor, action, "already decided")
         raise AlreadyDecided(f"work item {item_id} has already been decided") from None
-    except (NotAuthorized, AlreadyDecided) as e:
+    except (NotAuthorized, AlreadyDecided, IdentityRequired) as e:
         _record_refusal(ws, item_id, actor, action, e.message)
         raise
     return decision, item
 
 
-def authorize(session, item: WorkItem, run: Run, actor: str) -> None:
-    """Raise unless `actor` may decide on `item` now. The message says why not."""
+def authorize(
+    session: Session, item: WorkItem, run: Run, actor: str, method: str = AuthMethod.DECLARED
+) -> tuple[DecideRule, Delegation | None]:
+    """Why `actor` may decide on `item` now (owner, backup or delegate), or an error saying why not."""
     if item.status != ItemStatus.PENDING:
         raise AlreadyDecided(f"work item {item.id} was already {item.status}; a decided item cannot be decided again")
+    user = require_signed_in(session, actor, method, "decide")
+    if user is not None and Role.GUARDIAN not in user.roles:
+        raise NotAuthorized(f"'{actor}' does not hold the guardian role, so may not decide on work item {item.id}")
     person = session.get(Guardian, actor)
     if person is None or not person.active:
         raise NotAuthorized(f"'{actor}' is not on the guardian roster, so may not decide on work item {item.id}")
-    if not any(same_person(actor, who) for who in [item.guardian, *item.backups]):
+    delegation = None
+    if same_person(actor, item.guardian):
+        rule = DecideRule.OWNER
+    elif any(same_person(actor, who) for who in item.backups):
+        rule = DecideRule.BACKUP
+    elif (delegation := active_delegation(session, item.guardian, actor)) is not None:
+        rule = DecideRule.DELEGATE
+    else:
         who = " or ".join([item.guardian, *item.backups])
         raise NotAuthorized(
-            f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}'"
+            f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}' "
+            f"(unless {item.guardian} delegates the queue to them)"
         )
-    if same_person(actor, run.requester):
-        raise NotAuthorized(f"'{actor}' requested run {run.id} and may not decide on its own output (four-eyes rule)")
+    for run_id, requester in chain_requesters(session, run):
+        if same_person(actor, requester):
+            whose = f"run {run_id}, which handed off to run {run.id}" if run_id != run.id else f"run {run.id}"
+            raise NotAuthorized(f"'{actor}' requested {whose} and may not decide on its output (four-eyes rule)")
+    return rule, delegation
+
+
+def may_decide(ws: Workspace, item_id: int, actor: str, method: str) -> str | None:
+    """Why `actor` may not decide on the item now, or None if they may (to offer the decision
+    form only to those who can use it; recording the decision checks again)."""
+    try:
+        with transaction(ws.engine) as s:
+            item = must_get(s, WorkItem, item_id)
+            authorize(s, item, must_get(s, Run, item.run_id), actor, method)
+    except (NotAuthorized, AlreadyDecided, IdentityRequired, NotFound) as e:
+        return e.message
+    return None
+
+
+def chain_requesters(session: Session, run: Run) -> list[tuple[int, str]]:
+    """The requester of this run and of every run that handed off to it, nearest first."""
+    found: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    current: Run | None = run
+    while current is not None and current.key not in seen:
+        seen.add(current.key)
+        found.append((current.key, current.requester))
+        current = session.get(Run, current.parent_run_id) if current.parent_run_id is not None else None
+    return found
 
 
 def _check_edit(ws: Workspace, item: WorkItem, run: Run, edited: str | None) -> str:

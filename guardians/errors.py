@@ -32,6 +32,33 @@ class IdentityRequired(DewError):
     http_status = 401
 
 
+class NotAuthenticated(DewError):
+    """A password, token or session that does not prove who someone is (wrong, expired, revoked)."""
+
+    code = "not_authenticated"
+    exit_code = 3
+    http_status = 401
+
+
+class CsrfRefused(NotAuthenticated):
+    """A state-changing browser request without its session's CSRF token (a forged or stale form)."""
+
+    code = "csrf_refused"
+    http_status = 403
+
+
+class TooManyAttempts(DewError):
+    """Too many failed logins in a short time; `retry_after` says how many seconds to wait."""
+
+    code = "too_many_attempts"
+    exit_code = 3
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
 class IdentityInvalid(DewError):
     """An identity is not of the one form dew accepts (a–z, 0–9, '.', '_', '-'); the message says why."""
 

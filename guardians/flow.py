@@ -14,9 +14,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sqlmodel import select
+
+from dew.guardians.errors import InvalidState
+
+from .db import must_get, transaction
 from .decisions import record_decision
 from .handoff import hand_off
-from .models import Action
+from .models import Action, AuthMethod, Decision, WorkItem
 from .release import release_run
 from .runs import RunResult, begin_retry, decision_payload, drive
 
@@ -25,13 +30,32 @@ if TYPE_CHECKING:
 
 
 def decide(
-    ws: Workspace, item_id: int, *, actor: str, action: str, note: str | None = None, edited: str | None = None
+    ws: Workspace,
+    item_id: int,
+    *,
+    actor: str,
+    action: str,
+    note: str | None = None,
+    edited: str | None = None,
+    method: str = AuthMethod.DECLARED,
 ) -> RunResult:
     """Record a decision, resume the run with it, and release (then hand off) what was approved."""
-    decision, item = record_decision(ws, item_id, actor=actor, action=action, note=note, edited=edited)
+    record_decision(ws, item_id, actor=actor, action=action, note=note, edited=edited, method=method)
+    return apply_decision(ws, item_id)
+
+
+def apply_decision(ws: Workspace, item_id: int) -> RunResult:
+    """Resume a run with the decision recorded on one of its items, and deliver what it approved.
+    A server records the decision at once and does this on a worker; a retry does it again if
+    the process died in between."""
+    with transaction(ws.engine) as s:
+        item = must_get(s, WorkItem, item_id)
+        decision = s.exec(select(Decision).where(Decision.item_id == item_id)).first()
+    if decision is None:
+        raise InvalidState(f"work item {item_id} has no decision to apply")
     payload = decision_payload(decision, item.revision)
     result = drive(ws, item.run_id, lambda rt, sc: rt.resume(sc, item.run_id, payload))
-    return _deliver(ws, result, actor=actor)
+    return _deliver(ws, result, actor=decision.actor)
 
 
 def retry_run(ws: Workspace, run_id: int, *, actor: str, force: bool = False) -> RunResult:

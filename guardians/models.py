@@ -15,8 +15,10 @@ def utcnow() -> datetime:
 
 
 class RunStatus(StrEnum):
-    """running → awaiting_decision → (approved → released | rejected); a live run may fail and be retried."""
+    """(queued →) running → awaiting_decision → (approved → released | rejected); a live run may fail
+    and be retried. `queued` is a run the server accepted and a worker has not taken yet."""
 
+    QUEUED = "queued"
     RUNNING = "running"
     AWAITING_DECISION = "awaiting_decision"
     APPROVED = "approved"
@@ -153,6 +155,10 @@ class Decision(_Keyed, SQLModel, table=True):
     note: str | None = Field(default=None, sa_column=Column(Text))  # comment, reason or feedback
     edited_output: str | None = Field(default=None, sa_column=Column(Text))
     diff: str | None = Field(default=None, sa_column=Column(Text))
+    # How the actor proved who they are (an AuthMethod) and why they could decide (a DecideRule).
+    auth_method: str = Field(default="declared")
+    rule: str = Field(default="owner")
+    delegation_id: int | None = Field(default=None, foreign_key="delegations.id")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -190,3 +196,93 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True, sa_column_kwargs={"autoincrement": False})
     seq: int = 0
     hash: str = ""
+
+
+# --- people who sign in ----------------------------------------------------------------------------
+class Role(StrEnum):
+    ADMIN = "admin"  # people, scenarios, settings
+    GUARDIAN = "guardian"  # decides on the queues they own, cover or are delegated
+    REQUESTER = "requester"  # starts runs, sees their own runs and released outputs
+    AUDITOR = "auditor"  # reads everything, changes nothing
+
+
+class AuthMethod(StrEnum):
+    """How a person proved who they are, recorded with every decision."""
+
+    DECLARED = "declared"  # `--as` in a workspace without users: nobody proved anything
+    PASSWORD = "password"  # a web session opened with a password
+    TOKEN = "token"  # an API token
+    PROXY = "proxy"  # a trusted reverse proxy's user header (the office's single sign-on)
+
+
+class DecideRule(StrEnum):
+    """Why someone could decide on a work item."""
+
+    OWNER = "owner"
+    BACKUP = "backup"
+    DELEGATE = "delegate"
+
+
+class User(SQLModel, table=True):
+    """Someone who signs in. The id is the same person id the roster, runs and decisions use."""
+
+    __tablename__ = "users"
+    id: str = Field(primary_key=True, max_length=64)
+    name: str
+    roles: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    password_hash: str | None = None  # argon2id; None: no web login (tokens only)
+    active: bool = True
+    locale: str = "zh"
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiToken(_Keyed, SQLModel, table=True):
+    """An API token: shown once, stored only as its SHA-256 (it has 256 random bits: no KDF needed)."""
+
+    __tablename__ = "api_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True)
+    name: str = ""
+    prefix: str  # the first characters, so a person can tell their tokens apart
+    token_sha256: str = Field(unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds a random value; the table only its SHA-256."""
+
+    __tablename__ = "web_sessions"
+    id: str = Field(primary_key=True, max_length=64)  # SHA-256 of the cookie value
+    user_id: str = Field(foreign_key="users.id", index=True)
+    csrf_token: str
+    method: str  # an AuthMethod
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    ended_at: datetime | None = None
+
+
+class LoginAttempt(SQLModel, table=True):
+    """Failed password logins, counted per account and per client address to slow down guessing."""
+
+    __tablename__ = "login_attempts"
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(index=True)  # "user:li.wei" or "ip:10.0.0.7"
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Delegation(_Keyed, SQLModel, table=True):
+    """A guardian's queue handed to a colleague for a period (leave). It ends by itself."""
+
+    __tablename__ = "delegations"
+    id: int | None = Field(default=None, primary_key=True)
+    guardian: str = Field(index=True)
+    delegate: str = Field(index=True)
+    starts_at: datetime
+    ends_at: datetime
+    reason: str = ""
+    created_by: str
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None

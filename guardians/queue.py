@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import col, select
@@ -9,8 +10,13 @@ from sqlmodel import col, select
 from dew.guardians.errors import NotFound
 
 from . import audit
+from .access import check_item, check_run, may_see_item, may_see_run, reads_everything
+from .auth import Principal
 from .db import must_get, transaction
-from .models import Decision, Release, Run, ScenarioVersion, WorkItem
+from .delegation import active_for, delegated_to
+from .identity import same_person
+from .models import Decision, ItemStatus, Release, Role, Run, ScenarioVersion, WorkItem
+from .release import released_content
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -130,6 +136,9 @@ def _decision_dict(d: Decision | None) -> dict | None:
         "note": d.note,
         "diff": d.diff,
         "edited_output": d.edited_output,
+        "auth_method": d.auth_method,
+        "rule": d.rule,
+        "delegation": d.delegation_id,
         "at": d.created_at.isoformat(),
     }
 
@@ -152,4 +161,187 @@ def released(ws: Workspace) -> list[dict[str, Any]]:
         return [
             {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
             for r, run in rows
+        ]
+
+
+# --- what one person may see ---------------------------------------------------------------------
+def queue_for(ws: Workspace, p: Principal, scenario: str | None = None) -> list[dict[str, Any]]:
+    """The pending items `p` may decide on (own, backed up, delegated), oldest first, each with
+    the rule that lets them decide and who delegated it."""
+    with transaction(ws.engine) as s:
+        covered = {d.guardian: d for d in delegated_to(s, p.id)}
+        query = select(WorkItem).where(WorkItem.status == ItemStatus.PENDING).order_by(col(WorkItem.created_at))
+        if scenario:
+            query = query.where(WorkItem.scenario_id == scenario)
+        rows = []
+        for item in s.exec(query).all():
+            if same_person(p.id, item.guardian):
+                rule, via = "owner", None
+            elif any(same_person(p.id, b) for b in item.backups):
+                rule, via = "backup", None
+            elif item.guardian in covered:
+                rule, via = "delegate", item.guardian
+            else:
+                continue
+            run = must_get(s, Run, item.run_id)
+            rows.append({**_item_summary(item), "requester": run.requester, "rule": rule, "delegated_by": via})
+    return rows
+
+
+def _item_summary(item: WorkItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "run_id": item.run_id,
+        "scenario": item.scenario_id,
+        "revision": item.revision,
+        "guardian": item.guardian,
+        "backups": item.backups,
+        "risk": item.risk,
+        "status": item.status,
+        "created_at": item.created_at.isoformat(),
+        "findings": len(item.findings),
+    }
+
+
+def runs_for(ws: Workspace, p: Principal, *, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    """The runs `p` may see, newest first."""
+    with transaction(ws.engine) as s:
+        query = select(Run).order_by(col(Run.id).desc())
+        if status:
+            query = query.where(Run.status == status)
+        if not reads_everything(p) and not p.has(Role.GUARDIAN):
+            query = query.where(Run.requester == p.id)  # the common case, narrowed in SQL
+        out = []
+        for run in s.exec(query).yield_per(500):
+            items = (
+                list(s.exec(select(WorkItem).where(WorkItem.run_id == run.id)).all()) if p.has(Role.GUARDIAN) else []
+            )
+            if may_see_run(s, p, run, items):
+                out.append(_run_summary(run))
+                if len(out) >= limit:
+                    break
+    return out
+
+
+def _run_summary(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "scenario": run.scenario_id,
+        "status": run.status,
+        "requester": run.requester,
+        "parent_run": run.parent_run_id,
+        "error": run.error,
+        "attempts": run.attempts,
+        "created_at": run.created_at.isoformat(),
+        "updated_at": run.updated_at.isoformat(),
+    }
+
+
+def run_view(ws: Workspace, p: Principal, run_id: int) -> dict[str, Any]:
+    """One run as `p` may see it: its status, inputs, the items `p` may see, its release."""
+    with transaction(ws.engine) as s:
+        run = s.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+        items = list(s.exec(select(WorkItem).where(WorkItem.run_id == run_id).order_by(col(WorkItem.revision))).all())
+        check_run(s, p, run, items)
+        release = s.exec(select(Release).where(Release.run_id == run_id)).first()
+        children = list(s.exec(select(Run.id).where(Run.parent_run_id == run_id)).all())
+        visible_items = [_item_summary(i) for i in items if may_see_item(s, p, i)]
+    return {
+        **_run_summary(run),
+        "inputs": run.inputs,
+        "items": visible_items,
+        "release": _release_dict(release),
+        "handed_off_to": children,
+    }
+
+
+def item_for(ws: Workspace, p: Principal, item_id: int) -> dict[str, Any]:
+    """`item_view` for someone who may see the item, with the earlier rounds of its run and the
+    delegations in force on its queue."""
+    with transaction(ws.engine) as s:
+        item = s.get(WorkItem, item_id)
+        if item is None:
+            raise NotFound(f"no work item {item_id}")
+        check_item(s, p, item)
+        rounds = list(
+            s.exec(select(WorkItem).where(WorkItem.run_id == item.run_id, WorkItem.revision < item.revision)).all()
+        )
+        earlier = []
+        for r in sorted(rounds, key=lambda r: r.revision):
+            d = s.exec(select(Decision).where(Decision.item_id == r.id)).first()
+            earlier.append({"id": r.id, "revision": r.revision, "draft": r.draft, "decision": _decision_dict(d)})
+        delegations = [
+            {"id": d.id, "delegate": d.delegate, "ends_at": d.ends_at.isoformat(), "reason": d.reason}
+            for d in active_for(s, item.guardian)
+        ]
+    view = item_view(ws, item_id)
+    return {**view, "earlier": earlier, "delegations": delegations}
+
+
+def released_for(ws: Workspace, p: Principal) -> list[dict[str, Any]]:
+    with transaction(ws.engine) as s:
+        rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id).desc())).all()
+        return [
+            {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
+            for r, run in rows
+            if may_see_run(s, p, run)
+        ]
+
+
+def released_text(ws: Workspace, p: Principal, release_id: int) -> tuple[Release, str]:
+    """The released output as it was approved (from the decision record, not the file)."""
+    with transaction(ws.engine) as s:
+        release = s.get(Release, release_id)
+        if release is None:
+            raise NotFound(f"no release {release_id}")
+        run = must_get(s, Run, release.run_id)
+        check_run(s, p, run, [])
+        item = must_get(s, WorkItem, release.item_id)
+        decision = s.exec(select(Decision).where(Decision.item_id == item.id)).first()
+        if decision is None:
+            raise NotFound(f"release {release_id} has no decision on record")
+        return release, released_content(item, decision)
+
+
+def search_items(
+    ws: Workspace,
+    *,
+    scenario: str | None = None,
+    guardian: str | None = None,
+    requester: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 500,
+) -> list[dict[str, Any]]:
+    """Work items matching every given filter, newest first (the auditor's search)."""
+    with transaction(ws.engine) as s:
+        query = select(WorkItem, Run).where(WorkItem.run_id == Run.id).order_by(col(WorkItem.id).desc()).limit(limit)
+        if scenario:
+            query = query.where(WorkItem.scenario_id == scenario)
+        if guardian:
+            query = query.where(WorkItem.guardian == guardian)
+        if requester:
+            query = query.where(Run.requester == requester)
+        if status:
+            query = query.where(WorkItem.status == status)
+        if since:
+            query = query.where(col(WorkItem.created_at) >= since)
+        if until:
+            query = query.where(col(WorkItem.created_at) <= until)
+        rows = s.exec(query).all()
+        decided = {
+            d.item_id: d
+            for d in s.exec(select(Decision).where(col(Decision.item_id).in_([i.id for i, _ in rows]))).all()
+        }
+        return [
+            {
+                **_item_summary(item),
+                "requester": run.requester,
+                "decided_by": decided[item.id].actor if item.id in decided else None,
+                "decision": decided[item.id].action if item.id in decided else None,
+            }
+            for item, run in rows
         ]

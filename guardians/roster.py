@@ -17,7 +17,8 @@ from dew.guardians.errors import NotAuthorized, NotFound
 from .audit import GuardianAdded, emit
 from .db import lock_row, transaction
 from .identity import person_id
-from .models import AuditHead, Guardian
+from .models import AuditHead, Guardian, Role, User
+from .users import has_users
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -84,8 +85,8 @@ def _same(row: Guardian | None, entry: RosterEntry) -> bool:
 
 
 def add_guardian(ws: Workspace, guardian_id: str, name: str, title: str = "", *, actor: str) -> Guardian:
-    """Add a person to the roster. Until the desk brings roles, only someone already on the roster
-    may do it (the roster file, in the scenario folder, is the other way in)."""
+    """Add a person to the roster. In a workspace with users, only an admin may; without users,
+    only someone already on the roster (the roster file, in the scenario folder, is the other way in)."""
     actor = person_id(actor, what="who adds a guardian")
     guardian_id = person_id(guardian_id, what="the new guardian's id")
     try:
@@ -95,7 +96,11 @@ def add_guardian(ws: Workspace, guardian_id: str, name: str, title: str = "", *,
     with transaction(ws.engine) as s:
         someone = s.exec(select(Guardian).where(col(Guardian.active))).first()
         adder = s.get(Guardian, actor)
-        if someone is not None and (adder is None or not adder.active):
+        if has_users(s):
+            user = s.get(User, actor)
+            if user is None or not user.active or Role.ADMIN not in user.roles:
+                raise NotAuthorized(f"only an admin may add to the roster; '{actor}' is not an active admin")
+        elif someone is not None and (adder is None or not adder.active):
             raise NotAuthorized(
                 f"'{actor}' is not on the guardian roster, so may not add to it; "
                 "ask someone on the roster, or add the person to guardians.yaml in the scenario folder"

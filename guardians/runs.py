@@ -11,18 +11,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from dew.agents.errors import DewError
 from dew.agents.inputs import validate_inputs
 from dew.agents.loader import LoadedScenario
-from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotFound
+from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotAuthorized, NotFound
 
 from . import audit
 from .db import lock_row, locked, transaction
 from .identity import person_id
-from .models import Action, Decision, Guardian, ItemStatus, Release, Run, RunStatus, ScenarioVersion, WorkItem, utcnow
+from .models import (
+    Action,
+    AuthMethod,
+    Decision,
+    Guardian,
+    ItemStatus,
+    Release,
+    Role,
+    Run,
+    RunStatus,
+    ScenarioVersion,
+    WorkItem,
+    utcnow,
+)
+from .users import require_signed_in
 
 if TYPE_CHECKING:
     from dew.agents.runtime import Outcome, Runtime
@@ -49,12 +64,39 @@ def start_run(
     requester: str,
     parent_run_id: int | None = None,
     origin: dict | None = None,
+    method: str = AuthMethod.DECLARED,
 ) -> RunResult:
-    """Start a run. `origin` says how the request arrived when not directly (e.g. the front desk)."""
+    """Start a run and drive it here, in the caller's process, until it waits for a guardian.
+    `origin` says how the request arrived when not directly (e.g. the front desk)."""
+    run = request_run(
+        ws, scenario_id, inputs, requester=requester, parent_run_id=parent_run_id, origin=origin, method=method
+    )
+    return execute_start(ws, run.key)
+
+
+def request_run(
+    ws: Workspace,
+    scenario_id: str,
+    inputs: dict,
+    *,
+    requester: str,
+    parent_run_id: int | None = None,
+    origin: dict | None = None,
+    method: str = AuthMethod.DECLARED,
+) -> Run:
+    """Record a requested run, `queued` for whoever executes runs (this process or a worker).
+
+    Everything that can be refused is refused here, before anything is queued: the scenario, the
+    inputs, the roster, and (in a workspace with users) a requester who has not signed in. A
+    hand-off's run is requested by dew on behalf of the first run's requester."""
     requester = person_id(requester, what="the requester")
     loaded = ws.scenario(scenario_id)
     values = validate_inputs(loaded.spec, inputs)
     with transaction(ws.engine) as s:
+        if parent_run_id is None:
+            user = require_signed_in(s, requester, method, "start a run")
+            if user is not None and Role.REQUESTER not in user.roles:
+                raise NotAuthorized(f"'{requester}' does not hold the requester role, so may not start runs")
         _require_guardians(s, loaded)
         if parent_run_id is not None:
             lock_row(s, Run, parent_run_id)  # one hand-off per parent, even when two retries race
@@ -88,6 +130,7 @@ def start_run(
             requester=requester,
             inputs=values,
             parent_run_id=parent_run_id,
+            status=RunStatus.QUEUED,
         )
         s.add(run)
         s.flush()
@@ -108,7 +151,28 @@ def start_run(
             actor=requester,
             run_id=run_id,
         )
-    return drive(ws, run_id, lambda rt, sc: rt.start(sc, run_id, values))
+    return run
+
+
+def execute_start(ws: Workspace, run_id: int) -> RunResult:
+    """Take a queued run and drive it from its first step. A run another worker has already
+    taken is left to it (the claim is one conditional update, so two workers never both start it)."""
+    with transaction(ws.engine) as s:
+        claimed = (
+            s.connection()
+            .execute(
+                update(Run)
+                .where(col(Run.id) == run_id, col(Run.status) == RunStatus.QUEUED)
+                .values(status=RunStatus.RUNNING, updated_at=utcnow())
+            )
+            .rowcount
+        )
+        run = s.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    if not claimed:
+        return RunResult(run=run)
+    return drive(ws, run_id, lambda rt, sc: rt.start(sc, run_id, run.inputs))
 
 
 def _require_guardians(session, loaded: LoadedScenario) -> None:

@@ -25,6 +25,8 @@ def dew(tmp_path, scenarios_dir, fake_llm, monkeypatch):
         "DEW_LLM_MODEL": "fake-model",
         "DEW_LLM_MAX_RETRIES": "0",
         "DEW_USER": "",
+        "DEW_SERVER": "",
+        "DEW_CONFIG_DIR": str(tmp_path / "config"),  # never a developer's own `dew login`
         "COLUMNS": "200",
     }
     for k in ("DEW_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):

@@ -158,6 +158,27 @@ def register(app: typer.Typer) -> None:
         """Start a run: the agent drafts, and the draft waits in its guardian's queue."""
         from dew.guardians.runs import start_run
 
+        from . import remote
+
+        login = remote.current()
+        if login is not None:  # signed in to a server: the run is requested there, as that person
+            client = remote.Client(login)
+            values = {}
+            if example:
+                samples = client.call("GET", f"/scenarios/{scenario}")["examples"]
+                chosen = samples[:1] if example == "first" else [e for e in samples if e["name"] == example]
+                if not chosen:
+                    raise InputInvalid(f"scenario '{scenario}' has no example '{example}'")
+                values.update(chosen[0]["inputs"])
+            values.update(parse_inputs(inputs or [], input_file))
+            started = client.call("POST", "/runs", json={"scenario": scenario, "inputs": values})
+            run = client.wait_for_run(started["run_id"], seconds=600)
+            if as_json:
+                return print_json(run)
+            console.print(f"Run {run['id']} ({scenario}) requested by {login.user} on {login.server}: {run['status']}.")
+            if run["status"] == "failed":
+                raise RunFailed(f"run {run['id']} failed: {run['error']}")
+            return
         ws = workspace(ctx)
         values = {}
         if example:

@@ -1,0 +1,142 @@
+"""Delegation: a guardian hands their queue to a named colleague for a period (leave).
+
+A delegation covers the items of the guardian's own queue (not those they only back up), starts
+and ends by itself, and is shown on the items and on every decision made under it. The guardian
+or an admin creates it; either may end it early. A delegate is held to every other rule: on the
+roster, signed in, and never deciding on a run they requested.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, select
+
+from dew.agents.errors import InputInvalid
+from dew.guardians.errors import NotAuthorized, NotFound
+
+from . import audit
+from .db import transaction
+from .identity import person_id, same_person
+from .models import Delegation, Guardian, Role, User, utcnow
+from .users import has_users
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+MAX_DELEGATION = timedelta(days=366)
+
+
+def delegate(
+    ws: Workspace,
+    guardian: str,
+    to: str,
+    *,
+    ends_at: datetime,
+    actor: str,
+    starts_at: datetime | None = None,
+    reason: str = "",
+) -> Delegation:
+    guardian = person_id(guardian, what="the guardian")
+    to = person_id(to, what="the delegate")
+    actor = person_id(actor, what="who delegates")
+    starts_at = starts_at or utcnow()
+    if same_person(guardian, to):
+        raise InputInvalid("a guardian cannot delegate to themselves")
+    if ends_at <= starts_at:
+        raise InputInvalid("a delegation must end after it starts")
+    if ends_at <= utcnow():
+        raise InputInvalid("a delegation must end in the future")
+    if ends_at - starts_at > MAX_DELEGATION:
+        raise InputInvalid("a delegation may last at most a year; make a new one after that")
+    with transaction(ws.engine) as s:
+        _may_delegate(s, actor, guardian)
+        for person, what in ((guardian, "guardian"), (to, "delegate")):
+            on_roster = s.get(Guardian, person)
+            if on_roster is None or not on_roster.active:
+                raise InputInvalid(f"the {what} '{person}' is not on the guardian roster")
+        if has_users(s):
+            user = s.get(User, to)
+            if user is None or not user.active or Role.GUARDIAN not in user.roles:
+                raise InputInvalid(f"the delegate '{to}' must be an active user with the guardian role")
+        row = Delegation(
+            guardian=guardian,
+            delegate=to,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            reason=reason.strip(),
+            created_by=actor,
+        )
+        s.add(row)
+        s.flush()
+        audit.emit(
+            s,
+            audit.DelegationCreated(
+                delegation_id=row.key,
+                guardian=guardian,
+                delegate=to,
+                starts_at=starts_at.isoformat(),
+                ends_at=ends_at.isoformat(),
+                reason=row.reason,
+            ),
+            actor=actor,
+        )
+    return row
+
+
+def end_delegation(ws: Workspace, delegation_id: int, *, actor: str) -> Delegation:
+    actor = person_id(actor, what="who ends the delegation")
+    with transaction(ws.engine) as s:
+        row = s.get(Delegation, delegation_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no delegation {delegation_id}")
+        _may_delegate(s, actor, row.guardian)
+        if row.revoked_at is None and row.ends_at > utcnow():
+            row.revoked_at = utcnow()
+            s.add(row)
+            audit.emit(
+                s,
+                audit.DelegationEnded(delegation_id=row.key, guardian=row.guardian, delegate=row.delegate),
+                actor=actor,
+            )
+    return row
+
+
+def _may_delegate(s: Session, actor: str, guardian: str) -> None:
+    if same_person(actor, guardian):
+        return
+    user = s.get(User, actor)
+    if user is not None and user.active and Role.ADMIN in user.roles:
+        return
+    raise NotAuthorized(f"only {guardian} or an admin may delegate {guardian}'s queue")
+
+
+def _current(at: datetime | None):
+    """The conditions of a delegation in force at `at` (now by default)."""
+    at = at or utcnow()
+    return (col(Delegation.revoked_at).is_(None), col(Delegation.starts_at) <= at, col(Delegation.ends_at) > at)
+
+
+def active_delegation(s: Session, guardian: str, delegate: str, at: datetime | None = None) -> Delegation | None:
+    query = select(Delegation).where(Delegation.guardian == guardian, Delegation.delegate == delegate, *_current(at))
+    return s.exec(query.order_by(col(Delegation.id))).first()
+
+
+def delegated_to(s: Session, delegate: str, at: datetime | None = None) -> list[Delegation]:
+    """The delegations `delegate` acts under now."""
+    return list(s.exec(select(Delegation).where(Delegation.delegate == delegate, *_current(at))).all())
+
+
+def active_for(s: Session, guardian: str, at: datetime | None = None) -> list[Delegation]:
+    """Who covers `guardian`'s queue now (shown on their items)."""
+    return list(s.exec(select(Delegation).where(Delegation.guardian == guardian, *_current(at))).all())
+
+
+def list_delegations(ws: Workspace, *, current_only: bool = False) -> list[Delegation]:
+    with transaction(ws.engine) as s:
+        rows = list(s.exec(select(Delegation).order_by(col(Delegation.id))).all())
+    if current_only:
+        now = utcnow()
+        rows = [d for d in rows if d.revoked_at is None and d.ends_at > now]
+    return rows

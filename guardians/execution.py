@@ -1,0 +1,93 @@
+"""Where runs execute: the seam between recording work and doing it.
+
+A request, a decision or a retry is recorded first (`runs.request_run`, `decisions.record_decision`);
+executing it is a `Job` that names only a run, and the item whose decision to apply. `dew run`
+performs its job at once, in its own process; the server hands jobs to a bounded pool of worker
+threads (`pool.WorkerPool`); a distributed job engine can take the same jobs later. Scenarios,
+decisions, release and audit never learn where a job ran, and a job lost with its process is
+found again from the database (`unfinished`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from .db import transaction
+from .flow import apply_decision, retry_run
+from .models import Release, Run, RunStatus, utcnow
+from .runs import RunResult, execute_start, get_run
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+
+class JobKind(StrEnum):
+    START = "start"  # drive a queued run to its first gate
+    DECISION = "decision"  # apply a recorded decision: resume, release, hand off
+    RECOVER = "recover"  # finish what a stopped process left of a run
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: JobKind
+    run_id: int
+    item_id: int | None = None
+
+
+class Executor(Protocol):
+    """Something that performs jobs, sooner or later, somewhere."""
+
+    def submit(self, job: Job) -> None: ...
+
+
+def perform(ws: Workspace, job: Job) -> RunResult:
+    """What a worker does with a job. Each kind is safe to perform twice."""
+    if job.kind == JobKind.START:
+        return execute_start(ws, job.run_id)
+    if job.kind == JobKind.DECISION:
+        if job.item_id is None:
+            raise ValueError("a decision job names its work item")
+        return apply_decision(ws, job.item_id)
+    return recover(ws, job.run_id)
+
+
+def recover(ws: Workspace, run_id: int) -> RunResult:
+    """Continue a run a stopped process left unfinished, from its last checkpoint."""
+    run = get_run(ws, run_id)
+    if run.status == RunStatus.QUEUED:
+        return execute_start(ws, run_id)
+    if run.status == RunStatus.RUNNING and not ws.runtime.has_checkpoint(
+        ws.stored_scenario(run.scenario_sha256), run_id
+    ):
+        # Taken by a worker that stopped before the first step was saved: start it afresh.
+        with transaction(ws.engine) as s:
+            s.execute(
+                update(Run)
+                .where(col(Run.id) == run_id, col(Run.status) == RunStatus.RUNNING)
+                .values(status=RunStatus.QUEUED, updated_at=utcnow())
+            )
+        return execute_start(ws, run_id)
+    return retry_run(ws, run_id, actor="dew", force=True)
+
+
+def unfinished(ws: Workspace) -> list[Job]:
+    """Jobs for the runs a stopped process left: queued and never started, running (cut off while
+    drafting, or with a decision not yet applied), approved and not yet released. Meant for the
+    one process that executes a workspace's runs, when it starts."""
+    with transaction(ws.engine) as s:
+        runs = s.exec(
+            select(col(Run.id), Run.status)
+            .where(col(Run.status).in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED]))
+            .order_by(col(Run.id))
+        ).all()
+        released = set(s.exec(select(Release.run_id)).all())
+    return [
+        Job(JobKind.START if status == RunStatus.QUEUED else JobKind.RECOVER, run_id)
+        for run_id, status in runs
+        if run_id is not None and run_id not in released
+    ]
