@@ -142,6 +142,14 @@ class WorkItem(_Keyed, SQLModel, table=True):
     status: str = Field(index=True, default=ItemStatus.PENDING)  # an ItemStatus
     created_at: datetime = Field(default_factory=utcnow)
     decided_at: datetime | None = None
+    # Deadlines: when the item should be decided by (from the scenario), and how far the sweep
+    # has taken it: reminded, then escalated to the backups (1), then to a named person (2).
+    due_at: datetime | None = Field(default=None, index=True)
+    reminded_at: datetime | None = None
+    escalation: int = 0
+    escalated_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    # Staged sign-off: the stage now waiting (0-based) of the scenario's `signoff` stages.
+    stage: int = 0
 
 
 class Decision(_Keyed, SQLModel, table=True):
@@ -172,6 +180,10 @@ class Release(_Keyed, SQLModel, table=True):
     location: str
     sha256: str
     created_at: datetime = Field(default_factory=utcnow)
+    # A recall (the brake): the output was withdrawn after release; the file stays, marked.
+    recalled_at: datetime | None = None
+    recalled_by: str | None = None
+    recall_reason: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class AuditEvent(SQLModel, table=True):
@@ -286,3 +298,66 @@ class Delegation(_Keyed, SQLModel, table=True):
     created_by: str
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class SignOff(_Keyed, SQLModel, table=True):
+    """One approval of a stage before the last, in a staged sign-off. The last stage's approval is
+    the item's Decision; any rejection ends the item there."""
+
+    __tablename__ = "signoffs"
+    __table_args__ = (UniqueConstraint("item_id", "stage", name="uq_signoffs_item_stage"),)
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="work_items.id", index=True)
+    stage: int
+    stage_name: str
+    actor: str
+    auth_method: str
+    rule: str
+    note: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScenarioState(SQLModel, table=True):
+    """What people have set on a digital employee at run time: the brake, and whom overdue items
+    escalate to after its backups."""
+
+    __tablename__ = "scenario_states"
+    scenario_id: str = Field(primary_key=True, max_length=200)
+    paused: bool = False
+    paused_reason: str = ""
+    changed_by: str = ""
+    changed_at: datetime = Field(default_factory=utcnow)
+    escalate_to: str | None = None
+
+
+class NotificationChannel(_Keyed, SQLModel, table=True):
+    """Where to tell someone that an item waits: a webhook, a DingTalk or WeCom group robot, email."""
+
+    __tablename__ = "notification_channels"
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="users.id", index=True)  # whose queue events go here
+    kind: str  # webhook | dingtalk | wecom | email
+    target: str  # the URL, or the email address
+    secret: str | None = None  # HMAC key (webhook), signing secret (DingTalk)
+    scenario_id: str | None = None  # only this scenario's items; None: all
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))  # empty: all
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(_Keyed, SQLModel, table=True):
+    """One message to deliver, written in the transaction of what it announces, sent afterwards
+    with retries (a failed delivery never blocks a run or a decision)."""
+
+    __tablename__ = "notifications"
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: int = Field(foreign_key="notification_channels.id", index=True)
+    event: str  # item.queued | item.reminder | item.escalated
+    item_id: int | None = Field(default=None, foreign_key="work_items.id")
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", index=True)  # pending | sent | failed
+    attempts: int = 0
+    next_at: datetime = Field(default_factory=utcnow, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
