@@ -286,6 +286,18 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
         problems.append((("output", "schema"), "`format: json` needs a `schema` to validate drafts and edits"))
     if spec.guardian in spec.backups:
         problems.append((("backups",), f"'{spec.guardian}' is the guardian; a backup must be someone else"))
+    for n, stage in enumerate(spec.signoff):
+        if stage.guardian == spec.guardian:
+            problems.append(((
+                "signoff", n, "guardian"),
+                f"'{stage.guardian}' is the scenario's guardian, who signs last; one person signs an item once",
+            ))  # fmt: skip
+    if spec.two_person and not spec.backups:
+        problems.append((("two_person",), "two-person sign-off needs at least one backup besides the guardian"))
+    if spec.remind_before and not spec.deadline:
+        problems.append((("remind_before",), "a reminder needs a deadline to be before"))
+    elif spec.remind_at and spec.wait and spec.remind_at >= spec.wait:
+        problems.append((("remind_before",), f"the reminder must come before the deadline ({spec.deadline})"))
     seen = {}  # the file name and the hand-off see no step outputs
     check_template(spec.release.filename, ("release", "filename"), FILENAME_NAMES)
     h = spec.release.handoff

@@ -8,6 +8,8 @@ generated from their field descriptions.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -205,6 +207,34 @@ class Example(_Strict):
     inputs: dict[str, Any] = Field(description="Values for the scenario's inputs.")
 
 
+DURATION_PATTERN = r"^[1-9][0-9]{0,4}[mhd]$"
+
+
+def duration(text: str) -> timedelta:
+    """'90m', '8h' or '2d' as a timedelta (the form `deadline` and `remind_before` take)."""
+    n, unit = int(text[:-1]), text[-1]
+    return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n)}[unit]
+
+
+class SignoffStage(_Strict):
+    """One sign-off before the guardian's own (e.g. a legal review before the responsible official)."""
+
+    name: str = Field(
+        min_length=1, description="What this sign-off is, shown on the item, e.g. `法制审核 · legal review`."
+    )
+    guardian: str = Field(pattern=PERSON_PATTERN, description="Roster id of the person who signs off at this stage.")
+    backups: list[Annotated[str, Field(pattern=PERSON_PATTERN)]] = Field(
+        default_factory=list, description="Roster ids who may sign off at this stage instead."
+    )
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    guardian: str
+    backups: tuple[str, ...]
+
+
 class Scenario(_Strict):
     """One digital employee's job."""
 
@@ -222,6 +252,26 @@ class Scenario(_Strict):
         default_factory=list, description="Roster ids who may decide when the guardian cannot."
     )
     risk: Literal["low", "medium", "high"] = Field(description="Risk level shown with every work item.")
+    signoff: list[SignoffStage] = Field(
+        default_factory=list,
+        description="Sign-offs needed, in order, before the guardian's own (which is always the last). Any "
+        "rejection ends the item; nothing is released before the last sign-off; one person signs once per item.",
+    )
+    two_person: bool = Field(
+        False,
+        description="Two different people from the guardian and the backups must sign off (the four-eyes rule "
+        "for `risk: high` work): a first sign-off, then the final one by someone else.",
+    )
+    deadline: str | None = Field(
+        None,
+        pattern=DURATION_PATTERN,
+        description="How long an item may wait for each sign-off, e.g. `8h`, `2d`, `90m`. A reminder goes out "
+        "before it lapses; an overdue item escalates to the backups, and after a second period to the person an "
+        "admin names (`dew scenarios escalate-to`). Nothing is ever approved by timeout.",
+    )
+    remind_before: str | None = Field(
+        None, pattern=DURATION_PATTERN, description="When to remind before the deadline. Default: a quarter of it."
+    )
     llm: LLMSpec | None = Field(None, description="LLM settings for every step of this scenario.")
     inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputSpec] = Field(description="Inputs by name.")
     steps: list[Step] = Field(min_length=1, description="Run in order; checks and reviewers may send work back.")
@@ -250,6 +300,32 @@ class Scenario(_Strict):
         if self.output.revise_to:
             return self.output.revise_to
         return next((s.id for s in self.steps if isinstance(s, LLMStep)), self.steps[0].id)
+
+    def stages(self) -> list[Stage]:
+        """Every sign-off an item needs, in order; the guardian's is the last."""
+        final = Stage("guardian", self.guardian, tuple(self.backups))
+        first = [Stage(st.name, st.guardian, tuple(st.backups)) for st in self.signoff]
+        if self.two_person:
+            first.append(Stage("first sign-off", self.guardian, tuple(self.backups)))
+        return [*first, final]
+
+    def people(self) -> list[str]:
+        """Everyone who may be asked to sign off: guardian, backups and every stage's."""
+        seen: list[str] = []
+        for st in self.stages():
+            seen += [p for p in (st.guardian, *st.backups) if p not in seen]
+        return seen
+
+    @property
+    def wait(self) -> timedelta | None:
+        return duration(self.deadline) if self.deadline else None
+
+    @property
+    def remind_at(self) -> timedelta | None:
+        """How long before the deadline the reminder goes out."""
+        if not self.deadline:
+            return None
+        return duration(self.remind_before) if self.remind_before else duration(self.deadline) / 4
 
     @property
     def extension(self) -> str:

@@ -44,7 +44,9 @@ def may_see_item(s: Session, p: Principal, item: WorkItem) -> bool:
     if reads_everything(p):
         return True
     if p.has(Role.GUARDIAN):
-        return item.guardian in covered_guardians(s, p) or any(same_person(p.id, b) for b in item.backups)
+        return item.guardian in covered_guardians(s, p) or any(
+            same_person(p.id, b) for b in [*item.backups, *item.escalated_to]
+        )
     return False
 
 

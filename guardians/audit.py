@@ -144,6 +144,66 @@ class DelegationEnded(Event):
 
 
 @dataclass
+class ScenarioPaused(Event):
+    kind = "scenario.paused"
+    scenario: str
+    reason: str
+
+
+@dataclass
+class ScenarioResumed(Event):
+    kind = "scenario.resumed"
+    scenario: str
+    note: str = ""
+
+
+@dataclass
+class EscalationContactSet(Event):
+    kind = "scenario.escalation_contact_set"
+    scenario: str
+    contact: str | None
+
+
+@dataclass
+class OutputRecalled(Event):
+    kind = "output.recalled"
+    release_id: int
+    location: str
+    sha256: str
+    reason: str
+
+
+@dataclass
+class SignedOff(Event):
+    # A sign-off before the last: the item stays pending and moves to the next stage's people.
+    kind = "decision.signed_off"
+    stage: int
+    stage_name: str
+    rule: str
+    auth_method: str
+    next_stage: str
+    next_guardian: str
+    note: str | None = None
+    draft_sha256: str | None = None
+
+
+@dataclass
+class ItemReminded(Event):
+    kind = "item.reminded"
+    guardian: str
+    due_at: str
+
+
+@dataclass
+class ItemEscalated(Event):
+    # An overdue item: level 1 tells the backups, level 2 adds the person an admin named.
+    kind = "item.escalated"
+    level: int
+    to: list
+    due_at: str
+
+
+@dataclass
 class WorkspaceKeyCreated(Event):
     # The public half of the key that signs checkpoints; the private half never enters the database.
     kind = "workspace.key_created"

@@ -11,16 +11,25 @@ the run and releasing what was approved is `flow.py`'s.
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from dew.agents.checks import json_problem
 from dew.agents.spec import LLMStep
-from dew.guardians.errors import AlreadyDecided, DecisionInvalid, IdentityRequired, NotAuthorized, NotFound
+from dew.guardians.errors import (
+    AlreadyDecided,
+    DecisionInvalid,
+    IdentityRequired,
+    InvalidState,
+    NotAuthorized,
+    NotFound,
+)
 
-from . import audit
+from . import audit, notify
+from .brake import refuse_if_paused
 from .db import locked, must_get, transaction
 from .delegation import active_delegation
 from .identity import person_id, same_person
@@ -34,6 +43,7 @@ from .models import (
     ItemStatus,
     Role,
     Run,
+    SignOff,
     WorkItem,
     utcnow,
 )
@@ -41,6 +51,15 @@ from .users import require_signed_in
 
 if TYPE_CHECKING:
     from .workspace import Workspace
+
+
+@dataclass
+class Recorded:
+    """What a decision recorded: the item's final Decision, or (at a stage before the last) a SignOff."""
+
+    item: WorkItem
+    decision: Decision | None = None
+    signoff: SignOff | None = None
 
 
 def record_decision(
@@ -52,9 +71,11 @@ def record_decision(
     note: str | None = None,
     edited: str | None = None,
     method: str = AuthMethod.DECLARED,
-) -> tuple[Decision, WorkItem]:
+) -> Recorded:
     """Authorize and record one decision with its audit event; refusals are audited too.
 
+    At a sign-off stage before the last, an approval is recorded as a SignOff and the item moves
+    on to the next stage's people; a rejection or a revision at any stage ends the item.
     `method` says how the actor proved who they are (an AuthMethod); the edges pass it."""
     actor = person_id(actor, what="who decides")  # before anything: a malformed id is never recorded
     if action not in tuple(Action):
@@ -70,13 +91,18 @@ def record_decision(
         if item is None:
             raise NotFound(f"no work item {item_id}")
         run = must_get(s, Run, item.run_id)
+    spec = ws.stored_scenario(run.scenario_sha256).spec
+    stages = spec.stages()
     diff = None
     if action == "edit":
+        if item.stage < len(stages) - 1:
+            raise DecisionInvalid(
+                f"work item {item_id} is at sign-off {item.stage + 1} of {len(stages)} ({stages[item.stage].name}); "
+                "an edit is made at the last sign-off: approve, reject or send back here"
+            )
         diff = _check_edit(ws, item, run, edited)
-    if action == "revise":
-        spec = ws.stored_scenario(run.scenario_sha256).spec
-        if not isinstance(spec.step(spec.revise_step), LLMStep):
-            raise DecisionInvalid(f"scenario '{spec.id}' has no agent to act on feedback; edit or reject instead")
+    if action == "revise" and not isinstance(spec.step(spec.revise_step), LLMStep):
+        raise DecisionInvalid(f"scenario '{spec.id}' has no agent to act on feedback; edit or reject instead")
 
     try:
         with transaction(ws.engine) as s:
@@ -86,6 +112,8 @@ def record_decision(
             run = locked(s, Run, run.key)
             item = locked(s, WorkItem, item_id)
             rule, delegation = authorize(s, item, run, actor, method)
+            if action == Action.APPROVE and item.stage < len(stages) - 1:
+                return Recorded(item=item, signoff=_sign_off(s, item, run, stages, actor, method, rule, note, spec))
             decision = Decision(
                 item_id=item.key,
                 run_id=run.key,
@@ -124,10 +152,38 @@ def record_decision(
     except IntegrityError:
         _record_refusal(ws, item_id, actor, action, "already decided")
         raise AlreadyDecided(f"work item {item_id} has already been decided") from None
-    except (NotAuthorized, AlreadyDecided, IdentityRequired) as e:
+    except (NotAuthorized, AlreadyDecided, IdentityRequired, InvalidState) as e:
         _record_refusal(ws, item_id, actor, action, e.message)
         raise
-    return decision, item
+    return Recorded(item=item, decision=decision)
+
+
+def _sign_off(s: Session, item: WorkItem, run: Run, stages: list, actor: str, method: str, rule: str,
+              note: str | None, spec) -> SignOff:  # fmt: skip
+    """Record an approval at a stage before the last and hand the item to the next stage's people."""
+    stage = stages[item.stage]
+    row = SignOff(item_id=item.key, stage=item.stage, stage_name=stage.name, actor=actor, auth_method=method, rule=rule,
+                  note=note)  # fmt: skip
+    s.add(row)
+    nxt = stages[item.stage + 1]
+    item.stage += 1
+    item.guardian, item.backups = nxt.guardian, list(nxt.backups)
+    item.reminded_at, item.escalation, item.escalated_to = None, 0, []
+    item.due_at = utcnow() + spec.wait if spec.wait else None
+    s.add(item)
+    s.flush()
+    audit.emit(
+        s,
+        audit.SignedOff(
+            stage=row.stage, stage_name=stage.name, rule=rule, auth_method=method, next_stage=nxt.name,
+            next_guardian=nxt.guardian, note=note, draft_sha256=audit.sha256_text(item.draft),
+        ),
+        actor=actor,
+        run_id=run.id,
+        item_id=item.id,
+    )  # fmt: skip
+    notify.enqueue(s, "item.queued", item, [nxt.guardian, *nxt.backups])
+    return row
 
 
 def authorize(
@@ -136,6 +192,7 @@ def authorize(
     """Why `actor` may decide on `item` now (owner, backup or delegate), or an error saying why not."""
     if item.status != ItemStatus.PENDING:
         raise AlreadyDecided(f"work item {item.id} was already {item.status}; a decided item cannot be decided again")
+    refuse_if_paused(session, item.scenario_id, f"decide on work item {item.id}")
     user = require_signed_in(session, actor, method, "decide")
     if user is not None and Role.GUARDIAN not in user.roles:
         raise NotAuthorized(f"'{actor}' does not hold the guardian role, so may not decide on work item {item.id}")
@@ -149,12 +206,20 @@ def authorize(
         rule = DecideRule.BACKUP
     elif (delegation := active_delegation(session, item.guardian, actor)) is not None:
         rule = DecideRule.DELEGATE
+    elif any(same_person(actor, who) for who in item.escalated_to):
+        rule = DecideRule.ESCALATION
     else:
         who = " or ".join([item.guardian, *item.backups])
         raise NotAuthorized(
             f"work item {item.id} is in {item.guardian}'s queue; only {who} may decide on it, not '{actor}' "
             f"(unless {item.guardian} delegates the queue to them)"
         )
+    for earlier in session.exec(select(SignOff).where(SignOff.item_id == item.id)).all():
+        if same_person(actor, earlier.actor):
+            raise NotAuthorized(
+                f"'{actor}' already signed off work item {item.id} ({earlier.stage_name}); "
+                "each sign-off must come from a different person"
+            )
     for run_id, requester in chain_requesters(session, run):
         if same_person(actor, requester):
             whose = f"run {run_id}, which handed off to run {run.id}" if run_id != run.id else f"run {run.id}"
@@ -169,7 +234,7 @@ def may_decide(ws: Workspace, item_id: int, actor: str, method: str) -> str | No
         with transaction(ws.engine) as s:
             item = must_get(s, WorkItem, item_id)
             authorize(s, item, must_get(s, Run, item.run_id), actor, method)
-    except (NotAuthorized, AlreadyDecided, IdentityRequired, NotFound) as e:
+    except (NotAuthorized, AlreadyDecided, IdentityRequired, InvalidState, NotFound) as e:
         return e.message
     return None
 

@@ -23,7 +23,7 @@ from .decisions import record_decision
 from .handoff import hand_off
 from .models import Action, AuthMethod, Decision, WorkItem
 from .release import release_run
-from .runs import RunResult, begin_retry, decision_payload, drive
+from .runs import RunResult, begin_retry, decision_payload, drive, get_run
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -39,8 +39,11 @@ def decide(
     edited: str | None = None,
     method: str = AuthMethod.DECLARED,
 ) -> RunResult:
-    """Record a decision, resume the run with it, and release (then hand off) what was approved."""
-    record_decision(ws, item_id, actor=actor, action=action, note=note, edited=edited, method=method)
+    """Record a decision, resume the run with it, and release (then hand off) what was approved.
+    A sign-off before the last only moves the item on: the run goes on waiting."""
+    recorded = record_decision(ws, item_id, actor=actor, action=action, note=note, edited=edited, method=method)
+    if recorded.decision is None:
+        return RunResult(run=get_run(ws, recorded.item.run_id), item=recorded.item)
     return apply_decision(ws, item_id)
 
 

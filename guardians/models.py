@@ -233,6 +233,7 @@ class DecideRule(StrEnum):
     OWNER = "owner"
     BACKUP = "backup"
     DELEGATE = "delegate"
+    ESCALATION = "escalation"  # an overdue item escalated to the person an admin named
 
 
 class User(SQLModel, table=True):

@@ -12,10 +12,11 @@ from dew.guardians.errors import NotFound
 from . import audit
 from .access import check_item, check_run, may_see_item, may_see_run, reads_everything
 from .auth import Principal
+from .brake import is_paused
 from .db import must_get, transaction
 from .delegation import active_for, delegated_to
 from .identity import same_person
-from .models import Decision, ItemStatus, Release, Role, Run, ScenarioVersion, WorkItem
+from .models import Decision, ItemStatus, Release, Role, Run, ScenarioVersion, SignOff, WorkItem
 from .release import released_content
 
 if TYPE_CHECKING:
@@ -152,6 +153,9 @@ def _release_dict(r: Release | None) -> dict | None:
         "location": r.location,
         "sha256": r.sha256,
         "at": r.created_at.isoformat(),
+        "recalled_at": r.recalled_at.isoformat() if r.recalled_at else None,
+        "recalled_by": r.recalled_by,
+        "recall_reason": r.recall_reason,
     }
 
 
@@ -181,10 +185,14 @@ def queue_for(ws: Workspace, p: Principal, scenario: str | None = None) -> list[
                 rule, via = "backup", None
             elif item.guardian in covered:
                 rule, via = "delegate", item.guardian
+            elif any(same_person(p.id, e) for e in item.escalated_to):
+                rule, via = "escalation", None
             else:
                 continue
             run = must_get(s, Run, item.run_id)
             rows.append({**_item_summary(item), "requester": run.requester, "rule": rule, "delegated_by": via})
+        for row in rows:
+            row["held"] = bool(is_paused(s, row["scenario"]))
     return rows
 
 
@@ -200,6 +208,10 @@ def _item_summary(item: WorkItem) -> dict[str, Any]:
         "status": item.status,
         "created_at": item.created_at.isoformat(),
         "findings": len(item.findings),
+        "due_at": item.due_at.isoformat() if item.due_at else None,
+        "escalation": item.escalation,
+        "reminded": item.reminded_at is not None,
+        "stage": item.stage,
     }
 
 
@@ -276,8 +288,35 @@ def item_for(ws: Workspace, p: Principal, item_id: int) -> dict[str, Any]:
             {"id": d.id, "delegate": d.delegate, "ends_at": d.ends_at.isoformat(), "reason": d.reason}
             for d in active_for(s, item.guardian)
         ]
+        signed = {x.stage: x for x in s.exec(select(SignOff).where(SignOff.item_id == item_id)).all()}
+        paused = is_paused(s, item.scenario_id)
+        run = must_get(s, Run, item.run_id)
     view = item_view(ws, item_id)
-    return {**view, "earlier": earlier, "delegations": delegations}
+    stages = []
+    for n, st in enumerate(ws.stored_scenario(run.scenario_sha256).spec.stages()):
+        done = signed.get(n)
+        stages.append({
+            "stage": n, "name": st.name, "guardian": st.guardian, "backups": list(st.backups),
+            "state": "signed" if done else "waiting" if n == item.stage and item.status == "pending" else
+                     "decided" if n == item.stage else "later",
+            "by": done.actor if done else None, "at": done.created_at.isoformat() if done else None,
+            "rule": done.rule if done else None, "note": done.note if done else None,
+        })  # fmt: skip
+    deadline = {
+        "due_at": item.due_at.isoformat() if item.due_at else None,
+        "reminded_at": item.reminded_at.isoformat() if item.reminded_at else None,
+        "escalation": item.escalation,
+        "escalated_to": item.escalated_to,
+    }
+    held = {"by": paused.changed_by, "reason": paused.paused_reason} if paused else None
+    return {
+        **view,
+        "earlier": earlier,
+        "delegations": delegations,
+        "stages": stages,
+        "deadline": deadline,
+        "held": held,
+    }
 
 
 def released_for(ws: Workspace, p: Principal) -> list[dict[str, Any]]:

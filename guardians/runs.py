@@ -20,8 +20,10 @@ from dew.agents.inputs import validate_inputs
 from dew.agents.loader import LoadedScenario
 from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotAuthorized, NotFound
 
-from . import audit
+from . import audit, notify
+from .brake import is_paused, refuse_if_paused
 from .db import lock_row, locked, transaction
+from .delegation import active_for
 from .identity import person_id
 from .models import (
     Action,
@@ -97,6 +99,7 @@ def request_run(
             user = require_signed_in(s, requester, method, "start a run")
             if user is not None and Role.REQUESTER not in user.roles:
                 raise NotAuthorized(f"'{requester}' does not hold the requester role, so may not start runs")
+        refuse_if_paused(s, loaded.id, "start a run of it")
         _require_guardians(s, loaded)
         if parent_run_id is not None:
             lock_row(s, Run, parent_run_id)  # one hand-off per parent, even when two retries race
@@ -158,6 +161,9 @@ def execute_start(ws: Workspace, run_id: int) -> RunResult:
     """Take a queued run and drive it from its first step. A run another worker has already
     taken is left to it (the claim is one conditional update, so two workers never both start it)."""
     with transaction(ws.engine) as s:
+        waiting = s.get(Run, run_id)
+        if waiting is not None and is_paused(s, waiting.scenario_id):
+            return RunResult(run=waiting)  # stays queued until the scenario is resumed
         claimed = (
             s.connection()
             .execute(
@@ -177,10 +183,10 @@ def execute_start(ws: Workspace, run_id: int) -> RunResult:
 
 def _require_guardians(session, loaded: LoadedScenario) -> None:
     spec = loaded.spec
-    for person in [spec.guardian, *spec.backups]:
+    for person in spec.people():
         row = session.get(Guardian, person)
         if row is None or not row.active:
-            role = "guardian" if person == spec.guardian else "backup"
+            role = "guardian" if person == spec.guardian else "backup" if person in spec.backups else "signer"
             raise InvalidState(
                 f"scenario '{spec.id}' names {role} '{person}', who is not on the roster; "
                 f"add them with: dew guardians add {person} --name NAME"
@@ -225,16 +231,18 @@ def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcom
         ).first()
         if existing is not None:  # a retry reached a gate whose draft is already queued
             return RunResult(run=run, item=existing)
+        first = spec.stages()[0]
         item = WorkItem(
             run_id=run_id,
             revision=outcome.revisions,
             scenario_id=spec.id,
-            guardian=spec.guardian,
-            backups=list(spec.backups),
+            guardian=first.guardian,
+            backups=list(first.backups),
             risk=spec.risk,
             draft=outcome.draft or "",
             findings=outcome.findings,
             provenance=outcome.provenance,
+            due_at=utcnow() + spec.wait if spec.wait else None,
         )
         s.add(item)
         run.status, run.error, run.error_detail, run.updated_at = RunStatus.AWAITING_DECISION, None, None, utcnow()
@@ -246,8 +254,8 @@ def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcom
             audit.DraftQueued(
                 scenario=spec.id,
                 revision=outcome.revisions,
-                guardian=spec.guardian,
-                backups=list(spec.backups),
+                guardian=item.guardian,
+                backups=list(item.backups),
                 draft_sha256=audit.sha256_text(item.draft),
                 findings=outcome.findings,
                 models=models,
@@ -256,7 +264,15 @@ def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcom
             run_id=run_id,
             item_id=item.id,
         )
+        notify.enqueue(s, "item.queued", item, deciders(s, item))
     return RunResult(run=run, item=item)
+
+
+def deciders(session, item: WorkItem) -> list[str]:
+    """Who should hear that an item waits: its guardian, backups, delegates and escalation contact."""
+    people = [item.guardian, *item.backups, *(d.delegate for d in active_for(session, item.guardian))]
+    people += item.escalated_to
+    return list(dict.fromkeys(people))
 
 
 def failure_reason(error: BaseException) -> str:

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from . import ask_cmd, audit_cmds, decide_cmds, demo_cmd, desk_cmds, people_cmds, run_cmds, scenario_cmds
+from . import (
+    ask_cmd,
+    audit_cmds,
+    brake_cmds,
+    decide_cmds,
+    demo_cmd,
+    desk_cmds,
+    notify_cmds,
+    people_cmds,
+    run_cmds,
+    scenario_cmds,
+)
 from .common import AppState, DewGroup
 
 app = typer.Typer(
@@ -49,11 +60,13 @@ ask_cmd.register(app)
 run_cmds.register(app)
 decide_cmds.register(app)
 run_cmds.register_listings(app)
+brake_cmds.register(app)
 app.add_typer(audit_cmds.app, name="audit")
 desk_cmds.register(app)
 app.add_typer(desk_cmds.users_app, name="users")
 app.add_typer(desk_cmds.tokens_app, name="tokens")
 app.add_typer(desk_cmds.delegations_app, name="delegations")
+app.add_typer(notify_cmds.app, name="notify")
 
 
 def main() -> None:

@@ -13,7 +13,20 @@ from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_file, scenario_files
 from dew.agents.spec import json_schema
 
-from .common import DewGroup, JsonOption, add_row, console, print_json, short, state, styled, warn_problems, workspace
+from .common import (
+    AsOption,
+    DewGroup,
+    JsonOption,
+    add_row,
+    console,
+    print_json,
+    require_identity,
+    short,
+    state,
+    styled,
+    warn_problems,
+    workspace,
+)
 
 app = typer.Typer(cls=DewGroup, help="List, validate and inspect scenarios.", no_args_is_help=True)
 
@@ -117,3 +130,21 @@ def show(
 def schema():
     """Print the JSON Schema of the scenario format (for editor autocompletion)."""
     typer.echo(json.dumps(json_schema(), ensure_ascii=False, indent=2))
+
+
+@app.command("escalate-to")
+def escalate_to(
+    ctx: typer.Context,
+    scenario: Annotated[str, typer.Argument(metavar="SCENARIO", help="Scenario id.")],
+    person: Annotated[str | None, typer.Argument(metavar="[USER]", help="Who; leave out to clear.")] = None,
+    actor: AsOption = None,
+):
+    """Name whom a scenario's overdue items escalate to after its backups (admins)."""
+    from dew.guardians.brake import set_escalation_contact
+
+    set_escalation_contact(
+        workspace(ctx), scenario, person, actor=require_identity(actor, "name an escalation contact")
+    )
+    console.print(
+        f"Overdue items of {scenario} escalate to {person}." if person else f"{scenario} has no escalation contact."
+    )

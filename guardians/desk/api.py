@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import select
 
-from dew.guardians import access, audit, auth, delegation, queue, users
+from dew.guardians import access, audit, auth, brake, deadlines, delegation, queue, users
 from dew.guardians.db import must_get, transaction
 from dew.guardians.decisions import record_decision
 from dew.guardians.execution import Job, JobKind
@@ -199,18 +200,81 @@ def decide(item_id: int, body: DecisionRequest, request: Request, caller: Caller
     """Decide on a work item. The decision is recorded at once; the run resumes in the background
     (an approval is released, a revision drafts again)."""
     p = caller.principal
-    decision, it = record_decision(
+    recorded = record_decision(
         _ws(request), item_id, actor=p.id, action=body.action, note=body.note, edited=body.edited, method=p.method
     )
-    _submit(request, Job(JobKind.DECISION, it.run_id, item_id))
+    it, decision, signoff = recorded.item, recorded.decision, recorded.signoff
+    if decision is not None:
+        _submit(request, Job(JobKind.DECISION, it.run_id, item_id))
+        return {"decision_id": decision.id, "item_id": item_id, "run_id": it.run_id, "action": decision.action,
+                "rule": decision.rule, "auth_method": decision.auth_method, "signed_off": None}  # fmt: skip
+    assert signoff is not None
     return {
-        "decision_id": decision.id,
-        "item_id": item_id,
-        "run_id": it.run_id,
-        "action": decision.action,
-        "rule": decision.rule,
-        "auth_method": decision.auth_method,
-    }
+        "decision_id": None, "item_id": item_id, "run_id": it.run_id, "action": body.action, "rule": signoff.rule,
+        "auth_method": signoff.auth_method,
+        "signed_off": {"stage": signoff.stage, "name": signoff.stage_name, "next_guardian": it.guardian},
+    }  # fmt: skip
+
+
+# --- the brake and the clock ----------------------------------------------------------------------
+class Reason(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(max_length=2000)
+
+
+class Note(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(default="", max_length=2000)
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str | None = Field(default=None, max_length=200, description="whom overdue items escalate to; null clears")
+
+
+@router.post("/scenarios/{scenario_id}/pause", tags=["brake"])
+def pause(scenario_id: str, body: Reason, request: Request, caller: CallerDep) -> dict[str, Any]:
+    """Brake a digital employee: no new runs start, pending items are held (its guardians or an admin)."""
+    row = brake.pause(_ws(request), scenario_id, actor=caller.principal.id, reason=body.reason)
+    return state_dict(row)
+
+
+@router.post("/scenarios/{scenario_id}/resume", tags=["brake"])
+def resume(scenario_id: str, body: Note, request: Request, caller: CallerDep) -> dict[str, Any]:
+    ws = _ws(request)
+    row = brake.resume(ws, scenario_id, actor=caller.principal.id, note=body.note)
+    with transaction(ws.engine) as s:  # runs that waited while it was paused start now
+        waiting = s.exec(select(Run.id).where(Run.scenario_id == scenario_id, Run.status == "queued")).all()
+    for run_id in waiting:
+        if run_id is not None:
+            _submit(request, Job(JobKind.START, run_id))
+    return state_dict(row)
+
+
+@router.put("/scenarios/{scenario_id}/escalation-contact", tags=["brake"])
+def escalation_contact(scenario_id: str, body: Contact, request: Request, caller: CallerDep) -> dict[str, Any]:
+    """Name whom the scenario's overdue items escalate to after its backups (admins)."""
+    return state_dict(brake.set_escalation_contact(_ws(request), scenario_id, body.user, actor=caller.principal.id))
+
+
+def state_dict(row) -> dict[str, Any]:
+    return {"scenario": row.scenario_id, "paused": row.paused, "reason": row.paused_reason,
+            "changed_by": row.changed_by, "changed_at": _iso(row.changed_at), "escalate_to": row.escalate_to}  # fmt: skip
+
+
+@router.post("/releases/{release_id}/recall", tags=["brake"])
+def recall(release_id: int, body: Reason, request: Request, caller: CallerDep) -> dict[str, Any]:
+    """Recall a released output: marked recalled beside the outbox file, and audited."""
+    r = brake.recall(_ws(request), release_id, actor=caller.principal.id, reason=body.reason)
+    return {"id": r.id, "location": r.location, "recalled_at": _iso(r.recalled_at), "recalled_by": r.recalled_by}
+
+
+@router.post("/escalate", tags=["brake"])
+def escalate(request: Request, caller: CallerDep) -> dict[str, Any]:
+    """Send due reminders and escalate overdue items now (the server also does it on a timer)."""
+    access.require_role(caller.principal, Role.ADMIN, doing="run the deadline sweep")
+    report = deadlines.sweep(_ws(request))
+    return {"reminded": report.reminded, "escalated": [{"item": i, "level": lv} for i, lv in report.escalated]}
 
 
 # --- releases -----------------------------------------------------------------------------------

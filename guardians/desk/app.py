@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dew.agents.errors import DewError
+from dew.guardians.clock import Clock
 from dew.guardians.errors import TooManyAttempts
 from dew.guardians.execution import unfinished
 from dew.guardians.pool import WorkerPool
@@ -44,6 +45,7 @@ class DeskConfig:
     proxy_user_header: str | None = None
     secure_cookies: bool = False  # set behind HTTPS so cookies are never sent in clear
     shutdown_timeout: float = 30.0
+    tick_seconds: float = 30.0  # reminders, escalations, notification deliveries
 
 
 def create_app(settings: Settings, config: DeskConfig | None = None, provider: ModelProvider | None = None) -> FastAPI:
@@ -62,12 +64,15 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         left = unfinished(ws)
         for job in left:
             pool.submit(job)
+        clock = Clock(ws, pool, every=config.tick_seconds)
+        clock.start()
         log.info(
             "serving", extra={"database": settings.database_label, "workers": config.workers, "resumed": len(left)}
         )
         try:
             yield
         finally:
+            clock.stop()
             pool.stop(config.shutdown_timeout)
             ws.close()
 
@@ -84,9 +89,10 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
     )
     app.state.config = config
 
-    from . import api, web
+    from . import api, api_notify, web
 
     app.include_router(api.router)
+    app.include_router(api_notify.router)
     app.include_router(web.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_error_handlers(app)

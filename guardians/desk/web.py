@@ -20,15 +20,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
+from sqlmodel import func, select
 
 from dew.agents.checks import HIDDEN, visible
 from dew.agents.errors import DewError, InputInvalid
-from dew.guardians import access, audit, auth, delegation, queue, users
+from dew.guardians import access, audit, auth, brake, delegation, queue, users
 from dew.guardians.db import must_get, transaction
 from dew.guardians.decisions import may_decide, record_decision
 from dew.guardians.errors import NotAuthenticated
 from dew.guardians.execution import Job, JobKind
-from dew.guardians.models import Role, Run, WorkItem, utcnow
+from dew.guardians.models import Role, Run, ScenarioState, WorkItem, utcnow
 from dew.guardians.runs import begin_retry, request_run
 
 from .i18n import LANG_COOKIE, LANGUAGES, language, translate
@@ -160,6 +161,26 @@ def marked(text: str, terms: list[str]) -> Markup:
     return Markup(safe)
 
 
+def rendered_markdown(text: str, terms: list[str]) -> Markup:
+    """A markdown draft as a document: headings, lists and tables, with the phrases findings point
+    at marked. Raw HTML in the draft is not rendered (it shows as text), and links may only be
+    http(s) or relative; images cannot load from elsewhere (the page's CSP)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
+    needles = [str(escape(visible(t))) for t in terms if t]
+
+    def text_rule(renderer, tokens, idx, options, env):
+        out = str(escape(tokens[idx].content))
+        for needle in needles:
+            if needle and needle in out:
+                out = out.replace(needle, f"<mark>{needle}</mark>")
+        return out
+
+    md.add_render_rule("text", text_rule)
+    return Markup(md.render(visible(text)))
+
+
 def json_table(text: str) -> dict | list | None:
     """A JSON draft as rows a person can read, when it is an object or a list of objects."""
     try:
@@ -277,10 +298,11 @@ def inbox(request: Request, scenario: str | None = None) -> Response:
     rows = queue.queue_for(_ws(request), caller.principal, scenario or None)
     mine = queue.queue_for(_ws(request), caller.principal) if scenario else rows
     scenarios = sorted({r["scenario"] for r in mine})
-    overdue_hours = 24
+    now = datetime.now(UTC)
     for r in rows:
-        hours = (datetime.now(UTC) - datetime.fromisoformat(r["created_at"])).total_seconds() / 3600
-        r["late"] = hours >= overdue_hours
+        due = datetime.fromisoformat(r["due_at"]) if r["due_at"] else None
+        r["late"] = due is not None and due <= now
+        r["soon"] = due is not None and not r["late"] and r["reminded"]
     return render(request, "inbox.html", caller, rows=rows, scenarios=scenarios, scenario=scenario)
 
 
@@ -315,6 +337,9 @@ def _item(request: Request, caller: Caller, item_id: int, **extra: Any) -> HTMLR
         run=view["run"],
         spec=spec,
         draft_html=marked(item["draft"], highlight_terms(item["findings"])),
+        draft_doc=rendered_markdown(item["draft"], highlight_terms(item["findings"]))
+        if spec.output.format == "markdown"
+        else None,
         draft_table=json_table(item["draft"]) if spec.output.format == "json" else None,
         hidden=bool(HIDDEN.search(item["draft"])),
         rounds=rounds,
@@ -333,10 +358,12 @@ async def decide(item_id: int, request: Request) -> Response:
     if edited is not None:
         edited = edited.replace("\r\n", "\n")  # browsers send CRLF; the draft has LF
     p = caller.principal
-    _, it = record_decision(
+    recorded = record_decision(
         _ws(request), item_id, actor=p.id, action=action, note=form.get("note"), edited=edited, method=p.method
     )
-    request.app.state.executor.submit(Job(JobKind.DECISION, it.run_id, item_id))
+    if recorded.decision is None:
+        return _redirect("/inbox", done="signed")
+    request.app.state.executor.submit(Job(JobKind.DECISION, recorded.item.run_id, item_id))
     return _redirect("/inbox", done=action if action in ("approve", "reject", "edit", "revise") else None)
 
 
@@ -448,8 +475,11 @@ def runs_page(request: Request) -> Response:
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
 def run_page(run_id: int, request: Request) -> Response:
     caller = _caller(request)
-    run = queue.run_view(_ws(request), caller.principal, run_id)
-    return render(request, "run.html", caller, run=run)
+    ws = _ws(request)
+    run = queue.run_view(ws, caller.principal, run_id)
+    p = caller.principal
+    may_recall = p.has(Role.GUARDIAN, Role.ADMIN) and brake.can_brake(ws, p.id, run["scenario"])
+    return render(request, "run.html", caller, run=run, may_recall=may_recall)
 
 
 @router.post("/runs/{run_id}/retry")
@@ -530,8 +560,6 @@ def catalogue(request: Request) -> Response:
     caller = _caller(request)
     ws = _ws(request)
     with transaction(ws.engine) as s:
-        from sqlmodel import func, select
-
         counts = dict(
             s.exec(
                 select(WorkItem.scenario_id, func.count())
@@ -539,11 +567,48 @@ def catalogue(request: Request) -> Response:
                 .group_by(WorkItem.scenario_id)
             ).all()
         )
+        states = {st.scenario_id: st for st in s.exec(select(ScenarioState)).all()}
+    p = caller.principal
     rows = [
-        {"spec": loaded.spec, "queue": counts.get(loaded.id, 0)}
+        {
+            "spec": loaded.spec,
+            "queue": counts.get(loaded.id, 0),
+            "state": states.get(loaded.id),
+            "may_brake": p.has(Role.GUARDIAN, Role.ADMIN) and brake.can_brake(ws, p.id, loaded.id),
+        }
         for loaded in sorted(ws.catalogue.values(), key=lambda x: x.id)
     ]
     return render(request, "catalogue.html", caller, rows=rows)
+
+
+@router.post("/scenarios/{scenario_id}/pause")
+async def pause(scenario_id: str, request: Request) -> Response:
+    caller = _caller(request)
+    form = await _form(request, caller)
+    brake.pause(_ws(request), scenario_id, actor=caller.principal.id, reason=form.get("reason", ""))
+    return _redirect("/catalogue", done="paused")
+
+
+@router.post("/scenarios/{scenario_id}/resume")
+async def resume(scenario_id: str, request: Request) -> Response:
+    caller = _caller(request)
+    await _form(request, caller)
+    ws = _ws(request)
+    brake.resume(ws, scenario_id, actor=caller.principal.id)
+    with transaction(ws.engine) as s:  # runs that waited while it was paused start now
+        waiting = s.exec(select(Run.id).where(Run.scenario_id == scenario_id, Run.status == "queued")).all()
+    for run_id in waiting:
+        if run_id is not None:
+            request.app.state.executor.submit(Job(JobKind.START, run_id))
+    return _redirect("/catalogue", done="resumed")
+
+
+@router.post("/releases/{release_id}/recall")
+async def recall(release_id: int, request: Request) -> Response:
+    caller = _caller(request)
+    form = await _form(request, caller)
+    r = brake.recall(_ws(request), release_id, actor=caller.principal.id, reason=form.get("reason", ""))
+    return _redirect(f"/runs/{r.run_id}", done="recalled")
 
 
 @router.get("/people", response_class=HTMLResponse)
