@@ -325,7 +325,7 @@ def released_for(ws: Workspace, p: Principal) -> list[dict[str, Any]]:
         return [
             {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
             for r, run in rows
-            if may_see_run(s, p, run)
+            if may_see_run(s, p, run, list(s.exec(select(WorkItem).where(WorkItem.run_id == run.id)).all()))
         ]
 
 
@@ -336,7 +336,7 @@ def released_text(ws: Workspace, p: Principal, release_id: int) -> tuple[Release
         if release is None:
             raise NotFound(f"no release {release_id}")
         run = must_get(s, Run, release.run_id)
-        check_run(s, p, run, [])
+        check_run(s, p, run, list(s.exec(select(WorkItem).where(WorkItem.run_id == run.id)).all()))
         item = must_get(s, WorkItem, release.item_id)
         decision = s.exec(select(Decision).where(Decision.item_id == item.id)).first()
         if decision is None:

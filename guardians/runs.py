@@ -92,13 +92,14 @@ def request_run(
     inputs, the roster, and (in a workspace with users) a requester who has not signed in. A
     hand-off's run is requested by dew on behalf of the first run's requester."""
     requester = person_id(requester, what="the requester")
-    loaded = ws.scenario(scenario_id)
-    values = validate_inputs(loaded.spec, inputs)
-    with transaction(ws.engine) as s:
-        if parent_run_id is None:
+    if parent_run_id is None:  # who asks comes first: a refusal must not depend on what was asked
+        with transaction(ws.engine) as s:
             user = require_signed_in(s, requester, method, "start a run")
             if user is not None and Role.REQUESTER not in user.roles:
                 raise NotAuthorized(f"'{requester}' does not hold the requester role, so may not start runs")
+    loaded = ws.scenario(scenario_id)
+    values = validate_inputs(loaded.spec, inputs)
+    with transaction(ws.engine) as s:
         refuse_if_paused(s, loaded.id, "start a run of it")
         _require_guardians(s, loaded)
         if parent_run_id is not None:

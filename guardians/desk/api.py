@@ -19,7 +19,7 @@ from dew.guardians.execution import Job, JobKind
 from dew.guardians.models import Role, Run, utcnow
 from dew.guardians.runs import begin_retry, request_run
 
-from .security import Caller, client_address, require_caller
+from .security import Caller, RowId, client_address, require_caller
 
 router = APIRouter(prefix="/api/v1")
 CallerDep = Annotated[Caller, Depends(require_caller)]
@@ -149,12 +149,12 @@ def runs(
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
-def run(run_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def run(run_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     return queue.run_view(_ws(request), caller.principal, run_id)
 
 
 @router.post("/runs/{run_id}/retry", tags=["runs"], status_code=202)
-def retry(run_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def retry(run_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Continue a failed run from its last checkpoint (its requester or an admin)."""
     ws, p = _ws(request), caller.principal
     with transaction(ws.engine) as s:
@@ -174,12 +174,12 @@ def my_queue(
 
 
 @router.get("/items/{item_id}", tags=["queue"])
-def item(item_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def item(item_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     return queue.item_for(_ws(request), caller.principal, item_id)
 
 
 @router.get("/items/{item_id}/trace", tags=["audit"])
-def item_trace(item_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def item_trace(item_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Everything that happened to the run behind an item, across hand-offs."""
     ws = _ws(request)
     queue.item_for(ws, caller.principal, item_id)  # may they see it at all
@@ -196,7 +196,7 @@ class DecisionRequest(BaseModel):
 
 
 @router.post("/items/{item_id}/decision", tags=["queue"], status_code=202)
-def decide(item_id: int, body: DecisionRequest, request: Request, caller: CallerDep) -> dict[str, Any]:
+def decide(item_id: RowId, body: DecisionRequest, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Decide on a work item. The decision is recorded at once; the run resumes in the background
     (an approval is released, a revision drafts again)."""
     p = caller.principal
@@ -263,7 +263,7 @@ def state_dict(row) -> dict[str, Any]:
 
 
 @router.post("/releases/{release_id}/recall", tags=["brake"])
-def recall(release_id: int, body: Reason, request: Request, caller: CallerDep) -> dict[str, Any]:
+def recall(release_id: RowId, body: Reason, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Recall a released output: marked recalled beside the outbox file, and audited."""
     r = brake.recall(_ws(request), release_id, actor=caller.principal.id, reason=body.reason)
     return {"id": r.id, "location": r.location, "recalled_at": _iso(r.recalled_at), "recalled_by": r.recalled_by}
@@ -284,7 +284,7 @@ def releases(request: Request, caller: CallerDep) -> list[dict[str, Any]]:
 
 
 @router.get("/releases/{release_id}/content", tags=["releases"], response_class=PlainTextResponse)
-def release_content(release_id: int, request: Request, caller: CallerDep) -> PlainTextResponse:
+def release_content(release_id: RowId, request: Request, caller: CallerDep) -> PlainTextResponse:
     """The released output exactly as it was approved."""
     release, text = queue.released_text(_ws(request), caller.principal, release_id)
     name = release.location.rsplit("/", 1)[-1]
@@ -397,7 +397,7 @@ def create_token(body: NewToken, request: Request, caller: CallerDep) -> dict[st
 
 
 @router.delete("/tokens/{token_id}", tags=["people"])
-def revoke_token(token_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def revoke_token(token_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     token = auth.revoke_token(_ws(request), token_id, actor=caller.principal.id)
     return {"id": token.id, "revoked_at": _iso(token.revoked_at)}
 
@@ -427,7 +427,7 @@ def delegate(body: DelegationRequest, request: Request, caller: CallerDep) -> di
 
 
 @router.delete("/delegations/{delegation_id}", tags=["people"])
-def end_delegation(delegation_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def end_delegation(delegation_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     return delegation_dict(delegation.end_delegation(_ws(request), delegation_id, actor=caller.principal.id))
 
 

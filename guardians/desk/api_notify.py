@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dew.guardians import notify
 
-from .security import Caller, require_caller
+from .security import Caller, RowId, require_caller
 
 router = APIRouter(prefix="/api/v1")
 CallerDep = Annotated[Caller, Depends(require_caller)]
@@ -63,7 +63,7 @@ def add_channel(body: ChannelRequest, request: Request, caller: CallerDep) -> di
 
 
 @router.delete("/notifications/channels/{channel_id}", tags=["notifications"])
-def remove_channel(channel_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def remove_channel(channel_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Remove one of your channels (an admin: anyone's); what it still had to send is dropped."""
     return notify.channel_view(notify.remove_channel(_ws(request), channel_id, actor=caller.principal.id))
 
@@ -78,7 +78,7 @@ def deliveries(request: Request, caller: CallerDep) -> list[dict[str, Any]]:
 
 
 @router.post("/notifications/{notification_id}/retry", tags=["notifications"], status_code=202)
-def retry(notification_id: int, request: Request, caller: CallerDep) -> dict[str, Any]:
+def retry(notification_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Try a failed delivery again on the next pass, with a fresh count of attempts (admins)."""
     note = notify.retry(_ws(request), notification_id, actor=caller.principal.id)
     return notify.notification_view(note)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Path, Request
 
 from dew.guardians import auth
 from dew.guardians.auth import Principal
 from dew.guardians.errors import CsrfRefused, IdentityRequired, NotAuthenticated
 
 SESSION_COOKIE = "dew_session"
+# A row id in a path: the databases' 64-bit range, so a huge number is a 422, not an overflow.
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 

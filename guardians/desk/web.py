@@ -33,7 +33,7 @@ from dew.guardians.models import Role, Run, ScenarioState, WorkItem, utcnow
 from dew.guardians.runs import begin_retry, request_run
 
 from .i18n import LANG_COOKIE, LANGUAGES, language, translate
-from .security import SESSION_COOKIE, Caller, check_csrf, client_address, identify
+from .security import SESSION_COOKIE, Caller, RowId, check_csrf, client_address, identify
 
 router = APIRouter(include_in_schema=False)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -308,12 +308,12 @@ def inbox(request: Request, scenario: str | None = None) -> Response:
 
 # --- one item -----------------------------------------------------------------------------------------
 @router.get("/items/{item_id}", response_class=HTMLResponse)
-def item_page(item_id: int, request: Request) -> Response:
+def item_page(item_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     return _item(request, caller, item_id)
 
 
-def _item(request: Request, caller: Caller, item_id: int, **extra: Any) -> HTMLResponse:
+def _item(request: Request, caller: Caller, item_id: RowId, **extra: Any) -> HTMLResponse:
     ws = _ws(request)
     view = queue.item_for(ws, caller.principal, item_id)
     item = view["item"]
@@ -350,7 +350,7 @@ def _item(request: Request, caller: Caller, item_id: int, **extra: Any) -> HTMLR
 
 
 @router.post("/items/{item_id}/decide")
-async def decide(item_id: int, request: Request) -> Response:
+async def decide(item_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     form = await _form(request, caller)
     action = form.get("action", "")
@@ -368,7 +368,7 @@ async def decide(item_id: int, request: Request) -> Response:
 
 
 @router.post("/items/{item_id}/preview", response_class=HTMLResponse)
-async def preview_edit(item_id: int, request: Request) -> Response:
+async def preview_edit(item_id: RowId, request: Request) -> Response:
     """Show the guardian the diff of their edit before they confirm it."""
     caller = _caller(request)
     form = await _form(request, caller)
@@ -386,7 +386,7 @@ async def preview_edit(item_id: int, request: Request) -> Response:
 
 
 @router.get("/items/{item_id}/trace", response_class=HTMLResponse)
-def trace_page(item_id: int, request: Request) -> Response:
+def trace_page(item_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     ws = _ws(request)
     queue.item_for(ws, caller.principal, item_id)
@@ -473,7 +473,7 @@ def runs_page(request: Request) -> Response:
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
-def run_page(run_id: int, request: Request) -> Response:
+def run_page(run_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     ws = _ws(request)
     run = queue.run_view(ws, caller.principal, run_id)
@@ -483,7 +483,7 @@ def run_page(run_id: int, request: Request) -> Response:
 
 
 @router.post("/runs/{run_id}/retry")
-async def retry(run_id: int, request: Request) -> Response:
+async def retry(run_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     await _form(request, caller)
     ws = _ws(request)
@@ -495,7 +495,7 @@ async def retry(run_id: int, request: Request) -> Response:
 
 
 @router.get("/releases/{release_id}")
-def download(release_id: int, request: Request) -> Response:
+def download(release_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     release, text = queue.released_text(_ws(request), caller.principal, release_id)
     name = release.location.rsplit("/", 1)[-1]
@@ -604,7 +604,7 @@ async def resume(scenario_id: str, request: Request) -> Response:
 
 
 @router.post("/releases/{release_id}/recall")
-async def recall(release_id: int, request: Request) -> Response:
+async def recall(release_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     form = await _form(request, caller)
     r = brake.recall(_ws(request), release_id, actor=caller.principal.id, reason=form.get("reason", ""))
@@ -666,7 +666,7 @@ async def create_delegation(request: Request) -> Response:
 
 
 @router.post("/delegations/{delegation_id}/end")
-async def end_delegation(delegation_id: int, request: Request) -> Response:
+async def end_delegation(delegation_id: RowId, request: Request) -> Response:
     caller = _caller(request)
     await _form(request, caller)
     delegation.end_delegation(_ws(request), delegation_id, actor=caller.principal.id)
