@@ -51,7 +51,13 @@ def add_row(table: Table, *values: Any) -> None:
 
 AsOption = Annotated[
     str | None,
-    typer.Option("--as", envvar="DEW_USER", help="Who you are (roster id). Env: DEW_USER.", show_envvar=False),
+    typer.Option(
+        "--as",
+        envvar="DEW_USER",
+        help="Who you are (roster id), declared, not proven: decides only in a workspace without users "
+        "(otherwise: dew login). Env: DEW_USER.",
+        show_envvar=False,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
 

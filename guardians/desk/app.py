@@ -23,18 +23,14 @@ from dew.guardians.errors import TooManyAttempts
 from dew.guardians.execution import unfinished
 from dew.guardians.pool import WorkerPool
 
+from .headers import CSP
+
 if TYPE_CHECKING:
     from dew.agents.llm import ModelProvider
     from dew.guardians.workspace import Settings
 
 log = logging.getLogger("dew.server")
 STATIC = Path(__file__).parent / "static"
-
-# No inline script or style anywhere: model output that slipped past escaping still could not run.
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
 
 
 @dataclass(frozen=True)

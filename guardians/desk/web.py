@@ -32,6 +32,7 @@ from dew.guardians.execution import Job, JobKind
 from dew.guardians.models import Role, Run, ScenarioState, WorkItem, utcnow
 from dew.guardians.runs import begin_retry, request_run
 
+from .headers import CSP
 from .i18n import LANG_COOKIE, LANGUAGES, language, translate
 from .security import SESSION_COOKIE, Caller, RowId, check_csrf, client_address, identify
 
@@ -579,6 +580,31 @@ def catalogue(request: Request) -> Response:
         for loaded in sorted(ws.catalogue.values(), key=lambda x: x.id)
     ]
     return render(request, "catalogue.html", caller, rows=rows)
+
+
+# Mermaid styles the SVG it draws with <style> elements: this page alone allows inline styles
+# (never inline script); graph labels are step ids and titles from the scenario file.
+GRAPH_CSP = CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
+@router.get("/catalogue/{scenario_id}", response_class=HTMLResponse)
+def scenario_page(scenario_id: str, request: Request) -> Response:
+    caller = _caller(request)
+    from dew.agents.compiler import mermaid
+
+    ws = _ws(request)
+    spec = ws.scenario(scenario_id).spec
+    with transaction(ws.engine) as s:
+        queued = s.exec(
+            select(func.count())
+            .select_from(WorkItem)
+            .where(WorkItem.scenario_id == scenario_id, WorkItem.status == "pending")
+        ).one()
+        state = s.get(ScenarioState, scenario_id)
+    page = render(request, "scenario.html", caller, spec=spec, graph=mermaid(spec), stages=spec.stages(), queue=queued,
+                  state=state)  # fmt: skip
+    page.headers["content-security-policy"] = GRAPH_CSP
+    return page
 
 
 @router.post("/scenarios/{scenario_id}/pause")

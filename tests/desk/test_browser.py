@@ -163,3 +163,39 @@ def test_screenshots_are_taken_by_the_documented_command(tmp_path, browser):
     shots = take_screenshots(tmp_path / "shots", tmp_path / "office", browser)
     assert [p.name for p in shots] == ["inbox-zh.png", "item-zh.png", "inbox-en.png", "item-en.png"]
     assert all(p.stat().st_size > 20_000 for p in shots)
+
+
+def test_a_digital_employee_page_draws_its_graph_from_vendored_mermaid(server, browser):
+    page = new_page(browser, server.url, lang="en")
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    sign_in(page, "zhao.lei")
+    page.goto("/catalogue")
+    page.click("a[href='/catalogue/drill-script']")
+    page.wait_for_selector("#graph svg", timeout=20_000)
+    assert page.locator("#graph svg .node").count() >= 4
+    assert errors == []
+    assert all(u.startswith(server.url) for u in requests)  # nothing fetched from elsewhere
+
+
+def test_a_guardian_brakes_a_digital_employee_and_its_items_are_held(server, browser):
+    start_runs(server, 1)
+    page = new_page(browser, server.url, lang="zh")
+    sign_in(page, "zhao.lei")
+    page.goto("/catalogue")
+    page.click("text=暂停（踩刹车）")
+    page.fill("form[action='/scenarios/drill-script/pause'] input[name=reason]", "模型输出异常，暂停核查")
+    page.click("form[action='/scenarios/drill-script/pause'] button")
+    assert "已暂停" in page.locator(".notice").inner_text()
+    page.goto("/items/1")
+    assert "暂停" in page.locator("#held").inner_text()
+    assert (
+        page.locator("form[action*='/decide']").count() == 0
+        and "is paused" in page.locator("#cannot-decide").inner_text()
+    )
+    page.goto("/catalogue")
+    page.click("form[action='/scenarios/drill-script/resume'] button")
+    page.goto("/items/1")
+    assert page.locator("#approve").count() == 1
