@@ -22,8 +22,8 @@ from dew.guardians.errors import NotAuthenticated, NotAuthorized, NotFound, TooM
 from . import audit
 from .db import transaction
 from .identity import person_id
-from .models import ApiToken, AuthMethod, LoginAttempt, Role, User, WebSession, utcnow
-from .users import check_password
+from .models import ApiToken, AuthMethod, LoginAttempt, User, WebSession, utcnow
+from .users import check_password, is_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -146,10 +146,7 @@ def create_token(
 
 
 def _may_manage(s: Session, actor: str, user_id: str, doing: str) -> None:
-    if actor == user_id:
-        return
-    admin = s.get(User, actor)
-    if admin is None or not admin.active or Role.ADMIN not in admin.roles:
+    if actor != user_id and not is_admin(s, actor):
         raise NotAuthorized(f"only {user_id} or an admin may {doing} {user_id}")
 
 

@@ -22,7 +22,7 @@ from . import audit
 from .db import must_get, transaction
 from .identity import person_id, same_person
 from .models import Release, Role, Run, ScenarioState, User, utcnow
-from .users import has_users
+from .users import has_users, is_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -51,10 +51,8 @@ def _may_brake(ws: Workspace, session: Session, actor: str, scenario_id: str) ->
     spec = ws.scenario(scenario_id).spec
     if any(same_person(actor, p) for p in spec.people()):
         return
-    if has_users(session):
-        user = session.get(User, actor)
-        if user is not None and user.active and Role.ADMIN in user.roles:
-            return
+    if has_users(session) and is_admin(session, actor):
+        return
     raise NotAuthorized(f"only {scenario_id}'s guardians or an admin may brake it or recall its outputs, not '{actor}'")
 
 
@@ -104,8 +102,7 @@ def set_escalation_contact(ws: Workspace, scenario_id: str, contact: str | None,
     ws.scenario(scenario_id)  # it must exist
     with transaction(ws.engine) as s:
         if has_users(s):
-            user = s.get(User, actor)
-            if user is None or not user.active or Role.ADMIN not in user.roles:
+            if not is_admin(s, actor):
                 raise NotAuthorized("only an admin names whom overdue items escalate to")
             if contact:
                 named = s.get(User, contact)

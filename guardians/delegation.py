@@ -20,7 +20,7 @@ from . import audit
 from .db import transaction
 from .identity import person_id, same_person
 from .models import Delegation, Guardian, Role, User, utcnow
-from .users import has_users
+from .users import has_users, is_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -104,12 +104,8 @@ def end_delegation(ws: Workspace, delegation_id: int, *, actor: str) -> Delegati
 
 
 def _may_delegate(s: Session, actor: str, guardian: str) -> None:
-    if same_person(actor, guardian):
-        return
-    user = s.get(User, actor)
-    if user is not None and user.active and Role.ADMIN in user.roles:
-        return
-    raise NotAuthorized(f"only {guardian} or an admin may delegate {guardian}'s queue")
+    if not same_person(actor, guardian) and not is_admin(s, actor):
+        raise NotAuthorized(f"only {guardian} or an admin may delegate {guardian}'s queue")
 
 
 def _current(at: datetime | None):

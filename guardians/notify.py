@@ -55,8 +55,8 @@ from dew.guardians.errors import InvalidState, NotAuthorized, NotFound
 
 from .db import transaction
 from .identity import person_id
-from .models import Guardian, Notification, NotificationChannel, Role, Run, ScenarioVersion, User, WorkItem, utcnow
-from .users import has_users
+from .models import Guardian, Notification, NotificationChannel, Run, ScenarioVersion, User, WorkItem, utcnow
+from .users import has_users, is_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -140,7 +140,7 @@ def visible_channels(ws: Workspace, actor: str, user_id: str | None = None) -> l
     actor = person_id(actor, what="who lists channels")
     whose = person_id(user_id, what="whose channels") if user_id else None
     with transaction(ws.engine) as s:
-        admin = not has_users(s) or _is_admin(s, actor)
+        admin = not has_users(s) or is_admin(s, actor)
     if not admin:
         if whose not in (None, actor):
             raise NotAuthorized(f"only {whose} or an admin may see the notification channels of {whose}")
@@ -249,20 +249,15 @@ def channel_view(channel: NotificationChannel) -> dict[str, Any]:
     }
 
 
-def _is_admin(s: Session, actor: str) -> bool:
-    user = s.get(User, actor)
-    return user is not None and user.active and Role.ADMIN in user.roles
-
-
 def _may_manage(s: Session, actor: str, user_id: str, doing: str) -> None:
     # Without users, identities are declared and nobody could prove otherwise.
-    if actor == user_id or not has_users(s) or _is_admin(s, actor):
+    if actor == user_id or not has_users(s) or is_admin(s, actor):
         return
     raise NotAuthorized(f"only {user_id} or an admin may {doing} {user_id}")
 
 
 def _require_admin(s: Session, actor: str, doing: str) -> None:
-    if has_users(s) and not _is_admin(s, actor):
+    if has_users(s) and not is_admin(s, actor):
         raise NotAuthorized(f"only an admin may {doing}; '{actor}' is not an active admin")
 
 

@@ -225,14 +225,16 @@ def runs_for(ws: Workspace, p: Principal, *, status: str | None = None, limit: i
             query = query.where(Run.requester == p.id)  # the common case, narrowed in SQL
         out = []
         for run in s.exec(query).yield_per(500):
-            items = (
-                list(s.exec(select(WorkItem).where(WorkItem.run_id == run.id)).all()) if p.has(Role.GUARDIAN) else []
-            )
+            items = _items_of(s, run.key) if p.has(Role.GUARDIAN) else []
             if may_see_run(s, p, run, items):
                 out.append(_run_summary(run))
                 if len(out) >= limit:
                     break
     return out
+
+
+def _items_of(s, run_id: int) -> list[WorkItem]:
+    return list(s.exec(select(WorkItem).where(WorkItem.run_id == run_id).order_by(col(WorkItem.revision))).all())
 
 
 def _run_summary(run: Run) -> dict[str, Any]:
@@ -255,7 +257,7 @@ def run_view(ws: Workspace, p: Principal, run_id: int) -> dict[str, Any]:
         run = s.get(Run, run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
-        items = list(s.exec(select(WorkItem).where(WorkItem.run_id == run_id).order_by(col(WorkItem.revision))).all())
+        items = _items_of(s, run_id)
         check_run(s, p, run, items)
         release = s.exec(select(Release).where(Release.run_id == run_id)).first()
         children = list(s.exec(select(Run.id).where(Run.parent_run_id == run_id)).all())
@@ -325,7 +327,7 @@ def released_for(ws: Workspace, p: Principal) -> list[dict[str, Any]]:
         return [
             {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
             for r, run in rows
-            if may_see_run(s, p, run, list(s.exec(select(WorkItem).where(WorkItem.run_id == run.id)).all()))
+            if may_see_run(s, p, run, _items_of(s, run.key))
         ]
 
 
@@ -336,7 +338,7 @@ def released_text(ws: Workspace, p: Principal, release_id: int) -> tuple[Release
         if release is None:
             raise NotFound(f"no release {release_id}")
         run = must_get(s, Run, release.run_id)
-        check_run(s, p, run, list(s.exec(select(WorkItem).where(WorkItem.run_id == run.id)).all()))
+        check_run(s, p, run, _items_of(s, run.key))
         item = must_get(s, WorkItem, release.item_id)
         decision = s.exec(select(Decision).where(Decision.item_id == item.id)).first()
         if decision is None:

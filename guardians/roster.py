@@ -17,8 +17,8 @@ from dew.guardians.errors import NotAuthorized, NotFound
 from .audit import GuardianAdded, emit
 from .db import lock_row, transaction
 from .identity import person_id
-from .models import AuditHead, Guardian, Role, User
-from .users import has_users
+from .models import AuditHead, Guardian
+from .users import has_users, is_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -97,8 +97,7 @@ def add_guardian(ws: Workspace, guardian_id: str, name: str, title: str = "", *,
         someone = s.exec(select(Guardian).where(col(Guardian.active))).first()
         adder = s.get(Guardian, actor)
         if has_users(s):
-            user = s.get(User, actor)
-            if user is None or not user.active or Role.ADMIN not in user.roles:
+            if not is_admin(s, actor):
                 raise NotAuthorized(f"only an admin may add to the roster; '{actor}' is not an active admin")
         elif someone is not None and (adder is None or not adder.active):
             raise NotAuthorized(

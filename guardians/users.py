@@ -101,11 +101,14 @@ def require_signed_in(session: Session, actor: str, method: str, doing: str) -> 
     return user
 
 
-def _require_admin(session: Session, actor: str, doing: str) -> None:
-    if not has_users(session):
-        return
+def is_admin(session: Session, actor: str) -> bool:
+    """Whether `actor` is an active user holding the admin role (the one test every rule uses)."""
     user = session.get(User, actor)
-    if user is None or not user.active or Role.ADMIN not in user.roles:
+    return user is not None and user.active and Role.ADMIN in user.roles
+
+
+def _require_admin(session: Session, actor: str, doing: str) -> None:
+    if has_users(session) and not is_admin(session, actor):
         raise NotAuthorized(f"only an admin may {doing}; '{actor}' is not an active admin")
 
 

@@ -24,7 +24,7 @@ from sqlmodel import func, select
 
 from dew.agents.checks import HIDDEN, visible
 from dew.agents.errors import DewError, InputInvalid
-from dew.guardians import access, audit, auth, brake, delegation, queue, users
+from dew.guardians import access, audit, auth, brake, delegation, notify, queue, users
 from dew.guardians.db import must_get, transaction
 from dew.guardians.decisions import may_decide, record_decision
 from dew.guardians.errors import NotAuthenticated
@@ -641,7 +641,13 @@ async def recall(release_id: RowId, request: Request) -> Response:
 def people(request: Request) -> Response:
     caller = _caller(request)
     access.require_role(caller.principal, Role.ADMIN, Role.AUDITOR, doing="see the people of this workspace")
-    return render(request, "people.html", caller, users=users.list_users(_ws(request)), roles=[r.value for r in Role])
+    ws = _ws(request)
+    deliveries = []
+    if caller.principal.has(Role.ADMIN):  # what did not reach a guardian, for whoever can fix it
+        deliveries = [notify.notification_view(n) for n in notify.status(ws, actor=caller.principal.id)]
+    return render(
+        request, "people.html", caller, users=users.list_users(ws), roles=[r.value for r in Role], deliveries=deliveries
+    )
 
 
 @router.post("/people")
