@@ -319,10 +319,15 @@ def register(app: typer.Typer) -> None:
         if proxy_user_header:
             err_console.print(f"Trusting the '{proxy_user_header}' header as the signed-in user: "
                               "this server must be reachable only through your authenticating proxy.")  # fmt: skip
-        config = DeskConfig(workers=workers, proxy_user_header=proxy_user_header, secure_cookies=secure_cookies)
-        err_console.print(f"dew desk on http://{host}:{port}/ (API docs: /api/docs), workspace {settings.home}")
-        uvicorn.run(create_app(settings, config), host=host, port=port, log_level=log_level, access_log=False,
-                    timeout_graceful_shutdown=int(config.shutdown_timeout))  # fmt: skip
+        from dew.guardians.serverlock import serving
+
+        config = DeskConfig(
+            workers=workers, proxy_user_header=proxy_user_header, secure_cookies=secure_cookies, exclusive=False
+        )
+        with serving(settings):  # refused here, in one clear line, if another server holds the workspace
+            err_console.print(f"dew desk on http://{host}:{port}/ (API docs: /api/docs), workspace {settings.home}")
+            uvicorn.run(create_app(settings, config), host=host, port=port, log_level=log_level, access_log=False,
+                        timeout_graceful_shutdown=int(config.shutdown_timeout))  # fmt: skip
 
     @app.command()
     def login(

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import ExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,7 @@ from dew.guardians.clock import Clock
 from dew.guardians.errors import TooManyAttempts
 from dew.guardians.execution import unfinished
 from dew.guardians.pool import WorkerPool
+from dew.guardians.serverlock import serving
 
 from .headers import CSP
 
@@ -42,6 +43,9 @@ class DeskConfig:
     secure_cookies: bool = False  # set behind HTTPS so cookies are never sent in clear
     shutdown_timeout: float = 30.0
     tick_seconds: float = 30.0  # reminders, escalations, notification deliveries
+    # Hold the one-server lock (serverlock.py) while serving; `dew serve` takes it itself, first,
+    # so that a second server is refused with a clear message before uvicorn starts.
+    exclusive: bool = True
 
 
 def create_app(settings: Settings, config: DeskConfig | None = None, provider: ModelProvider | None = None) -> FastAPI:
@@ -53,6 +57,8 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         from dew.guardians.workspace import Workspace
 
         model_provider = provider or EnvModelProvider()
+        held = ExitStack()
+        held.enter_context(serving(settings) if config.exclusive else nullcontext())
         ws = Workspace(settings, model_provider)
         pool = WorkerPool(settings, model_provider, workers=config.workers)
         pool.start()
@@ -71,6 +77,7 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
             clock.stop()
             pool.stop(config.shutdown_timeout)
             ws.close()
+            held.close()
 
     app = FastAPI(
         title="dew",

@@ -8,6 +8,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
@@ -16,6 +17,7 @@ from dew.guardians import notify
 from dew.guardians.clock import tick
 from dew.guardians.db import transaction
 from dew.guardians.desk.app import DeskConfig, create_app
+from dew.guardians.errors import InvalidState
 from dew.guardians.models import Run, WebSession, utcnow
 from dew.guardians.runs import request_run
 
@@ -119,3 +121,15 @@ def test_admins_see_the_deliveries_that_did_not_arrive(desk):
     desk.client.post("/login", data={"user": "root", "password": PASSWORD, "csrf": csrf}, follow_redirects=False)
     people = desk.client.get("/people").text
     assert 'id="deliveries"' in people and "item.queued" in people
+
+
+def test_one_server_serves_a_workspace(make_workspace):
+    ws = make_workspace()
+    first = create_app(ws.settings, DeskConfig(workers=1), provider=ScriptedModelProvider())
+    second = create_app(ws.settings, DeskConfig(workers=1), provider=ScriptedModelProvider())
+    with TestClient(first):
+        assert first.state.executor.alive
+        with pytest.raises(InvalidState, match="another dew server is already serving"), TestClient(second):
+            pass
+    with TestClient(second):  # the lock went with the first server
+        pass
