@@ -325,8 +325,10 @@ def register(app: typer.Typer) -> None:
             workers=workers, proxy_user_header=proxy_user_header, secure_cookies=secure_cookies, exclusive=False
         )
         with serving(settings):  # refused here, in one clear line, if another server holds the workspace
-            err_console.print(f"dew desk on http://{host}:{port}/ (API docs: /api/docs), workspace {settings.home}")
-            uvicorn.run(create_app(settings, config), host=host, port=port, log_level=log_level, access_log=False,
+            err_console.print(
+                f"dew desk on http://{host}:{port}/ (API docs: /api/docs), workspace {settings.home}", soft_wrap=True
+            )
+            uvicorn.run(create_app(settings, config), host=host, port=port, log_level=log_level, access_log=False, log_config=None,
                         timeout_graceful_shutdown=int(config.shutdown_timeout))  # fmt: skip
 
     @app.command()

@@ -188,7 +188,7 @@ def _install_middleware(app: FastAPI) -> None:
 class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: what log collectors in an office's data centre ingest."""
 
-    _standard = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+    _standard = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "color_message"}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -206,7 +206,8 @@ class JsonLogFormatter(logging.Formatter):
 def setup_logging(level: str = "info") -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
-    root = logging.getLogger("dew")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    for name in ("dew", "uvicorn", "uvicorn.error"):  # uvicorn's own lines in the same form
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
