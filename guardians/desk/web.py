@@ -149,7 +149,7 @@ def highlight_terms(findings: list[str]) -> list[str]:
         terms += [next(g for g in m.groups() if g) for m in _QUOTED.finditer(f)]
         if f.startswith("must not contain: "):
             terms += [p.strip() for p in f.removeprefix("must not contain: ").split(",") if p.strip()]
-    return sorted({t for t in terms if t}, key=len, reverse=True)
+    return sorted({t for t in terms if t}, key=lambda t: (-len(t), t))  # longest first: no mark inside a mark
 
 
 def marked(text: str, terms: list[str]) -> Markup:
