@@ -303,10 +303,10 @@ class Scenario(_Strict):
 
     def stages(self) -> list[Stage]:
         """Every sign-off an item needs, in order; the guardian's is the last."""
-        final = Stage("guardian", self.guardian, tuple(self.backups))
+        final = Stage("监护人签发 · guardian's sign-off", self.guardian, tuple(self.backups))
         first = [Stage(st.name, st.guardian, tuple(st.backups)) for st in self.signoff]
         if self.two_person:
-            first.append(Stage("first sign-off", self.guardian, tuple(self.backups)))
+            first.append(Stage("第一签 · first sign-off", self.guardian, tuple(self.backups)))
         return [*first, final]
 
     def people(self) -> list[str]:

@@ -59,6 +59,9 @@ def test_demo_drafts_with_the_embedded_model_and_a_guardian_releases(env):
     assert all(p["endpoint"].startswith("http://127.0.0.1:") for p in shown["provenance"])
     draft = shown["item"]["draft"]
     assert "行政处罚决定书" in draft and "权利告知" in draft  # the template carries the format
+    reviewed = dew(env, "approve", enforcement["item_id"], "--as", "zhang.min")  # the legal review first
+    assert reviewed.returncode == 0 and "now waits for sign-off 2 by li.wei" in reviewed.stdout, reviewed.stderr
+    assert json.loads(dew(env, "released", "--json").stdout) == []
     approved = dew(env, "approve", enforcement["item_id"], "--as", "li.wei")
     assert approved.returncode == 0, approved.stderr
     released = json.loads(dew(env, "released", "--json").stdout)

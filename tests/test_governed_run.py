@@ -183,6 +183,7 @@ def test_trace_names_requester_scenario_version_model_decider_and_release(ws):
         {"transcript": "问：你是否占道？答：是，摆了6张桌子。", "party": "某餐饮店"},
         requester="officer.wang",
     )
+    decide(ws, r.item.id, actor="zhang.min", action="approve", note="facts match")  # the legal review
     decide(ws, r.item.id, actor="li.wei", action="approve", note="checked")
     t = trace(ws, r.item.id)
     loaded = ws.scenario("enforcement-document")
@@ -190,8 +191,9 @@ def test_trace_names_requester_scenario_version_model_decider_and_release(ws):
     assert t["run"]["scenario_sha256"] == loaded.sha256 and t["run"]["scenario_version"] == loaded.spec.version
     assert {p["model"] for p in t["provenance"]} == {"scripted"}
     kinds = [e["kind"] for e in t["events"]]
-    assert kinds == ["run.requested", "run.drafted", "decision.approved", "output.released"]
-    requested, drafted, approved, released = t["events"]
+    assert kinds == ["run.requested", "run.drafted", "decision.signed_off", "decision.approved", "output.released"]
+    requested, drafted, reviewed, approved, released = t["events"]
+    assert reviewed["actor"] == "zhang.min" and reviewed["data"]["next_guardian"] == "li.wei"
     assert requested["actor"] == "officer.wang" and requested["data"]["scenario_sha256"] == loaded.sha256
     assert drafted["data"]["models"][0]["model"] == "scripted"
     assert drafted["data"]["draft_sha256"] == audit.sha256_text(r.item.draft)
@@ -411,6 +413,7 @@ def test_long_names_in_release_file_names_are_cut_to_fit(ws):
     r = start_run(
         ws, "enforcement-document", {"transcript": "问：是否占道？答：是。", "party": party}, requester="alice"
     )
+    decide(ws, r.item.id, actor="zhang.min", action="approve")
     done = decide(ws, r.item.id, actor="li.wei", action="approve")
     name = (ws.settings.home / done.release.location).name
     assert len(name.encode("utf-8")) <= 160 and name.startswith(f"{r.run.id}-处罚决定书-深圳市某区")

@@ -21,7 +21,7 @@ def test_an_approved_street_order_case_is_handed_off_to_the_enforcement_writer(w
     child = done.handoff
     assert child is not None and child.run.scenario_id == "enforcement-document"
     assert child.run.parent_run_id == r.run.id and child.run.requester == "operator.gao"
-    assert child.item.guardian == "li.wei" and "12345热线工单转办" in child.run.inputs["transcript"]
+    assert child.item.guardian == "zhang.min" and "12345热线工单转办" in child.run.inputs["transcript"]
     t = trace(ws, child.item.id)
     assert t["chain"] == [r.run.id, child.run.id]
     kinds = [(e["run_id"], e["kind"]) for e in t["events"]]

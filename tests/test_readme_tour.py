@@ -78,7 +78,11 @@ def test_every_line_of_the_tour_does_what_its_comment_says(shell):
         outputs[command] = done.stdout
     # What the comments promise, beyond exit codes:
     assert " 8 " in outputs["dew inbox --as zhao.lei"]  # the revised draft is work item 8
+    assert (
+        "now waits for sign-off 2 by li.wei"
+        in outputs['dew approve 3 --as zhang.min --comment "facts match the transcript"']
+    )
     assert "outbox/enforcement-document/3-" in outputs["dew released"]
-    assert "work item 9 for li.wei" in outputs["dew approve 5 --as xu.jie"]  # the hand-off
+    assert "work item 9 for zhang.min" in outputs["dew approve 5 --as xu.jie"]  # the hand-off
     assert "Audit events of the hand-off chain" in outputs["dew audit trace 9"]
     assert "intact" in outputs["dew audit verify"]

@@ -34,7 +34,7 @@ def test_every_sample_runs_to_a_work_item(make_workspace, scenario_id, example):
     inputs = next(e.inputs for e in CATALOGUE[scenario_id].spec.examples if e.name == example)
     r = start_run(ws, scenario_id, dict(inputs), requester="alice")
     assert r.run.status == "awaiting_decision", r.run.error
-    assert r.item.guardian == CATALOGUE[scenario_id].spec.guardian and r.item.draft.strip()
+    assert r.item.guardian == CATALOGUE[scenario_id].spec.stages()[0].guardian and r.item.draft.strip()
 
 
 def _run(make_workspace, scenario_id, example_index=0, reply=None):

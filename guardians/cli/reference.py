@@ -179,6 +179,12 @@ def scenarios_reference() -> str:
             "",
             f"- Guardian: {person(spec.guardian)}",
             f"- Backups: {', '.join(person(b) for b in spec.backups) or 'none'}",
+            *(
+                [f"- Sign-off, in order: {' → '.join(f'{st.name} ({person(st.guardian)})' for st in spec.stages())}"]
+                if len(spec.stages()) > 1
+                else []
+            ),
+            *([f"- Deadline per sign-off: {spec.deadline}"] if spec.deadline else []),
             f"- Output: {spec.output.format}, released to `outbox/{sid}/`"
             + (
                 f"; hands off to `{spec.release.handoff.scenario}`"

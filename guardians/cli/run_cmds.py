@@ -91,6 +91,7 @@ def result_dict(r: RunResult) -> dict[str, Any]:
         "requester": r.run.requester,
         "error": r.run.error,
         "released_to": r.release.location if r.release else None,
+        "stage": r.item.stage if r.item else None,
     }
     if r.handoff is not None or r.handoff_error:
         out["handoff"] = result_dict(r.handoff) if r.handoff else {"error": r.handoff_error}
@@ -116,6 +117,12 @@ def report(r: RunResult, as_json: bool) -> None:
             )
         elif r.handoff_error:
             err_console.print(f"Warning: the hand-off did not start: {safe(r.handoff_error)}")
+    elif r.item is not None and r.item.status == "pending" and r.item.stage > 0:
+        console.print(
+            f"Signed off. Work item {r.item.id} now waits for sign-off {r.item.stage + 1} by {r.item.guardian}"
+            + (f" (or {', '.join(r.item.backups)})" if r.item.backups else "")
+            + "; nothing is released before the last sign-off."
+        )
     elif r.item is not None and r.item.status == "pending":
         console.print(
             f"Run {r.run.id} ({r.run.scenario_id}): draft queued as work item {r.item.id} "

@@ -40,6 +40,9 @@ def _summary(loaded) -> dict:
         "sha256": loaded.sha256,
         "guardian": spec.guardian,
         "backups": spec.backups,
+        # Who signs, in order (the guardian last); a draft waits first for stages[0].
+        "stages": [{"name": st.name, "guardian": st.guardian, "backups": list(st.backups)} for st in spec.stages()],
+        "deadline": spec.deadline,
         "risk": spec.risk,
         "description": spec.description,
         "inputs": {k: v.model_dump() for k, v in spec.inputs.items()},
