@@ -22,7 +22,8 @@ from dew.guardians.errors import InvalidState
 if TYPE_CHECKING:
     from .workspace import Settings
 
-LOCK_KEY = 74657702  # the migrations use 74657701
+# Advisory lock keys in use: 74657701 migrations (db.py), 74657702 checkpoint setup (agents/checkpoints.py).
+LOCK_KEY = 74657703
 
 
 @contextmanager
