@@ -22,7 +22,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from . import audit
-from .models import Action, AuditEvent, Decision, Release, Run, WorkItem
+from .models import Action, AuditEvent, Decision, Release, Run, SignOff, WorkItem
 
 DECISION_KINDS = {f"decision.{a.item_status}": a.value for a in Action}
 
@@ -45,7 +45,8 @@ def check_rows(session: Session) -> list[Mismatch]:
     drafted: dict[int, AuditEvent] = {}
     decided: dict[int, AuditEvent] = {}
     released: dict[int, AuditEvent] = {}
-    kinds = ["run.requested", "run.drafted", "output.released", *DECISION_KINDS]
+    signed: dict[tuple[int, int], AuditEvent] = {}
+    kinds = ["run.requested", "run.drafted", "output.released", "decision.signed_off", *DECISION_KINDS]
     for ev in audit.events(session, kinds=kinds):
         if ev.kind == "run.requested" and ev.run_id is not None:
             requested[ev.run_id] = ev
@@ -55,11 +56,14 @@ def check_rows(session: Session) -> list[Mismatch]:
             decided[ev.item_id] = ev
         elif ev.kind == "output.released" and ev.run_id is not None:
             released[ev.run_id] = ev
+        elif ev.kind == "decision.signed_off" and ev.item_id is not None:
+            signed[(ev.item_id, _data(ev).get("stage", -1))] = ev
     found: list[Mismatch] = []
     found += _runs(session, requested)
     found += _items(session, drafted)
     found += _decisions(session, decided)
     found += _releases(session, released)
+    found += _signoffs(session, signed)
     return found
 
 
@@ -116,6 +120,11 @@ def _decisions(session: Session, decided: dict[int, AuditEvent]) -> list[Mismatc
             out.append(
                 Mismatch("decisions", dec.id, ev.seq, "the note (reason, feedback) differs from the one recorded")
             )
+        # Events before people signed in (migration 0004) say nothing of how; newer ones must agree.
+        for field in ("auth_method", "rule"):
+            if field in d and getattr(dec, field) != d[field]:
+                out.append(Mismatch("decisions", dec.id, ev.seq, f"{field} is '{getattr(dec, field)}', the trail "
+                                    f"says '{d[field]}'"))  # fmt: skip
         edited = audit.sha256_text(dec.edited_output) if dec.edited_output is not None else None
         if edited != d.get("edited_sha256"):
             out.append(
@@ -164,3 +173,28 @@ def _rows(session: Session, model: Any, batch: int = 1000) -> Any:
             return
         yield from rows
         last = rows[-1].id
+
+
+def _signoffs(session: Session, signed: dict[tuple[int, int], AuditEvent]) -> list[Mismatch]:
+    out = []
+    seen: set[tuple[int, int]] = set()
+    for row in _rows(session, SignOff):
+        key = (row.item_id, row.stage)
+        seen.add(key)
+        ev = signed.get(key)
+        if ev is None:
+            out.append(Mismatch("signoffs", row.id, None, f"no decision.signed_off event records stage {row.stage}"))
+            continue
+        d = _data(ev)
+        if row.actor != ev.actor:
+            out.append(Mismatch("signoffs", row.id, ev.seq, f"signed by '{row.actor}', the trail says '{ev.actor}'"))
+        if (row.auth_method, row.rule, row.note) != (d.get("auth_method"), d.get("rule"), d.get("note")):
+            out.append(Mismatch("signoffs", row.id, ev.seq, "how or why it was signed differs from the trail"))
+    for (item_id, stage), ev in signed.items():
+        if (item_id, stage) not in seen:
+            out.append(
+                Mismatch(
+                    "signoffs", None, ev.seq, f"sign-off {stage} of item {item_id} is recorded but its row is gone"
+                )
+            )
+    return out

@@ -56,3 +56,26 @@ def test_every_kind_of_row_edit_is_named(history, sql, expected):
               "released_run": released.run.id, "zeros": "0" * 64, "inputs": '{"hazard": "flood"}'}  # fmt: skip
     found = tampered(ws, sql, **{k: v for k, v in params.items() if f":{k}" in sql})
     assert len(found) == 1 and expected in found[0], found
+
+
+@pytest.mark.parametrize(
+    "sql, expected",
+    [
+        ("UPDATE signoffs SET actor = 'li.wei'", "signed by 'li.wei', the trail says 'zhang.min'"),
+        ("UPDATE signoffs SET auth_method = 'token'", "how or why it was signed differs"),
+        ("DELETE FROM signoffs", "is recorded but its row is gone"),
+        ("UPDATE decisions SET rule = 'delegate'", "rule is 'delegate', the trail says 'owner'"),
+        ("UPDATE decisions SET auth_method = 'password'", "auth_method is 'password', the trail says 'declared'"),
+    ],
+)  # fmt: skip
+def test_sign_offs_and_how_a_decision_was_authorized_are_checked_too(make_workspace, database_url, sql, expected):
+    ws = make_workspace(database_url)
+    r = start_run(
+        ws, "enforcement-document", {"transcript": "问：是否占道？答：是。", "party": "某店"}, requester="alice"
+    )
+    decide(ws, r.item.id, actor="zhang.min", action="approve")  # the legal review, then the section head
+    decide(ws, r.item.id, actor="li.wei", action="approve")
+    with transaction(ws.engine) as s:
+        assert check_rows(s) == []
+    found = tampered(ws, sql)
+    assert len(found) == 1 and expected in found[0], found
