@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from dew.guardians.errors import NotAuthorized
+from dew.guardians.errors import InvalidState, NotAuthorized
 
 from .auth import Principal
 from .decisions import chain_requesters
@@ -74,10 +74,17 @@ def check_run(s: Session, p: Principal, run: Run, items: list[WorkItem]) -> None
         )
 
 
+def delegations_scope(p: Principal) -> str | None:
+    """Whose delegations `p` may list: everyone's for admins and auditors, else only their own
+    (a delegation's reason may be personal: leave, illness)."""
+    return None if reads_everything(p) else p.id
+
+
 def check_retry(s: Session, p: Principal, run: Run) -> None:
-    """A failed run is retried by whoever requested it, or by an admin."""
-    if p.method == AuthMethod.DECLARED or p.has(Role.ADMIN):
-        return
-    if p.has(Role.REQUESTER) and same_person(p.id, run.requester):
-        return
-    raise NotAuthorized(f"only run {run.id}'s requester ({run.requester}) or an admin may retry it, not '{p.id}'")
+    """A failed run is retried by whoever requested it, or by an admin (who asks comes first)."""
+    allowed = p.method == AuthMethod.DECLARED or p.has(Role.ADMIN)
+    allowed = allowed or (p.has(Role.REQUESTER) and same_person(p.id, run.requester))
+    if not allowed:
+        raise NotAuthorized(f"only run {run.id}'s requester ({run.requester}) or an admin may retry it, not '{p.id}'")
+    if run.status != "failed":
+        raise InvalidState(f"run {run.id} is {run.status}; only a failed run is retried")

@@ -83,7 +83,10 @@ def sign_in(ws: Workspace, user_id: str, password: str, *, client: str = "unknow
     with transaction(ws.engine) as s:
         _check_throttle(s, keys, now)
         user = s.get(User, user_id)
-        ok = check_password(user, password) and user is not None and user.active
+    # argon2 takes tens of milliseconds on purpose: outside any transaction, so that a sign-in never
+    # holds SQLite's write lock (or a PostgreSQL connection) while it hashes.
+    ok = check_password(user, password) and user is not None and user.active
+    with transaction(ws.engine) as s:
         if not ok:
             for key in keys:
                 s.add(LoginAttempt(subject=key, at=now))
@@ -127,7 +130,12 @@ def create_token(
             raise InputInvalid(f"'{user_id}' is disabled")
         _may_manage(s, actor, user_id, "create a token for")
         token = ApiToken(
-            user_id=user_id, name=name.strip(), prefix=secret[:12], token_sha256=_digest(secret), expires_at=expires_at
+            user_id=user_id,
+            name=name.strip(),
+            prefix=secret[:12],
+            token_sha256=_digest(secret),
+            expires_at=expires_at,
+            created_by=actor if actor != user_id else None,
         )
         s.add(token)
         s.flush()
@@ -166,7 +174,9 @@ def token_principal(ws: Workspace, secret: str) -> Principal:
         if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
             token.last_used_at = now  # at most once a minute: a busy client should not write every call
             s.add(token)
-    return _principal(user, AuthMethod.TOKEN)
+    # A token someone else created for this user (an admin, for an integration) speaks for the
+    # user's system, not the person: it may start runs and read, never decide (decisions.authorize).
+    return _principal(user, AuthMethod.TOKEN if token.created_by is None else AuthMethod.ISSUED_TOKEN)
 
 
 def revoke_token(ws: Workspace, token_id: int, *, actor: str) -> ApiToken:

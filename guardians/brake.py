@@ -49,9 +49,13 @@ def refuse_if_paused(session: Session, scenario_id: str, doing: str) -> None:
 
 def _may_brake(ws: Workspace, session: Session, actor: str, scenario_id: str) -> None:
     spec = ws.scenario(scenario_id).spec
-    if any(same_person(actor, p) for p in spec.people()):
-        return
-    if has_users(session) and is_admin(session, actor):
+    if has_users(session):
+        # Being named in the file is not enough: only who holds the guardian role now (or an admin).
+        user = session.get(User, actor)
+        signs = user is not None and user.active and Role.GUARDIAN in user.roles
+        if is_admin(session, actor) or (signs and any(same_person(actor, p) for p in spec.people())):
+            return
+    elif any(same_person(actor, p) for p in spec.people()):
         return
     raise NotAuthorized(f"only {scenario_id}'s guardians or an admin may brake it or recall its outputs, not '{actor}'")
 

@@ -193,6 +193,11 @@ def authorize(
     if item.status != ItemStatus.PENDING:
         raise AlreadyDecided(f"work item {item.id} was already {item.status}; a decided item cannot be decided again")
     refuse_if_paused(session, item.scenario_id, f"decide on work item {item.id}")
+    if method == AuthMethod.ISSUED_TOKEN:
+        raise NotAuthorized(
+            f"a token issued to '{actor}' by someone else cannot decide: a decision needs the person's own sign-in "
+            "(the web desk, or a token they created themselves with dew login or dew tokens create)"
+        )
     user = require_signed_in(session, actor, method, "decide")
     if user is not None and Role.GUARDIAN not in user.roles:
         raise NotAuthorized(f"'{actor}' does not hold the guardian role, so may not decide on work item {item.id}")

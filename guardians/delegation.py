@@ -104,7 +104,13 @@ def end_delegation(ws: Workspace, delegation_id: int, *, actor: str) -> Delegati
 
 
 def _may_delegate(s: Session, actor: str, guardian: str) -> None:
-    if not same_person(actor, guardian) and not is_admin(s, actor):
+    if is_admin(s, actor):
+        return
+    if has_users(s):  # the guardian must still hold the role, not just be named on the roster
+        user = s.get(User, actor)
+        if user is None or not user.active or Role.GUARDIAN not in user.roles:
+            raise NotAuthorized(f"'{actor}' does not hold the guardian role, so has no queue to delegate")
+    if not same_person(actor, guardian):
         raise NotAuthorized(f"only {guardian} or an admin may delegate {guardian}'s queue")
 
 
@@ -129,9 +135,13 @@ def active_for(s: Session, guardian: str, at: datetime | None = None) -> list[De
     return list(s.exec(select(Delegation).where(Delegation.guardian == guardian, *_current(at))).all())
 
 
-def list_delegations(ws: Workspace, *, current_only: bool = False) -> list[Delegation]:
+def list_delegations(ws: Workspace, *, current_only: bool = False, involving: str | None = None) -> list[Delegation]:
+    """Delegations (`involving`: only those where that person is the guardian or the delegate)."""
     with transaction(ws.engine) as s:
-        rows = list(s.exec(select(Delegation).order_by(col(Delegation.id))).all())
+        query = select(Delegation).order_by(col(Delegation.id))
+        if involving is not None:
+            query = query.where((col(Delegation.guardian) == involving) | (col(Delegation.delegate) == involving))
+        rows = list(s.exec(query).all())
     if current_only:
         now = utcnow()
         rows = [d for d in rows if d.revoked_at is None and d.ends_at > now]

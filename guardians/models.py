@@ -223,7 +223,8 @@ class AuthMethod(StrEnum):
 
     DECLARED = "declared"  # `--as` in a workspace without users: nobody proved anything
     PASSWORD = "password"  # a web session opened with a password
-    TOKEN = "token"  # an API token
+    TOKEN = "token"  # an API token the person created for themselves
+    ISSUED_TOKEN = "issued_token"  # an API token an admin issued for them (integrations): it never decides
     PROXY = "proxy"  # a trusted reverse proxy's user header (the office's single sign-on)
 
 
@@ -258,6 +259,7 @@ class ApiToken(_Keyed, SQLModel, table=True):
     name: str = ""
     prefix: str  # the first characters, so a person can tell their tokens apart
     token_sha256: str = Field(unique=True, max_length=64)
+    created_by: str | None = None  # who created it, when not the user (None: the user, or before 0006)
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime | None = None
     revoked_at: datetime | None = None

@@ -386,3 +386,23 @@ def search_items(
             }
             for item, run in rows
         ]
+
+
+def trace_for(ws: Workspace, p: Principal, item_id: int) -> dict[str, Any]:
+    """`trace` as `p` may see it: the item must be theirs to see, and along the hand-off chain they
+    see only the events of runs and items they may see (another queue's reasons stay there)."""
+    item_for(ws, p, item_id)  # refused unless `p` may see this item
+    full = trace(ws, item_id)
+    if reads_everything(p):
+        return full
+    with transaction(ws.engine) as s:
+        runs = {r.key: r for r in s.exec(select(Run).where(col(Run.id).in_(full["chain"]))).all()}
+        items = {r: _items_of(s, r) for r in runs}
+        seen_items = {i.key for its in items.values() for i in its if may_see_item(s, p, i)}
+        seen_runs = {r for r, run in runs.items() if may_see_run(s, p, run, items[r])}
+    events = [
+        e
+        for e in full["events"]
+        if (e["item_id"] in seen_items if e["item_id"] is not None else e["run_id"] in seen_runs)
+    ]
+    return {**full, "events": events}

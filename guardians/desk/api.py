@@ -181,9 +181,7 @@ def item(item_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
 @router.get("/items/{item_id}/trace", tags=["audit"])
 def item_trace(item_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
     """Everything that happened to the run behind an item, across hand-offs."""
-    ws = _ws(request)
-    queue.item_for(ws, caller.principal, item_id)  # may they see it at all
-    return queue.trace(ws, item_id)
+    return queue.trace_for(_ws(request), caller.principal, item_id)
 
 
 class DecisionRequest(BaseModel):
@@ -413,7 +411,8 @@ class DelegationRequest(BaseModel):
 
 @router.get("/delegations", tags=["people"])
 def delegations(request: Request, caller: CallerDep) -> list[dict[str, Any]]:
-    return [delegation_dict(d) for d in delegation.list_delegations(_ws(request))]
+    scope = access.delegations_scope(caller.principal)
+    return [delegation_dict(d) for d in delegation.list_delegations(_ws(request), involving=scope)]
 
 
 @router.post("/delegations", tags=["people"], status_code=201)

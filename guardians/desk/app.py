@@ -22,6 +22,7 @@ from dew.guardians.clock import Clock
 from dew.guardians.errors import TooManyAttempts
 from dew.guardians.execution import unfinished
 from dew.guardians.pool import WorkerPool
+from dew.guardians.reconcile import repair
 from dew.guardians.serverlock import serving
 
 from .headers import CSP
@@ -63,6 +64,11 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         pool = WorkerPool(settings, model_provider, workers=config.workers)
         pool.start()
         app.state.ws, app.state.executor = ws, pool
+        # A release recorded but not delivered (the process died between the two) is completed
+        # first; a changed file is left for a person and logged.
+        for problem, outcome in repair(ws, actor="dew"):
+            log.warning("delivery repaired" if problem.repairable else "delivery needs a person",
+                        extra={"problem": problem.kind, "run_id": problem.run_id, "outcome": outcome})  # fmt: skip
         left = unfinished(ws)
         for job in left:
             pool.submit(job)

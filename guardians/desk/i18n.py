@@ -232,6 +232,7 @@ T: dict[str, tuple[str, str]] = {
     "error.home": ("返回首页", "Back to the start"),
     "method.password": ("密码登录", "password"),
     "method.token": ("API 令牌", "API token"),
+    "method.issued_token": ("代发的 API 令牌", "API token issued by an admin"),
     "method.proxy": ("单点登录", "single sign-on"),
     "method.declared": ("自称（未认证）", "declared (not authenticated)"),
     "action.approve": ("批准", "approved"),

@@ -24,6 +24,7 @@ class Caller:
     principal: Principal
     csrf_token: str | None = None  # set for browser sessions: their forms must carry it
     cookie: str | None = None
+    browser: bool = False  # a session cookie or a proxy's header: a browser sends them by itself
 
 
 def client_address(request: Request) -> str:
@@ -41,11 +42,11 @@ def identify(request: Request) -> Caller | None:
         return Caller(auth.token_principal(ws, value.strip()))
     proxy = request.app.state.config.proxy_user_header
     if proxy and request.headers.get(proxy):
-        return Caller(auth.proxy_principal(ws, request.headers[proxy]))
+        return Caller(auth.proxy_principal(ws, request.headers[proxy]), browser=True)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         principal, csrf = auth.session_principal(ws, cookie)
-        return Caller(principal, csrf_token=csrf, cookie=cookie)
+        return Caller(principal, csrf_token=csrf, cookie=cookie, browser=True)
     return None
 
 
@@ -55,14 +56,37 @@ def require_caller(request: Request) -> Caller:
         raise IdentityRequired(
             "sign in first: send 'Authorization: Bearer <token>' (dew tokens create) or use the web desk"
         )
-    if caller.csrf_token is not None and request.method not in SAFE_METHODS:
-        check_csrf(caller, request.headers.get(CSRF_HEADER))
+    if request.method not in SAFE_METHODS:
+        check_csrf(caller, request, request.headers.get(CSRF_HEADER))
     return caller
 
 
-def check_csrf(caller: Caller, given: str | None) -> None:
-    """A browser session's state-changing request must echo the session's CSRF token."""
-    if caller.csrf_token is None:
+def check_csrf(caller: Caller, request: Request, given: str | None) -> None:
+    """A state-changing request that a browser could have sent on its own (it carries the session
+    cookie, or passes a single-sign-on proxy that adds the user header) must come from dew's own
+    pages: from this origin, and, for a session, echoing its CSRF token. A bearer token is never
+    sent by a browser by itself, so an API client needs neither."""
+    if not caller.browser:
         return
-    if not given or not hmac.compare_digest(given, caller.csrf_token):
+    # Behind a proxy there is no session token to echo, so the browser must vouch for the origin.
+    if not same_origin(request, strict=caller.csrf_token is None):
+        raise CsrfRefused("this request came from another site; dew's forms only accept requests from its own pages")
+    if caller.csrf_token is not None and not (given and _equal(given, caller.csrf_token)):
         raise CsrfRefused("this form has expired or did not come from dew (missing CSRF token); reload the page")
+
+
+def same_origin(request: Request, *, strict: bool) -> bool:
+    """What the browser says about where a request comes from (Fetch metadata, then Origin). A
+    request that says nothing passes only when not `strict` (then the CSRF token decides)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None and not strict
+    host = request.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host
+
+
+def _equal(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode("utf-8"), b.encode("utf-8"))

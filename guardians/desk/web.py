@@ -105,7 +105,7 @@ def _caller(request: Request) -> Caller:
 async def _form(request: Request, caller: Caller) -> dict[str, str]:
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
-    check_csrf(caller, values.get("csrf"))
+    check_csrf(caller, request, values.get("csrf"))
     return values
 
 
@@ -224,7 +224,8 @@ async def login(request: Request) -> Response:
     form = await request.form()
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     expected = request.cookies.get(LOGIN_CSRF_COOKIE)
-    if not expected or not secrets.compare_digest(expected, values.get("csrf", "")):
+    given = values.get("csrf", "")
+    if not expected or not secrets.compare_digest(expected.encode("utf-8"), given.encode("utf-8")):
         from dew.guardians.errors import CsrfRefused
 
         raise CsrfRefused("the sign-in form has expired; reload the page and try again")
@@ -389,9 +390,8 @@ async def preview_edit(item_id: RowId, request: Request) -> Response:
 @router.get("/items/{item_id}/trace", response_class=HTMLResponse)
 def trace_page(item_id: RowId, request: Request) -> Response:
     caller = _caller(request)
-    ws = _ws(request)
-    queue.item_for(ws, caller.principal, item_id)
-    return render(request, "trace.html", caller, trace=queue.trace(ws, item_id), item_id=item_id)
+    trace = queue.trace_for(_ws(request), caller.principal, item_id)
+    return render(request, "trace.html", caller, trace=trace, item_id=item_id)
 
 
 # --- requesting work ------------------------------------------------------------------------------
@@ -550,9 +550,9 @@ def _date(text: str, *, end: bool = False) -> datetime | None:
         return None
     try:
         day = datetime.fromisoformat(text).replace(tzinfo=UTC)
-    except ValueError:
-        raise InputInvalid(f"'{text}' is not a date (YYYY-MM-DD)") from None
-    return day + timedelta(days=1) if end else day
+        return day + timedelta(days=1) if end else day
+    except (ValueError, OverflowError):
+        raise InputInvalid(f"'{text}' is not a date dew can use (YYYY-MM-DD)") from None
 
 
 # --- catalogue and people ---------------------------------------------------------------------------
@@ -679,7 +679,8 @@ async def change_person(user_id: str, request: Request) -> Response:
 @router.get("/delegations", response_class=HTMLResponse)
 def delegations(request: Request) -> Response:
     caller = _caller(request)
-    rows = delegation.list_delegations(_ws(request), current_only=True)
+    scope = access.delegations_scope(caller.principal)
+    rows = delegation.list_delegations(_ws(request), current_only=True, involving=scope)
     return render(request, "delegations.html", caller, rows=rows, today=utcnow().date().isoformat())
 
 
