@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from dew.agents.errors import InputInvalid
+from dew.agents.errors import DewError, InputInvalid
 
 from . import remote
 from .common import (
@@ -353,13 +353,21 @@ def register(app: typer.Typer) -> None:
         except httpx.HTTPError as e:
             raise InputInvalid(f"cannot reach {server}: {e}") from None
         body = remote.answer(response, server)
-        remote.save(remote.Login(server=server, user=body["user"], token=body["token"]))
+        remote.save(remote.Login(server=server, user=body["user"], token=body["token"], token_id=body.get("id")))
         console.print(f"Signed in to {server} as {body['user']}; decisions from this CLI now go through that server.")
 
     @app.command()
     def logout(
         server: Annotated[str | None, typer.Option("--server", help="Which server (default: the current one).")] = None,
     ):
-        """Forget the token kept for a server."""
+        """Revoke the token kept for a server, and forget it."""
+        login = remote.login_for(server or None)
+        revoked = ""
+        if login is not None and login.token_id is not None:
+            try:  # best effort: a server that is gone cannot be told, and the token still expires
+                remote.Client(login, timeout=10).call("DELETE", f"/tokens/{login.token_id}")
+                revoked = " (its token is revoked)"
+            except DewError as e:
+                err_console.print(f"Warning: could not revoke the token on {login.server}: {e.message}")
         gone = remote.forget(server)
-        console.print(f"Signed out of {gone}." if gone else "Not signed in.")
+        console.print(f"Signed out of {gone}{revoked}." if gone else "Not signed in.")

@@ -26,6 +26,7 @@ class Login:
     server: str
     user: str
     token: str
+    token_id: int | None = None  # so that `dew logout` can revoke it on the server
 
 
 def config_dir() -> Path:
@@ -63,19 +64,28 @@ def normal_server(url: str) -> str:
 
 def current() -> Login | None:
     """The login the CLI acts with: DEW_SERVER picks the server, else the last one logged in to."""
+    return login_for(os.environ.get("DEW_SERVER") or None)
+
+
+def login_for(server: str | None) -> Login | None:
+    """The login kept for `server` (None: the last one logged in to)."""
     data = _read()
-    server = os.environ.get("DEW_SERVER") or data.get("default")
+    server = server or data.get("default")
     if not server:
         return None
     entry = data.get("servers", {}).get(normal_server(server))
     if not entry:
         return None
-    return Login(server=normal_server(server), user=entry["user"], token=entry["token"])
+    return Login(server=normal_server(server), user=entry["user"], token=entry["token"], token_id=entry.get("token_id"))
 
 
 def save(login: Login) -> None:
     data = _read()
-    data.setdefault("servers", {})[login.server] = {"user": login.user, "token": login.token}
+    data.setdefault("servers", {})[login.server] = {
+        "user": login.user,
+        "token": login.token,
+        "token_id": login.token_id,
+    }
     data["default"] = login.server
     _write(data)
 

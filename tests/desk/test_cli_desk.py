@@ -120,7 +120,10 @@ def test_login_then_run_and_decide_through_the_server(cli, tmp_path):
         r = cli("approve", "1")
         assert r.exit_code == 3 and "does not hold the guardian role" in r.stderr
 
-        assert cli("logout").exit_code == 0
+        out = cli("logout")
+        assert out.exit_code == 0 and "its token is revoked" in out.stdout
+        logins = [t for t in json.loads(cli("tokens", "list", "alice", "--json").stdout) if t["name"] == "dew login"]
+        assert len(logins) == 1 and logins[0]["revoked_at"] is not None  # not just forgotten: dead
         r = cli("login", "--server", server.url, "--user", "zhao.lei", "--password-stdin", input="wrong password\n")
         assert r.exit_code == 3 and "wrong user name or password" in r.stderr
         assert (
