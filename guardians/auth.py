@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, col, delete, func, select
 
 from dew.agents.errors import InputInvalid
-from dew.guardians.errors import NotAuthenticated, NotAuthorized, NotFound, TooManyAttempts
+from dew.guardians.errors import NotAuthenticated, NotFound, TooManyAttempts
 
 from . import audit
 from .db import transaction
 from .identity import person_id
 from .models import ApiToken, AuthMethod, LoginAttempt, User, WebSession, utcnow
-from .users import check_password, is_admin
+from .users import check_password, require_self_or_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -128,7 +128,7 @@ def create_token(
             raise NotFound(f"no user '{user_id}'")
         if not user.active:
             raise InputInvalid(f"'{user_id}' is disabled")
-        _may_manage(s, actor, user_id, "create a token for")
+        require_self_or_admin(s, actor, user_id, "create a token for")
         token = ApiToken(
             user_id=user_id,
             name=name.strip(),
@@ -151,11 +151,6 @@ def create_token(
             actor=actor,
         )
     return token, secret
-
-
-def _may_manage(s: Session, actor: str, user_id: str, doing: str) -> None:
-    if actor != user_id and not is_admin(s, actor):
-        raise NotAuthorized(f"only {user_id} or an admin may {doing} {user_id}")
 
 
 def token_principal(ws: Workspace, secret: str) -> Principal:
@@ -185,7 +180,7 @@ def revoke_token(ws: Workspace, token_id: int, *, actor: str) -> ApiToken:
         token = s.get(ApiToken, token_id, with_for_update=True)
         if token is None:
             raise NotFound(f"no token {token_id}")
-        _may_manage(s, actor, token.user_id, "revoke a token of")
+        require_self_or_admin(s, actor, token.user_id, "revoke a token of")
         if token.revoked_at is None:
             token.revoked_at = utcnow()
             s.add(token)
@@ -256,10 +251,3 @@ def proxy_principal(ws: Workspace, user_header: str) -> Principal:
         if user is None or not user.active:
             raise NotAuthenticated(f"the proxy signed in '{user_id}', who is not an active user of this workspace")
     return _principal(user, AuthMethod.PROXY)
-
-
-def user_principal(ws: Workspace, user_id: str, method: str) -> Principal:
-    """A principal for a user whose identity the caller has already established (used by tests
-    and by the local admin commands, which the operating system's account vouches for)."""
-    with transaction(ws.engine) as s:
-        return _principal(_active_user(s, person_id(user_id)), method)

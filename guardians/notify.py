@@ -56,7 +56,7 @@ from dew.guardians.errors import InvalidState, NotAuthorized, NotFound
 from .db import transaction
 from .identity import person_id
 from .models import Guardian, Notification, NotificationChannel, Run, ScenarioVersion, User, WorkItem, utcnow
-from .users import has_users, is_admin
+from .users import has_users, is_admin, require_admin, require_self_or_admin
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -109,7 +109,7 @@ def add_channel(
         known = ", ".join(sorted(ws.catalogue)) or "none"
         raise InputInvalid(f"no scenario '{scenario}' (known: {known})")
     with transaction(ws.engine) as s:
-        _may_manage(s, actor, user_id, "add notification channels for")
+        require_self_or_admin(s, actor, user_id, "add notification channels for")
         user = s.get(User, user_id)
         if user is None:
             raise NotFound(f"no user '{user_id}': a channel belongs to a user (dew users add)")
@@ -156,7 +156,7 @@ def remove_channel(ws: Workspace, channel_id: int, *, actor: str) -> Notificatio
         channel = s.get(NotificationChannel, channel_id, with_for_update=True)
         if channel is None:
             raise NotFound(f"no notification channel {channel_id}")
-        _may_manage(s, actor, channel.user_id, "remove notification channels of")
+        require_self_or_admin(s, actor, channel.user_id, "remove notification channels of")
         if channel.active:
             channel.active = False
             s.add(channel)
@@ -247,18 +247,6 @@ def channel_view(channel: NotificationChannel) -> dict[str, Any]:
         "active": channel.active,
         "created_at": _iso(channel.created_at),
     }
-
-
-def _may_manage(s: Session, actor: str, user_id: str, doing: str) -> None:
-    # Without users, identities are declared and nobody could prove otherwise.
-    if actor == user_id or not has_users(s) or is_admin(s, actor):
-        return
-    raise NotAuthorized(f"only {user_id} or an admin may {doing} {user_id}")
-
-
-def _require_admin(s: Session, actor: str, doing: str) -> None:
-    if has_users(s) and not is_admin(s, actor):
-        raise NotAuthorized(f"only an admin may {doing}; '{actor}' is not an active admin")
 
 
 # --- writing notifications ------------------------------------------------------------------------
@@ -680,7 +668,7 @@ def status(ws: Workspace, *, actor: str | None = None, limit: int = 500) -> list
     look (the API passes the caller; the local CLI acts with the database's own authority)."""
     with transaction(ws.engine) as s:
         if actor is not None:
-            _require_admin(s, person_id(actor, what="who looks at deliveries"), "see notification deliveries")
+            require_admin(s, person_id(actor, what="who looks at deliveries"), "see notification deliveries")
         return list(
             s.exec(
                 select(Notification)
@@ -695,7 +683,7 @@ def retry(ws: Workspace, notification_id: int, *, actor: str) -> Notification:
     """Try a failed (or waiting) delivery again now, with a fresh count of attempts (an admin)."""
     actor = person_id(actor, what="who retries the delivery")
     with transaction(ws.engine) as s:
-        _require_admin(s, actor, "retry notification deliveries")
+        require_admin(s, actor, "retry notification deliveries")
         note = s.get(Notification, notification_id, with_for_update=True)
         if note is None:
             raise NotFound(f"no notification {notification_id}")

@@ -107,9 +107,18 @@ def is_admin(session: Session, actor: str) -> bool:
     return user is not None and user.active and Role.ADMIN in user.roles
 
 
-def _require_admin(session: Session, actor: str, doing: str) -> None:
+def require_admin(session: Session, actor: str, doing: str) -> None:
+    """Only an admin may, once there are users (before, identities are declared and nobody could
+    prove otherwise)."""
     if has_users(session) and not is_admin(session, actor):
         raise NotAuthorized(f"only an admin may {doing}; '{actor}' is not an active admin")
+
+
+def require_self_or_admin(session: Session, actor: str, user_id: str, doing: str) -> None:
+    """A person's own things (tokens, channels) are theirs or an admin's to manage."""
+    if actor == user_id or not has_users(session) or is_admin(session, actor):
+        return
+    raise NotAuthorized(f"only {user_id} or an admin may {doing} {user_id}")
 
 
 def add_user(
@@ -140,7 +149,7 @@ def add_user(
                     "so that someone can manage the others"
                 )
         else:
-            _require_admin(s, actor, "add users")
+            require_admin(s, actor, "add users")
         if s.get(User, user_id) is not None:
             raise InputInvalid(f"'{user_id}' is already a user")
         user = User(id=user_id, name=name, roles=roles, password_hash=hashed, locale=locale)
@@ -165,7 +174,7 @@ def set_roles(ws: Workspace, user_id: str, roles: Iterable[str], *, actor: str) 
     actor = person_id(actor, what="who changes roles")
     roles = parse_roles(roles)
     with transaction(ws.engine) as s:
-        _require_admin(s, actor, "change roles")
+        require_admin(s, actor, "change roles")
         user = _must_user(s, user_id, lock=True)
         if Role.ADMIN in user.roles and Role.ADMIN not in roles:
             _keep_an_admin(s, user.id)
@@ -182,7 +191,7 @@ def disable_user(ws: Workspace, user_id: str, *, actor: str, reason: str = "") -
     """A disabled user cannot sign in; their tokens and sessions stop working at once."""
     actor = person_id(actor, what="who disables a user")
     with transaction(ws.engine) as s:
-        _require_admin(s, actor, "disable users")
+        require_admin(s, actor, "disable users")
         user = _must_user(s, user_id, lock=True)
         if not user.active:
             raise InputInvalid(f"'{user.id}' is already disabled")
@@ -197,7 +206,7 @@ def disable_user(ws: Workspace, user_id: str, *, actor: str, reason: str = "") -
 def enable_user(ws: Workspace, user_id: str, *, actor: str) -> User:
     actor = person_id(actor, what="who enables a user")
     with transaction(ws.engine) as s:
-        _require_admin(s, actor, "enable users")
+        require_admin(s, actor, "enable users")
         user = _must_user(s, user_id, lock=True)
         user.active = True
         s.add(user)
@@ -212,7 +221,7 @@ def set_password(ws: Workspace, user_id: str, password: str, *, actor: str) -> N
     with transaction(ws.engine) as s:
         user = _must_user(s, user_id, lock=True)
         if actor != user.id:
-            _require_admin(s, actor, "set another person's password")
+            require_admin(s, actor, "set another person's password")
         user.password_hash = hashed
         s.add(user)
         audit.emit(s, audit.PasswordSet(user=user.id), actor=actor)
