@@ -75,6 +75,18 @@ def recover(ws: Workspace, run_id: int) -> RunResult:
     return retry_run(ws, run_id, actor="dew", force=True)
 
 
+def start_waiting(ws: Workspace, executor: Executor, scenario_id: str) -> int:
+    """Submit the queued runs of a scenario (they waited while it was paused); how many."""
+    with transaction(ws.engine) as s:
+        waiting = s.exec(
+            select(col(Run.id)).where(Run.scenario_id == scenario_id, Run.status == RunStatus.QUEUED)
+        ).all()
+    for run_id in waiting:
+        if run_id is not None:
+            executor.submit(Job(JobKind.START, run_id))
+    return len(waiting)
+
+
 def unfinished(ws: Workspace) -> list[Job]:
     """Jobs for the runs a stopped process left: queued and never started, running (cut off while
     drafting, or with a decision not yet applied), approved and not yet released. Meant for the

@@ -10,12 +10,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import select
 
 from dew.guardians import access, audit, auth, brake, deadlines, delegation, queue, users
 from dew.guardians.db import must_get, transaction
 from dew.guardians.decisions import record_decision
-from dew.guardians.execution import Job, JobKind
+from dew.guardians.execution import Job, JobKind, start_waiting
 from dew.guardians.models import Role, Run, utcnow
 from dew.guardians.runs import begin_retry, request_run
 
@@ -241,11 +240,7 @@ def pause(scenario_id: str, body: Reason, request: Request, caller: CallerDep) -
 def resume(scenario_id: str, body: Note, request: Request, caller: CallerDep) -> dict[str, Any]:
     ws = _ws(request)
     row = brake.resume(ws, scenario_id, actor=caller.principal.id, note=body.note)
-    with transaction(ws.engine) as s:  # runs that waited while it was paused start now
-        waiting = s.exec(select(Run.id).where(Run.scenario_id == scenario_id, Run.status == "queued")).all()
-    for run_id in waiting:
-        if run_id is not None:
-            _submit(request, Job(JobKind.START, run_id))
+    start_waiting(ws, request.app.state.executor, scenario_id)
     return state_dict(row)
 
 
@@ -284,7 +279,11 @@ def releases(request: Request, caller: CallerDep) -> list[dict[str, Any]]:
 @router.get("/releases/{release_id}/content", tags=["releases"], response_class=PlainTextResponse)
 def release_content(release_id: RowId, request: Request, caller: CallerDep) -> PlainTextResponse:
     """The released output exactly as it was approved."""
-    release, text = queue.released_text(_ws(request), caller.principal, release_id)
+    return release_download(*queue.released_text(_ws(request), caller.principal, release_id))
+
+
+def release_download(release, text: str) -> PlainTextResponse:
+    """A released output as a file to save (the API's and the pages'), named as in the outbox."""
     name = release.location.rsplit("/", 1)[-1]
     return PlainTextResponse(
         text,

@@ -14,10 +14,10 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from sqlmodel import func, select
@@ -28,10 +28,11 @@ from dew.guardians import access, audit, auth, brake, delegation, notify, queue,
 from dew.guardians.db import must_get, transaction
 from dew.guardians.decisions import may_decide, record_decision
 from dew.guardians.errors import NotAuthenticated
-from dew.guardians.execution import Job, JobKind
+from dew.guardians.execution import Job, JobKind, start_waiting
 from dew.guardians.models import Role, Run, ScenarioState, WorkItem, utcnow
 from dew.guardians.runs import begin_retry, request_run
 
+from .api import release_download
 from .headers import CSP
 from .i18n import LANG_COOKIE, LANGUAGES, language, translate
 from .security import SESSION_COOKIE, Caller, RowId, check_csrf, client_address, identify
@@ -498,13 +499,7 @@ async def retry(run_id: RowId, request: Request) -> Response:
 @router.get("/releases/{release_id}")
 def download(release_id: RowId, request: Request) -> Response:
     caller = _caller(request)
-    release, text = queue.released_text(_ws(request), caller.principal, release_id)
-    name = release.location.rsplit("/", 1)[-1]
-    return PlainTextResponse(
-        text,
-        media_type="text/plain; charset=utf-8",
-        headers={"content-disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"},
-    )
+    return release_download(*queue.released_text(_ws(request), caller.principal, release_id))
 
 
 # --- audit ------------------------------------------------------------------------------------------
@@ -621,11 +616,7 @@ async def resume(scenario_id: str, request: Request) -> Response:
     await _form(request, caller)
     ws = _ws(request)
     brake.resume(ws, scenario_id, actor=caller.principal.id)
-    with transaction(ws.engine) as s:  # runs that waited while it was paused start now
-        waiting = s.exec(select(Run.id).where(Run.scenario_id == scenario_id, Run.status == "queued")).all()
-    for run_id in waiting:
-        if run_id is not None:
-            request.app.state.executor.submit(Job(JobKind.START, run_id))
+    start_waiting(ws, request.app.state.executor, scenario_id)  # runs that waited while it was paused
     return _redirect("/catalogue", done="resumed")
 
 
