@@ -11,6 +11,7 @@ LangGraph re-runs the interrupted node from its start on resume, so the gate doe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import operator
 import re
@@ -66,6 +67,13 @@ def extract_json(text: str) -> str:
         text = fenced.group(1)
     start, end = text.find("{"), text.rfind("}")
     return text[start : end + 1] if start != -1 and end > start else text.strip()
+
+
+def fingerprint(value: Any) -> str:
+    """SHA-256 of a value in canonical JSON: what provenance records of prompts, replies and tool
+    calls, so the trail can prove what went in and out without holding the text itself."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _now() -> str:
@@ -160,7 +168,14 @@ def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, to
                     result = tools.call(tc["name"], {}, state, where, extra=tc.get("args") or {})
                 except ToolFailed as e:
                     result = {"error": e.message}  # the model sees the error and may correct itself
-                used.append({"tool": tc["name"], "args": tc.get("args") or {}})
+                used.append(
+                    {
+                        "tool": tc["name"],
+                        "args": tc.get("args") or {},
+                        "args_sha256": fingerprint(tc.get("args") or {}),
+                        "result_sha256": fingerprint(result),
+                    }
+                )
             messages.append(ToolMessage(json.dumps(result, ensure_ascii=False), tool_call_id=tc["id"]))
     messages = [*messages, HumanMessage("Stop calling tools now and give your answer.")]
     return invoke(model, messages, where, prov), used
@@ -207,7 +222,8 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
             if problem is None
             else [f"the model's reply was unusable after {step.attempts} tries ({problem}); the run went on without it"]
         )
-        record = {"step": step.id, "at": _now(), "attempts": attempt, **prov}
+        record = {"step": step.id, "at": _now(), "attempts": attempt, **prov,
+                  "prompt_sha256": fingerprint([system, prompt]), "output_sha256": fingerprint(text)}  # fmt: skip
         if tool_calls:
             record["tool_calls"] = tool_calls
         return Command(
@@ -283,7 +299,8 @@ def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt:
         model, prov = provider.get(spec.llm, step.llm)
         reply = invoke(model, [SystemMessage(system), HumanMessage(prompt)], where, prov)
         verdict, notes = parse_verdict(reply)
-        record = {"step": step.id, "at": _now(), "attempts": 1, "verdict": verdict, **prov}
+        record = {"step": step.id, "at": _now(), "attempts": 1, "verdict": verdict, **prov,
+                  "prompt_sha256": fingerprint([system, prompt]), "output_sha256": fingerprint(reply)}  # fmt: skip
         rounds = state.get("rounds", {}).get(step.id, 0)
         if verdict == "revise" and rounds < step.max_rounds:
             return Command(

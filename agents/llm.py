@@ -39,7 +39,12 @@ class LLMSettings:
 
     def provenance(self) -> dict[str, Any]:
         """What the audit trail records about the model that drafted."""
-        return {"model": self.model, "endpoint": self.base_url or OPENAI_ENDPOINT, "embedded": self.embedded}
+        return {
+            "model": self.model,
+            "endpoint": self.base_url or OPENAI_ENDPOINT,
+            "embedded": self.embedded,
+            "parameters": {"temperature": self.temperature, "max_tokens": self.max_tokens},
+        }
 
     def describe(self) -> str:
         if self.embedded:

@@ -182,6 +182,18 @@ def execute_start(ws: Workspace, run_id: int) -> RunResult:
     return drive(ws, run_id, lambda rt, sc: rt.start(sc, run_id, run.inputs))
 
 
+def _model_record(p: dict[str, Any]) -> dict[str, Any]:
+    """A model call as the trail keeps it: which model, where, with what settings, and the hashes
+    of its prompt, reply and tool calls (the texts stay with the work item, which retention may clear)."""
+    keep = ("step", "model", "endpoint", "at", "parameters", "prompt_sha256", "output_sha256")
+    record = {k: p.get(k) for k in keep}
+    if p.get("tool_calls"):
+        record["tool_calls"] = [
+            {k: c.get(k) for k in ("tool", "args_sha256", "result_sha256")} for c in p["tool_calls"]
+        ]
+    return record
+
+
 def _require_guardians(session, loaded: LoadedScenario) -> None:
     spec = loaded.spec
     for person in spec.people():
@@ -249,7 +261,7 @@ def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcom
         run.status, run.error, run.error_detail, run.updated_at = RunStatus.AWAITING_DECISION, None, None, utcnow()
         s.add(run)
         s.flush()
-        models = [{k: p.get(k) for k in ("step", "model", "endpoint", "at")} for p in outcome.provenance]
+        models = [_model_record(p) for p in outcome.provenance]
         audit.emit(
             s,
             audit.DraftQueued(

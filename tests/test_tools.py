@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlmodel import select
 
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_text
@@ -13,6 +14,8 @@ from dew.agents.toolbox.corpus import check_citations, search_corpus
 from dew.agents.toolbox.documents import check_official_document, fix_official_document
 from dew.agents.toolbox.tables import check_figures, read_table, score_table
 from dew.agents.tools import ToolContext, ToolFailed, get_tool, registry
+from dew.guardians.db import transaction
+from dew.guardians.models import AuditEvent
 
 COMPANIES = """company,sector,revenue_million_cny,rd_ratio_pct,planned_jobs,penalties_3y
 华储能源科技,energy storage systems,1820,11.5,450,0
@@ -306,7 +309,15 @@ def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_d
     assert first["tools"][0]["function"]["name"] == "read_table"
     tool_reply = next(m for m in second["messages"] if m["role"] == "tool")
     assert json.loads(tool_reply["content"])[1]["company"] == "锐芯半导体"
-    assert r.item.provenance[0]["tool_calls"] == [{"tool": "read_table", "args": {"csv_text": COMPANIES}}]
+    (used,) = r.item.provenance[0]["tool_calls"]
+    assert (used["tool"], used["args"]) == ("read_table", {"csv_text": COMPANIES})
+    # The trail keeps the call by hashes only (arguments may hold personal data; retention clears the item).
+    with transaction(ws.engine) as s:
+        drafted = json.loads(s.exec(select(AuditEvent).where(AuditEvent.kind == "run.drafted")).one().data)
+    model = drafted["models"][0]
+    assert model["tool_calls"] == [{"tool": "read_table", "args_sha256": used["args_sha256"],
+                                    "result_sha256": used["result_sha256"]}]  # fmt: skip
+    assert model["prompt_sha256"] and model["output_sha256"] and "csv_text" not in json.dumps(drafted)
 
 
 def test_risk_signals_are_tied_to_the_facts_that_raised_them():
