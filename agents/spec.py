@@ -12,7 +12,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from jinja2 import TemplateSyntaxError
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .templating import compile_template, undeclared_names
 
 FORMAT_VERSION = 1
 ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
@@ -190,12 +194,142 @@ class HandoffSpec(_Strict):
     )
 
 
+# --- the label every released text carries (GB 45438-2025) --------------------------------------
+# What a label's wording sees, and what it must say: that AI drafted the text (in its language's
+# words, as the standard's explicit labels do) and who approved it.
+LABEL_NAMES = {"guardian", "approved_at", "scenario", "run"}
+LABEL_MARKERS = {"zh": ("人工智能生成", "AI生成"), "en": ("AI-generated", "AI generated")}
+DEFAULT_LABEL_TEXT = {
+    "zh": "【人工智能生成内容】本文由数字员工「{{ scenario.name }}」起草，经{{ guardian.name }}"
+    "{% if guardian.name != guardian.id %}（{{ guardian.id }}）{% endif %}于 {{ approved_at }} 审核批准发布。",
+    "en": '[AI-generated content] Drafted by the digital employee "{{ scenario.name }}"; approved for release by '
+    "{{ guardian.name }}{% if guardian.name != guardian.id %} ({{ guardian.id }}){% endif %} on {{ approved_at }}.",
+}
+_SAMPLE_GUARDIAN = {"id": "sample.guardian", "name": "SAMPLE-GUARDIAN-NAME"}
+
+
+def label_context(*, guardian: dict, approved_at: str, scenario: Scenario, run: dict) -> dict[str, Any]:
+    """What a label's wording sees: one definition for checking it at load time and rendering it."""
+    return {
+        "guardian": guardian,
+        "approved_at": approved_at,
+        "scenario": {"id": scenario.id, "name": scenario.name, "version": scenario.version},
+        "run": run,
+    }
+
+
+def label_problem(language: str, rendered: str, guardian: dict) -> str | None:
+    """Why a rendered label does not say what it must, or None."""
+    if not rendered.strip():
+        return "the label is empty"
+    if not any(m.lower() in rendered.lower() for m in LABEL_MARKERS[language]):
+        return f"a {language} label must say the text is AI-generated: include " + " or ".join(
+            f"'{m}'" for m in LABEL_MARKERS[language]
+        )
+    if guardian["id"] not in rendered and guardian["name"] not in rendered:
+        return "the label must name who approved it: include {{ guardian.name }} or {{ guardian.id }}"
+    return None
+
+
+class LabelText(_Strict):
+    """Custom wording of the explicit label, per language (Jinja2); a language left out keeps dew's wording."""
+
+    zh: str | None = Field(
+        None,
+        min_length=1,
+        description="Chinese wording. Sees `guardian.name`, `guardian.id`, `approved_at` (`YYYY-MM-DD HH:MM UTC`), "
+        "`scenario.name`/`.id`/`.version` and `run.id`/`.date`; must contain 人工智能生成 (or AI生成) and name the "
+        "guardian. dew's: 【人工智能生成内容】本文由数字员工「执法文书生成 · …」起草，经李伟（li.wei）于 2026-11-24 09:30 UTC "
+        "审核批准发布。",
+    )
+    en: str | None = Field(
+        None,
+        min_length=1,
+        description="English wording, seeing the same names; must contain `AI-generated` and name the guardian. "
+        'dew\'s: [AI-generated content] Drafted by the digital employee "…"; approved for release by 李伟 (li.wei) '
+        "on 2026-11-24 09:30 UTC.",
+    )
+
+    @field_validator("zh", "en")
+    @classmethod
+    def _says_what_it_must(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        language = str(info.field_name)
+        try:
+            compile_template(value)
+        except TemplateSyntaxError as e:
+            raise PydanticCustomError("label_text", "template error on its line {line}: {msg}",
+                                      {"line": e.lineno, "msg": e.message}) from None  # fmt: skip
+        unknown = sorted(undeclared_names(value) - LABEL_NAMES)
+        if unknown:
+            raise PydanticCustomError(
+                "label_text", "refers to '{name}', which a label cannot see (it sees: {names})",
+                {"name": unknown[0], "names": ", ".join(sorted(LABEL_NAMES))},
+            )  # fmt: skip
+        sample = {
+            "guardian": _SAMPLE_GUARDIAN,
+            "approved_at": "2026-01-01 08:00 UTC",
+            "run": {"id": 1, "date": "2026-01-01"},
+            "scenario": {"id": "sample", "name": "sample", "version": "1"},
+        }
+        try:
+            rendered = compile_template(value).render(**sample)
+        except Exception as e:  # a sandboxed template fails in many ways; all of them are the file's mistake
+            raise PydanticCustomError("label_text", "cannot be rendered: {error}", {"error": str(e)}) from None
+        problem = label_problem(language, rendered, _SAMPLE_GUARDIAN)
+        if problem:
+            raise PydanticCustomError("label_text", problem)
+        return value
+
+
+class LabelSpec(_Strict):
+    """The explicit label every released text carries (China's labelling measures for AI-generated content,
+    GB 45438-2025): that AI drafted it and who approved it. An implicit label (who produced it, the work item,
+    the approving guardian, the hashes, signed with the workspace key) is written beside the file as
+    `<file>.label.json`, and inside Markdown files as an HTML comment at the end."""
+
+    placement: Literal["top", "bottom"] = Field(
+        "top",
+        description="Where the label goes in the released text: before it or after it. JSON outputs stay the "
+        "approved data: their label travels in the sidecar only.",
+    )
+    language: Literal["zh", "en", "both"] = Field(
+        "zh", description="The label's language; `both` gives the Chinese line, then the English one."
+    )
+    text: LabelText | None = Field(None, description="Custom wording per language; default: dew's.")
+
+    @model_validator(mode="after")
+    def _wording_for_the_language(self) -> LabelSpec:
+        if self.text is not None:
+            used = {"zh", "en"} if self.language == "both" else {self.language}
+            unused = [lang for lang in ("zh", "en") if getattr(self.text, lang) is not None and lang not in used]
+            if unused:
+                raise PydanticCustomError(
+                    "label_text", "text.{lang} is given but language is {language}: set `language: both`, or "
+                    "remove it", {"lang": unused[0], "language": self.language},
+                )  # fmt: skip
+        return self
+
+    @property
+    def languages(self) -> list[str]:
+        return ["zh", "en"] if self.language == "both" else [self.language]
+
+    def wording(self, language: str) -> str:
+        custom = getattr(self.text, language) if self.text is not None else None
+        return custom or DEFAULT_LABEL_TEXT[language]
+
+
 class ReleaseSpec(_Strict):
     """Where an approved output goes. Version 1 knows the workspace outbox, and may hand off."""
 
     to: Literal["outbox"] = Field("outbox", description="`outbox` writes `<workspace>/outbox/<scenario>/<file>`.")
     filename: str = Field(
         "{{ run.id }}-{{ scenario.id }}", description="Jinja2 template of the file name, without extension."
+    )
+    label: LabelSpec = Field(
+        default_factory=LabelSpec,
+        description="The label saying that AI drafted the released text and who approved it (GB 45438-2025).",
     )
     handoff: HandoffSpec | None = Field(None, description="A scenario to start with the released output.")
 
@@ -272,6 +406,12 @@ class Scenario(_Strict):
     remind_before: str | None = Field(
         None, pattern=DURATION_PATTERN, description="When to remind before the deadline. Default: a quarter of it."
     )
+    sign: Literal["required", "optional"] | None = Field(
+        None,
+        description="Whether each decision must be signed with the decider's own key (Ed25519: a key file made by "
+        "`dew keys create`, or a key kept in their browser). `required` refuses an unsigned decision; `optional` "
+        "records a signature when one is given. Default: `required` for `risk: high`, else `optional`.",
+    )
     llm: LLMSpec | None = Field(None, description="LLM settings for every step of this scenario.")
     inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputSpec] = Field(description="Inputs by name.")
     steps: list[Step] = Field(min_length=1, description="Run in order; checks and reviewers may send work back.")
@@ -315,6 +455,10 @@ class Scenario(_Strict):
         for st in self.stages():
             seen += [p for p in (st.guardian, *st.backups) if p not in seen]
         return seen
+
+    @property
+    def signing_required(self) -> bool:
+        return self.sign == "required" or (self.sign is None and self.risk == "high")
 
     @property
     def wait(self) -> timedelta | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,9 +64,20 @@ def workspace_key(ws: Workspace) -> Ed25519PrivateKey:
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # never readable by others
-    with os.fdopen(fd, "wb") as f:
-        f.write(pem)
+    # Releases sign with it too, so two workers may make it at once: each writes a whole file of its
+    # own and links it into place, which only one can do; the other uses the winner's key.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".key-", suffix=".tmp")  # mode 600: never readable by others
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return workspace_key(ws)
+    finally:
+        os.unlink(tmp)
     with transaction(ws.engine) as s:
         audit.emit(s, audit.WorkspaceKeyCreated(public_key=public_key_text(key.public_key())), actor="dew")
     return key

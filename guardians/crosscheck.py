@@ -8,9 +8,12 @@ with its event and names every disagreement (`dew audit verify` reports them, ex
 
 - a run: its requester, scenario version and inputs (by hash) against `run.requested`;
 - a work item: its draft (by hash) against `run.drafted`;
-- a decision: its action, actor, note and edited output (by hash) against `decision.*`, and a
-  decision event whose row is gone;
-- a release: its location and hash against `output.released`, and a release event whose row is gone.
+- a decision or sign-off: its action, actor, note, edited output (by hash) and signature against
+  `decision.*`, and a decision event whose row is gone;
+- a run retention cleared (its inputs, drafts and edits empty): named by a `retention.cleared`
+  event, and marked so, both ways;
+- a release: its location and hash against `output.released`, and a release event whose row is gone;
+  and, for a labelled release, that the file it recorded is the approved text with the signed label.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.exceptions import InvalidSignature
 from sqlmodel import Session, col, select
 
-from . import audit
+from . import audit, labels
 from .models import Action, AuditEvent, Decision, Release, Run, SignOff, WorkItem
+from .release import released_content
 
 DECISION_KINDS = {f"decision.{a.item_status}": a.value for a in Action}
 
@@ -46,7 +51,9 @@ def check_rows(session: Session) -> list[Mismatch]:
     decided: dict[int, AuditEvent] = {}
     released: dict[int, AuditEvent] = {}
     signed: dict[tuple[int, int], AuditEvent] = {}
-    kinds = ["run.requested", "run.drafted", "output.released", "decision.signed_off", *DECISION_KINDS]
+    cleared: set[int] = set()  # runs whose texts retention cleared: their hashes cannot be recomputed
+    kinds = ["run.requested", "run.drafted", "output.released", "decision.signed_off", "retention.cleared",
+             *DECISION_KINDS]  # fmt: skip
     for ev in audit.events(session, kinds=kinds):
         if ev.kind == "run.requested" and ev.run_id is not None:
             requested[ev.run_id] = ev
@@ -58,10 +65,12 @@ def check_rows(session: Session) -> list[Mismatch]:
             released[ev.run_id] = ev
         elif ev.kind == "decision.signed_off" and ev.item_id is not None:
             signed[(ev.item_id, _data(ev).get("stage", -1))] = ev
+        elif ev.kind == "retention.cleared":
+            cleared.update(_data(ev).get("runs", []))
     found: list[Mismatch] = []
-    found += _runs(session, requested)
-    found += _items(session, drafted)
-    found += _decisions(session, decided)
+    found += _runs(session, requested, cleared)
+    found += _items(session, drafted, cleared)
+    found += _decisions(session, decided, cleared)
     found += _releases(session, released)
     found += _signoffs(session, signed)
     return found
@@ -71,7 +80,7 @@ def _data(ev: AuditEvent) -> dict[str, Any]:
     return json.loads(ev.data)
 
 
-def _runs(session: Session, requested: dict[int, AuditEvent]) -> list[Mismatch]:
+def _runs(session: Session, requested: dict[int, AuditEvent], cleared: set[int]) -> list[Mismatch]:
     out = []
     for run in _rows(session, Run):
         ev = requested.get(run.key)
@@ -83,23 +92,33 @@ def _runs(session: Session, requested: dict[int, AuditEvent]) -> list[Mismatch]:
             out.append(Mismatch("runs", run.id, ev.seq, f"requester is '{run.requester}', the trail says '{ev.actor}'"))
         if run.scenario_sha256 != d.get("scenario_sha256"):
             out.append(Mismatch("runs", run.id, ev.seq, "scenario version differs from the one recorded"))
-        if audit.sha256_text(audit.canonical(run.inputs)) != d.get("inputs_sha256"):
+        if run.cleared_at is not None and run.key not in cleared:
+            out.append(
+                Mismatch("runs", run.id, ev.seq, "marked cleared by retention, but no retention event clears it")
+            )
+        elif run.key in cleared and run.cleared_at is None:
+            out.append(Mismatch("runs", run.id, ev.seq, "a retention event cleared it, but its row is not marked so"))
+        if run.key in cleared and not run.inputs:
+            pass  # cleared: the trail keeps the inputs' hash, the row no longer the inputs
+        elif audit.sha256_text(audit.canonical(run.inputs)) != d.get("inputs_sha256"):
             out.append(Mismatch("runs", run.id, ev.seq, "inputs differ from the ones recorded (by hash)"))
     return out
 
 
-def _items(session: Session, drafted: dict[int, AuditEvent]) -> list[Mismatch]:
+def _items(session: Session, drafted: dict[int, AuditEvent], cleared: set[int]) -> list[Mismatch]:
     out = []
     for item in _rows(session, WorkItem):
         ev = drafted.get(item.key)
         if ev is None:
             out.append(Mismatch("work_items", item.id, None, "no run.drafted event records this draft"))
+        elif item.run_id in cleared and item.draft == "":
+            continue
         elif audit.sha256_text(item.draft) != _data(ev).get("draft_sha256"):
             out.append(Mismatch("work_items", item.id, ev.seq, "the draft is not the one queued (by hash)"))
     return out
 
 
-def _decisions(session: Session, decided: dict[int, AuditEvent]) -> list[Mismatch]:
+def _decisions(session: Session, decided: dict[int, AuditEvent], cleared: set[int]) -> list[Mismatch]:
     out = []
     seen: set[int] = set()
     for dec in _rows(session, Decision):
@@ -125,8 +144,12 @@ def _decisions(session: Session, decided: dict[int, AuditEvent]) -> list[Mismatc
             if field in d and getattr(dec, field) != d[field]:
                 out.append(Mismatch("decisions", dec.id, ev.seq, f"{field} is '{getattr(dec, field)}', the trail "
                                     f"says '{d[field]}'"))  # fmt: skip
+        if _signed(dec) != d.get("signed"):
+            out.append(Mismatch("decisions", dec.id, ev.seq, "its signature differs from the one recorded"))
         edited = audit.sha256_text(dec.edited_output) if dec.edited_output is not None else None
-        if edited != d.get("edited_sha256"):
+        if dec.run_id in cleared and edited is None:
+            pass  # cleared by retention
+        elif edited != d.get("edited_sha256"):
             out.append(
                 Mismatch("decisions", dec.id, ev.seq, "the edited output differs from the one recorded (by hash)")
             )
@@ -141,7 +164,26 @@ def _decisions(session: Session, decided: dict[int, AuditEvent]) -> list[Mismatc
 def _releases(session: Session, released: dict[int, AuditEvent]) -> list[Mismatch]:
     out = []
     seen: set[int] = set()
-    for rel in _rows(session, Release):
+    for batch in _batches(session, Release):
+        out += _releases_batch(session, batch, released, seen)
+    for run_id, ev in released.items():
+        if run_id not in seen:
+            out.append(
+                Mismatch("releases", None, ev.seq, f"the release of run {run_id} is recorded but its row is gone")
+            )
+    return out
+
+
+def _releases_batch(
+    session: Session, batch: list[Release], released: dict[int, AuditEvent], seen: set[int]
+) -> list[Mismatch]:
+    # What the label checks need, for the whole batch in three queries rather than three per release.
+    run_ids, item_ids = [r.run_id for r in batch], [r.item_id for r in batch]
+    cleared = set(session.exec(select(Run.id).where(col(Run.id).in_(run_ids), col(Run.cleared_at).is_not(None))).all())
+    items = {i.id: i for i in session.exec(select(WorkItem).where(col(WorkItem.id).in_(item_ids))).all()}
+    decisions = {d.item_id: d for d in session.exec(select(Decision).where(col(Decision.item_id).in_(item_ids))).all()}
+    out = []
+    for rel in batch:
         seen.add(rel.run_id)
         ev = released.get(rel.run_id)
         if ev is None:
@@ -156,22 +198,53 @@ def _releases(session: Session, released: dict[int, AuditEvent]) -> list[Mismatc
             out.append(
                 Mismatch("releases", rel.id, ev.seq, f"location is {rel.location}, the trail says {d.get('location')}")
             )
-    for run_id, ev in released.items():
-        if run_id not in seen:
-            out.append(
-                Mismatch("releases", None, ev.seq, f"the release of run {run_id} is recorded but its row is gone")
-            )
+        if d.get("label") is not None:  # releases made before labels record none
+            found = _labelled(d, rel.run_id in cleared, items.get(rel.item_id), decisions.get(rel.item_id))
+            out += [Mismatch("releases", rel.id, ev.seq, m) for m in found]
     return out
+
+
+def _signed(row: Decision | SignOff) -> dict[str, Any] | None:
+    """A row's signature in the form its event records it (signing.SignedStatement.to_record)."""
+    if row.signature is None and row.signed_statement is None and row.signing_key_id is None:
+        return None
+    return {"key": row.signing_key_id, "statement": row.signed_statement, "signature": row.signature}
+
+
+def _labelled(d: dict[str, Any], cleared: bool, item: WorkItem | None, decision: Decision | None) -> list[str]:
+    """The file a labelled release recorded must be the approved text with the signed label its
+    event holds: what `dew released verify` shows a holder of the file rests on this. (An approved
+    text that differs from the one released is named already, by its draft or decision.)"""
+    label = d["label"]
+    try:
+        labels.verify_signature(label)
+    except (InvalidSignature, ValueError, KeyError, TypeError):
+        return ["the label recorded with the release is not validly signed"]
+    if label["file"]["approved_sha256"] != d.get("content_sha256"):
+        return ["the label recorded with the release is for another text"]
+    if cleared:
+        return []  # retention cleared the approved text; the label and hashes above still stand
+    if item is None or decision is None or not Action(decision.action).releases:
+        return []  # named by the decision checks
+    content = released_content(item, decision)
+    if audit.sha256_text(content) == d.get("content_sha256") and labels.compose(content, label).sha256 != d["sha256"]:
+        return ["the released file is not the approved text with the label recorded for it"]
+    return []
 
 
 def _rows(session: Session, model: Any, batch: int = 1000) -> Any:
     """Every row of a table, in id order, a batch at a time."""
+    for rows in _batches(session, model, batch):
+        yield from rows
+
+
+def _batches(session: Session, model: Any, batch: int = 1000) -> Any:
     last = 0
     while True:
-        rows = session.exec(select(model).where(model.id > last).order_by(col(model.id)).limit(batch)).all()
+        rows = list(session.exec(select(model).where(model.id > last).order_by(col(model.id)).limit(batch)).all())
         if not rows:
             return
-        yield from rows
+        yield rows
         last = rows[-1].id
 
 
@@ -190,6 +263,8 @@ def _signoffs(session: Session, signed: dict[tuple[int, int], AuditEvent]) -> li
             out.append(Mismatch("signoffs", row.id, ev.seq, f"signed by '{row.actor}', the trail says '{ev.actor}'"))
         if (row.auth_method, row.rule, row.note) != (d.get("auth_method"), d.get("rule"), d.get("note")):
             out.append(Mismatch("signoffs", row.id, ev.seq, "how or why it was signed differs from the trail"))
+        if _signed(row) != d.get("signed"):
+            out.append(Mismatch("signoffs", row.id, ev.seq, "its signature differs from the one recorded"))
     for (item_id, stage), ev in signed.items():
         if (item_id, stage) not in seen:
             out.append(

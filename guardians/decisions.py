@@ -28,7 +28,7 @@ from dew.guardians.errors import (
     NotFound,
 )
 
-from . import audit, notify
+from . import audit, notify, signing
 from .brake import refuse_if_paused
 from .db import locked, must_get, transaction
 from .delegation import active_delegation
@@ -47,6 +47,7 @@ from .models import (
     WorkItem,
     utcnow,
 )
+from .signing import SignedStatement
 from .users import require_signed_in
 
 if TYPE_CHECKING:
@@ -71,16 +72,18 @@ def record_decision(
     note: str | None = None,
     edited: str | None = None,
     method: str = AuthMethod.DECLARED,
+    signed: SignedStatement | None = None,
 ) -> Recorded:
     """Authorize and record one decision with its audit event; refusals are audited too.
 
     At a sign-off stage before the last, an approval is recorded as a SignOff and the item moves
     on to the next stage's people; a rejection or a revision at any stage ends the item.
-    `method` says how the actor proved who they are (an AuthMethod); the edges pass it."""
+    `method` says how the actor proved who they are (an AuthMethod); the edges pass it. `signed` is
+    the decider's signature over it (signing.py), required where the scenario says so."""
     actor = person_id(actor, what="who decides")  # before anything: a malformed id is never recorded
     if action not in tuple(Action):
         raise DecisionInvalid(f"unknown decision '{action}' (one of: {', '.join(Action)})")
-    note = (note or "").strip() or None
+    note = signing.normal_note(note)
     if action == "reject" and not note:
         raise DecisionInvalid("a rejection needs a reason (--reason)")
     if action == "revise" and not note:
@@ -112,8 +115,13 @@ def record_decision(
             run = locked(s, Run, run.key)
             item = locked(s, WorkItem, item_id)
             rule, delegation = authorize(s, item, run, actor, method)
+            expected = signing.expected_fields(item_id=item.key, stage=item.stage, action=action, signer=actor,
+                                               draft=item.draft, note=note, edited=edited)  # fmt: skip
+            key = signing.check(s, signed, required=spec.signing_required, scenario=spec.id, expected=expected)
+            proof = signed if key is not None else None
             if action == Action.APPROVE and item.stage < len(stages) - 1:
-                return Recorded(item=item, signoff=_sign_off(s, item, run, stages, actor, method, rule, note, spec))
+                row = _sign_off(s, item, run, stages, actor, method, rule, note, spec, proof)
+                return Recorded(item=item, signoff=row)
             decision = Decision(
                 item_id=item.key,
                 run_id=run.key,
@@ -125,6 +133,9 @@ def record_decision(
                 auth_method=method,
                 rule=rule,
                 delegation_id=delegation.id if delegation else None,
+                signing_key_id=proof.key_id if proof else None,
+                signed_statement=proof.statement if proof else None,
+                signature=proof.signature if proof else None,
             )
             s.add(decision)
             item.status, item.decided_at = Action(action).item_status, utcnow()
@@ -144,6 +155,7 @@ def record_decision(
                     rule=rule,
                     auth_method=method,
                     delegation=delegation.id if delegation else None,
+                    signed=proof.to_record() if proof else None,
                 ),
                 actor=actor,
                 run_id=run.id,
@@ -159,11 +171,13 @@ def record_decision(
 
 
 def _sign_off(s: Session, item: WorkItem, run: Run, stages: list, actor: str, method: str, rule: str,
-              note: str | None, spec) -> SignOff:  # fmt: skip
+              note: str | None, spec, proof: SignedStatement | None) -> SignOff:  # fmt: skip
     """Record an approval at a stage before the last and hand the item to the next stage's people."""
     stage = stages[item.stage]
     row = SignOff(item_id=item.key, stage=item.stage, stage_name=stage.name, actor=actor, auth_method=method, rule=rule,
-                  note=note)  # fmt: skip
+                  note=note, signing_key_id=proof.key_id if proof else None,
+                  signed_statement=proof.statement if proof else None,
+                  signature=proof.signature if proof else None)  # fmt: skip
     s.add(row)
     nxt = stages[item.stage + 1]
     item.stage += 1
@@ -177,6 +191,7 @@ def _sign_off(s: Session, item: WorkItem, run: Run, stages: list, actor: str, me
         audit.SignedOff(
             stage=row.stage, stage_name=stage.name, rule=rule, auth_method=method, next_stage=nxt.name,
             next_guardian=nxt.guardian, note=note, draft_sha256=audit.sha256_text(item.draft),
+            signed=proof.to_record() if proof else None,
         ),
         actor=actor,
         run_id=run.id,

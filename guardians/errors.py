@@ -24,6 +24,13 @@ class NotAuthorized(DewError):
     http_status = 403
 
 
+class SignatureRefused(NotAuthorized):
+    """A decision that must be signed came without a signature, or its signature does not hold
+    (unknown or revoked key, another signer, a statement that differs from the decision made)."""
+
+    code = "signature_refused"
+
+
 class IdentityRequired(DewError):
     """The action needs to know who is acting."""
 
@@ -122,6 +129,15 @@ class DeliveryIncomplete(DewError):
     code = "delivery_incomplete"
     exit_code = 6
     http_status = 500
+
+
+class NotAsReleased(DewError):
+    """A file is not what dew released (`dew released verify`): its text, its label or its sidecar was
+    changed or removed, its signature does not hold, it is another workspace's, or it was recalled."""
+
+    code = "not_as_released"
+    exit_code = 7
+    http_status = 422
 
 
 class StorageError(DewError):

@@ -24,6 +24,7 @@ from .handoff import hand_off
 from .models import Action, AuthMethod, Decision, WorkItem
 from .release import release_run
 from .runs import RunResult, begin_retry, decision_payload, drive, get_run
+from .signing import SignedStatement
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -38,10 +39,13 @@ def decide(
     note: str | None = None,
     edited: str | None = None,
     method: str = AuthMethod.DECLARED,
+    signed: SignedStatement | None = None,
 ) -> RunResult:
     """Record a decision, resume the run with it, and release (then hand off) what was approved.
     A sign-off before the last only moves the item on: the run goes on waiting."""
-    recorded = record_decision(ws, item_id, actor=actor, action=action, note=note, edited=edited, method=method)
+    recorded = record_decision(
+        ws, item_id, actor=actor, action=action, note=note, edited=edited, method=method, signed=signed
+    )
     if recorded.decision is None:
         return RunResult(run=get_run(ws, recorded.item.run_id), item=recorded.item)
     return apply_decision(ws, item_id)

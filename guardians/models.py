@@ -119,6 +119,9 @@ class Run(_Keyed, SQLModel, table=True):
     error: str | None = Field(default=None, sa_column=Column(Text))
     # Why an unexpected error failed the run, as a traceback: for whoever repairs it, never for the trail.
     error_detail: str | None = Field(default=None, sa_column=Column(Text))
+    # When retention cleared the inputs (and the drafts, edits and checkpoints of the run): the
+    # trail keeps their hashes, and `retention.cleared` events name every cleared run.
+    cleared_at: datetime | None = None
     attempts: int = 1
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -167,6 +170,10 @@ class Decision(_Keyed, SQLModel, table=True):
     auth_method: str = Field(default="declared")
     rule: str = Field(default="owner")
     delegation_id: int | None = Field(default=None, foreign_key="delegations.id")
+    # A decision made with a signing key: the exact statement signed and the Ed25519 signature.
+    signing_key_id: int | None = Field(default=None, foreign_key="signing_keys.id")
+    signed_statement: str | None = Field(default=None, sa_column=Column(Text))
+    signature: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -317,6 +324,9 @@ class SignOff(_Keyed, SQLModel, table=True):
     auth_method: str
     rule: str
     note: str | None = Field(default=None, sa_column=Column(Text))
+    signing_key_id: int | None = Field(default=None, foreign_key="signing_keys.id")
+    signed_statement: str | None = Field(default=None, sa_column=Column(Text))
+    signature: str | None = None
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -364,3 +374,31 @@ class Notification(_Keyed, SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+class SigningKey(_Keyed, SQLModel, table=True):
+    """The public half of a person's Ed25519 signing key. The private half stays with the person
+    (a passphrase-protected file, or a non-extractable key in their browser); the server only ever
+    verifies. A revoked key signs nothing new; what it signed before stays verifiable."""
+
+    __tablename__ = "signing_keys"
+    id: int | None = Field(default=None, primary_key=True)
+    person: str = Field(index=True, max_length=64)
+    public_key: str = Field(unique=True, max_length=64)  # base64 of the 32 raw bytes
+    fingerprint: str = Field(max_length=64)  # SHA-256 of the raw key, hex: what people compare
+    kind: str  # file | browser
+    label: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class WorkspaceSetting(SQLModel, table=True):
+    """A setting of the whole workspace that people change at run time (e.g. the retention period)."""
+
+    __tablename__ = "workspace_settings"
+    key: str = Field(primary_key=True, max_length=64)
+    value: Any = Field(sa_column=Column(JSON, nullable=False))
+    changed_by: str
+    changed_at: datetime = Field(default_factory=utcnow)

@@ -16,6 +16,7 @@ from .brake import is_paused
 from .db import must_get, transaction
 from .delegation import active_for, delegated_to
 from .identity import same_person
+from .labels import released_files
 from .models import Decision, ItemStatus, Release, Role, Run, ScenarioVersion, SignOff, WorkItem
 from .release import released_content
 
@@ -59,6 +60,8 @@ def item_view(ws: Workspace, item_id: int) -> dict[str, Any]:
             "guardian": item.guardian,
             "backups": item.backups,
             "risk": item.risk,
+            "stage": item.stage,
+            "sign_required": ws.stored_scenario(run.scenario_sha256).spec.signing_required,
             "created_at": item.created_at.isoformat(),
             "decided_at": item.decided_at.isoformat() if item.decided_at else None,
             "draft": item.draft,
@@ -75,6 +78,7 @@ def item_view(ws: Workspace, item_id: int) -> dict[str, Any]:
             "scenario_version": version.version if version else None,
             "scenario_sha256": run.scenario_sha256,
             "error": run.error,
+            "cleared_at": run.cleared_at.isoformat() if run.cleared_at else None,
         },
         "provenance": item.provenance,
         "decision": _decision_dict(decision),
@@ -140,6 +144,7 @@ def _decision_dict(d: Decision | None) -> dict | None:
         "auth_method": d.auth_method,
         "rule": d.rule,
         "delegation": d.delegation_id,
+        "signing_key": d.signing_key_id,
         "at": d.created_at.isoformat(),
     }
 
@@ -303,6 +308,7 @@ def item_for(ws: Workspace, p: Principal, item_id: int) -> dict[str, Any]:
                      "decided" if n == item.stage else "later",
             "by": done.actor if done else None, "at": done.created_at.isoformat() if done else None,
             "rule": done.rule if done else None, "note": done.note if done else None,
+            "signing_key": done.signing_key_id if done else None,
         })  # fmt: skip
     deadline = {
         "due_at": item.due_at.isoformat() if item.due_at else None,
@@ -332,18 +338,22 @@ def released_for(ws: Workspace, p: Principal) -> list[dict[str, Any]]:
 
 
 def released_text(ws: Workspace, p: Principal, release_id: int) -> tuple[Release, str]:
-    """The released output as it was approved (from the decision record, not the file)."""
+    """The released output exactly as released: the approved text with its labels, rebuilt from the
+    decision record and the label the trail recorded (not read from the file)."""
     with transaction(ws.engine) as s:
         release = s.get(Release, release_id)
         if release is None:
             raise NotFound(f"no release {release_id}")
         run = must_get(s, Run, release.run_id)
         check_run(s, p, run, _items_of(s, run.key))
+        if run.cleared_at is not None:
+            raise NotFound(f"release {release_id}'s text was cleared by retention on {run.cleared_at:%Y-%m-%d}; "
+                           "its recipient holds the file, the trail its hash")  # fmt: skip
         item = must_get(s, WorkItem, release.item_id)
         decision = s.exec(select(Decision).where(Decision.item_id == item.id)).first()
         if decision is None:
             raise NotFound(f"release {release_id} has no decision on record")
-        return release, released_content(item, decision)
+        return release, released_files(s, release, released_content(item, decision)).text
 
 
 def search_items(

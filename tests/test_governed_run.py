@@ -12,9 +12,12 @@ from dew.guardians import audit
 from dew.guardians.db import transaction
 from dew.guardians.errors import AlreadyDecided, DecisionInvalid, InvalidState, NotAuthorized
 from dew.guardians.flow import decide, retry_run
+from dew.guardians.labels import approved_text
 from dew.guardians.queue import inbox, item_view, trace
 from dew.guardians.release import list_releases
 from dew.guardians.runs import start_run
+
+from . import signatures as signed
 
 DRILL_INPUTS = {
     "facility_type": "warehouse",
@@ -25,7 +28,8 @@ DRILL_INPUTS = {
 
 
 def outbox_files(ws):
-    return sorted(p for p in ws.settings.outbox.rglob("*") if p.is_file())
+    """The released files (each label's sidecar beside its file is left out)."""
+    return sorted(p for p in ws.settings.outbox.rglob("*") if p.is_file() and not p.name.endswith(".label.json"))
 
 
 def test_run_queues_a_draft_for_the_scenario_guardian(ws):
@@ -46,7 +50,7 @@ def test_approve_releases_exactly_the_queued_draft_once(ws):
     assert done.run.status == "released"
     files = outbox_files(ws)
     assert len(files) == 1 and files[0].parent.name == "drill-script" and files[0].suffix == ".md"
-    assert files[0].read_text(encoding="utf-8") == r.item.draft
+    assert approved_text(files[0]) == r.item.draft  # inside its label
     with pytest.raises(AlreadyDecided):
         decide(ws, r.item.id, actor="zhao.lei", action="approve")
     assert len(list_releases(ws)) == 1 and len(outbox_files(ws)) == 1
@@ -69,7 +73,7 @@ def test_edit_and_approve_keeps_a_diff_and_releases_the_edit(ws):
         decide(ws, r.item.id, actor="zhao.lei", action="edit", edited=r.item.draft)
     done = decide(ws, r.item.id, actor="liu.yang", action="edit", edited=edited)  # a backup may decide
     assert done.run.status == "released"
-    assert outbox_files(ws)[0].read_text(encoding="utf-8") == edited
+    assert approved_text(outbox_files(ws)[0]) == edited
     view = item_view(ws, r.item.id)
     assert "-1. First point" in view["decision"]["diff"] and "+1. Alarm sounds in bay 3" in view["decision"]["diff"]
     assert view["item"]["status"] == "edited"
@@ -183,8 +187,8 @@ def test_trace_names_requester_scenario_version_model_decider_and_release(ws):
         {"transcript": "问：你是否占道？答：是，摆了6张桌子。", "party": "某餐饮店"},
         requester="officer.wang",
     )
-    decide(ws, r.item.id, actor="zhang.min", action="approve", note="facts match")  # the legal review
-    decide(ws, r.item.id, actor="li.wei", action="approve", note="checked")
+    signed.decide(ws, r.item.id, actor="zhang.min", action="approve", note="facts match")  # the legal review
+    signed.decide(ws, r.item.id, actor="li.wei", action="approve", note="checked")  # risk high: signed
     t = trace(ws, r.item.id)
     loaded = ws.scenario("enforcement-document")
     assert t["run"]["requester"] == "officer.wang"
@@ -318,7 +322,7 @@ def test_a_failed_release_leaves_the_run_approved_and_retry_delivers_it(ws):
     assert list_releases(ws) == []
     blocker.unlink()
     done = retry_run(ws, r.run.id, actor="zhao.lei")
-    assert done.run.status == "released" and outbox_files(ws)[0].read_text(encoding="utf-8") == r.item.draft
+    assert done.run.status == "released" and approved_text(outbox_files(ws)[0]) == r.item.draft
     with transaction(ws.engine) as s:
         kinds = [e.kind for e in audit.events(s)]
     assert kinds.count("output.released") == 1
@@ -405,7 +409,7 @@ def test_a_crash_between_commit_and_delivery_is_completed_by_retry(ws, monkeypat
     done = retry_run(ws, r.run.id, actor="zhao.lei")
     delivered = [p for p in outbox_files(ws) if ".staging" not in p.parts]
     assert done.run.status == "released" and len(delivered) == 1
-    assert delivered[0].read_text(encoding="utf-8") == r.item.draft
+    assert approved_text(delivered[0]) == r.item.draft
 
 
 def test_long_names_in_release_file_names_are_cut_to_fit(ws):
@@ -413,8 +417,8 @@ def test_long_names_in_release_file_names_are_cut_to_fit(ws):
     r = start_run(
         ws, "enforcement-document", {"transcript": "问：是否占道？答：是。", "party": party}, requester="alice"
     )
-    decide(ws, r.item.id, actor="zhang.min", action="approve")
-    done = decide(ws, r.item.id, actor="li.wei", action="approve")
+    signed.decide(ws, r.item.id, actor="zhang.min", action="approve")
+    done = signed.decide(ws, r.item.id, actor="li.wei", action="approve")
     name = (ws.settings.home / done.release.location).name
     assert len(name.encode("utf-8")) <= 160 and name.startswith(f"{r.run.id}-处罚决定书-深圳市某区")
 

@@ -53,7 +53,10 @@ def shell(tmp_path, fake_llm):
     shutil.copytree(REPO / "scenarios", tmp_path / "scenarios", ignore=shutil.ignore_patterns("__pycache__"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEW_", "OPENAI_"))}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", COLUMNS="160",
-               DEW_LLM_BASE_URL=fake_llm.url, DEW_LLM_MODEL="fake-model")  # fmt: skip
+               DEW_LLM_BASE_URL=fake_llm.url, DEW_LLM_MODEL="fake-model",
+               # signing keys go to the tour's own config folder, and the passphrase a person would
+               # type at `dew keys create`'s prompt (there is no terminal here) comes from the environment
+               DEW_CONFIG_DIR=str(tmp_path / "config"), DEW_KEY_PASSPHRASE="a passphrase only she knows")  # fmt: skip
 
     def run(command: str) -> subprocess.CompletedProcess:
         return subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -86,3 +89,5 @@ def test_every_line_of_the_tour_does_what_its_comment_says(shell):
     assert "work item 9 for zhang.min" in outputs["dew approve 5 --as xu.jie"]  # the hand-off
     assert "Audit events of the hand-off chain" in outputs["dew audit trace 9"]
     assert "intact" in outputs["dew audit verify"]
+    assert "2 signed decisions verified" in outputs["dew audit verify"]  # zhang.min's and li.wei's
+    assert "李伟 (li.wei)" in outputs["dew released verify .dew/outbox/enforcement-document/3-*.txt"]

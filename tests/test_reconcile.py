@@ -8,6 +8,7 @@ import pytest
 
 from dew.agents.loader import load_directory
 from dew.guardians.flow import decide
+from dew.guardians.labels import approved_text
 from dew.guardians.reconcile import find_problems, repair
 from dew.guardians.runs import list_runs, start_run
 from tests.conftest import SCENARIOS
@@ -33,7 +34,7 @@ def test_a_release_whose_file_never_arrived_is_found_and_delivered(ws, monkeypat
     [(_, outcome)] = repair(ws, actor="zhao.lei")
     assert outcome == "delivered" and find_problems(ws) == []
     released = ws.settings.home / problem.location
-    assert released.read_text(encoding="utf-8") == r.item.draft
+    assert approved_text(released) == r.item.draft and released.with_name(released.name + ".label.json").exists()
     assert not any((ws.settings.outbox / ".staging").rglob("*.*"))  # nothing left behind
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -47,6 +47,8 @@ def _details(e: dict) -> str:
     d = dict(e["data"])
     for bulky in ("backups", "models", "findings"):
         d.pop(bulky, None)
+    if isinstance(d.get("signed"), dict):  # the statement and signature are in --json
+        d["signed"] = f"key {d['signed'].get('key')}"
     return json.dumps(d, ensure_ascii=False, separators=(", ", "="))[1:-1].replace('"', "")
 
 
@@ -114,9 +116,19 @@ def verify(
             help="A signed checkpoint file written by `dew audit checkpoint`; the trail must still extend it. Repeatable.",
         ),
     ] = None,
+    export: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--export",
+            metavar="MANIFEST",
+            help="The manifest of an export written by `dew audit export`: the file must match it and every "
+            "record the trail, as it was when exported. Repeatable.",
+        ),
+    ] = None,
 ):
     """Recompute the hash chain, check every run, draft, decision and release against the events
-    that recorded them, and every release against the outbox.
+    that recorded them, every signed decision against the signer's key recorded in the trail, and
+    every release against the outbox.
 
     Exits 0 when all agree; 5 naming the first bad event, or each row that disagrees with its
     event; 6 listing each release whose file is missing or changed, whose hand-off never started,
@@ -125,35 +137,44 @@ def verify(
     from dew.guardians.chainhead import read_checkpoint, verify_checkpoints
     from dew.guardians.crosscheck import check_rows
     from dew.guardians.db import transaction
+    from dew.guardians.export import check_exports, read_manifest
     from dew.guardians.reconcile import find_problems
+    from dew.guardians.signing import check_trail
 
     ws = workspace(ctx)
     anchors = [audit.parse_anchor(a) for a in anchor or []]
     checkpoints = [read_checkpoint(p) for p in checkpoint or []]
+    exports = [read_manifest(p) for p in export or []]
     try:
         with transaction(ws.engine) as s:
             result = audit.verify(s, anchors)
             verify_checkpoints(s, checkpoints, result)
-            mismatches = check_rows(s)
+            check_exports(s, exports)
+            rows = check_rows(s)
+            signatures, bad = check_trail(s)
     except AuditBroken as e:
         if as_json:
             print_json({"ok": False, "first_bad_event": e.seq, "error": e.message})
         raise
-    if mismatches:
+    if rows or bad:
+        mismatches = [str(m) for m in rows] + [str(b) for b in bad]
         if as_json:
-            print_json({"ok": False, "events": result.events, "rows": [str(m) for m in mismatches]})
+            print_json({"ok": False, "events": result.events, "rows": mismatches})
+        first = min([m.seq for m in rows if m.seq is not None] + [b.seq for b in bad], default=0)
         raise AuditBroken(
-            min((m.seq for m in mismatches if m.seq is not None), default=0),
-            "\n".join(f"{m}" for m in mismatches)
-            + f"\nthe audit chain is intact, but {len(mismatches)} row(s) disagree with the events that recorded them",
+            first,
+            "\n".join(mismatches) + f"\nthe audit chain is intact, but {len(mismatches)} record(s) disagree with it: "
+            "rows that differ from the events that recorded them, or signatures that do not hold",
         )
     problems = find_problems(ws)
     if as_json:
         print_json({"ok": not problems, "events": result.events, "head": result.head, "anchor": result.anchor,
-                    "problems": [p.to_dict() for p in problems]})  # fmt: skip
+                    "signatures": signatures, "problems": [p.to_dict() for p in problems]})  # fmt: skip
     else:
-        console.print(f"Audit chain intact: {result.events} events.")
+        console.print(f"Audit chain intact: {result.events} events; {signatures} signed decisions verified.")
         console.print(f"Anchor (keep it outside this database; check it later with --anchor): {result.anchor}")
+        if exports:
+            console.print(f"{len(exports)} audit export(s) match their manifests and the trail.")
         if not problems:
             console.print("Every release is delivered as recorded.")
     if problems:
@@ -185,3 +206,61 @@ def checkpoint_(
         return print_json({**body, "file": str(path)})
     console.print(f"Checkpoint of event {body['seq']} ({body['hash'][:16]}…) signed and written to {path}")
     console.print(f"Keep it outside this system. Signing key: {key_path(ws)} (public key {body['public_key']})")
+
+
+@app.command("export")
+def export_(
+    ctx: typer.Context,
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="The file to write; its manifest is written beside it as FILE.manifest.json."),
+    ],
+    fmt: Annotated[Literal["jsonl", "csv"], typer.Option("--format", help="One JSON record a line, or CSV.")] = "jsonl",
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since", help="Only events from this date (YYYY-MM-DD) or ISO date and time (UTC unless it says)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Only events up to this date, inclusive (or before this date and time)."),
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option("--scenario", help="Only the events of this scenario's runs, and its own (paused, resumed…)."),
+    ] = None,
+    guardian: Annotated[
+        str | None,
+        typer.Option(
+            "--guardian",
+            help="Only the events of the work items this guardian owned at any stage and of their runs, and their "
+            "own (added, delegations).",
+        ),
+    ] = None,
+    as_json: JsonOption = False,
+):
+    """Write the audit trail, or the part the filters select, to a file an auditor can check without dew.
+
+    Every record holds all the fields its hash covers, so each hash can be recomputed from the file
+    alone; the manifest beside it records the filters, the count, the first and last event, the
+    file's SHA-256 and the trail's head when the export began (events recorded later are left
+    out). `dew audit verify --export FILE.manifest.json` later proves the file is unchanged and
+    that the trail still holds every record as exported. Never overwrites a file."""
+    from dew.guardians.export import Filters, export_events, manifest_path, parse_time
+
+    filters = Filters(
+        since=parse_time(since, "--since") if since is not None else None,
+        until=parse_time(until, "--until", end=True) if until is not None else None,
+        scenario=scenario,
+        guardian=guardian,
+    )
+    manifest = export_events(workspace(ctx).engine, out, fmt, filters)
+    if as_json:
+        return print_json({**manifest.to_dict(), "file": str(out), "manifest": str(manifest_path(out))})
+    span = f" (events {manifest.first['seq']}–{manifest.last['seq']})" if manifest.first and manifest.last else ""
+    console.print(f"Exported {manifest.count} audit events{span} to {out} (sha256 {manifest.sha256}).", soft_wrap=True)
+    console.print(
+        f"Manifest: {manifest_path(out)}; check both later with: dew audit verify --export {manifest_path(out)}",
+        soft_wrap=True,
+    )

@@ -11,6 +11,7 @@ import getpass
 import re
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -289,6 +290,16 @@ def delegations_end(
 
 
 # --- the server -----------------------------------------------------------------------------------
+def _every(text: str) -> float | None:
+    from dew.agents.spec import DURATION_PATTERN, duration
+
+    if text.strip().lower() == "off":
+        return None
+    if not re.match(DURATION_PATTERN, text.strip()):
+        raise InputInvalid(f"--checkpoint-every takes a period such as 30m, 1h or 1d, or off; not '{text}'")
+    return duration(text.strip()).total_seconds()
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def serve(
@@ -308,6 +319,20 @@ def register(app: typer.Typer) -> None:
         ] = None,
         secure_cookies: Annotated[bool, typer.Option("--secure-cookies", help="Send cookies over HTTPS only.")] = False,
         log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+        checkpoint_every: Annotated[
+            str,
+            typer.Option(
+                "--checkpoint-every",
+                help="Sign a checkpoint of the audit trail's head this often when it moved (e.g. 1h, 30m), or off.",
+            ),
+        ] = "1h",
+        checkpoint_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--checkpoint-dir",
+                help="Where the checkpoints go; keep it apart from the database. Default: <workspace>/checkpoints.",
+            ),
+        ] = None,
     ):
         """Serve the web desk and the API, and execute runs in the background."""
         import uvicorn
@@ -322,8 +347,9 @@ def register(app: typer.Typer) -> None:
         from dew.guardians.serverlock import serving
 
         config = DeskConfig(
-            workers=workers, proxy_user_header=proxy_user_header, secure_cookies=secure_cookies, exclusive=False
-        )
+            workers=workers, proxy_user_header=proxy_user_header, secure_cookies=secure_cookies, exclusive=False,
+            checkpoint_seconds=_every(checkpoint_every), checkpoint_dir=checkpoint_dir,
+        )  # fmt: skip
         with serving(settings):  # refused here, in one clear line, if another server holds the workspace
             err_console.print(
                 f"dew desk on http://{host}:{port}/ (API docs: /api/docs), workspace {settings.home}", soft_wrap=True

@@ -14,10 +14,15 @@ from . import (
     decide_cmds,
     demo_cmd,
     desk_cmds,
+    keys_cmds,
     notify_cmds,
     people_cmds,
+    released_cmds,
+    report_cmds,
+    retention_cmds,
     run_cmds,
     scenario_cmds,
+    stats_cmds,
 )
 from .common import AppState, DewGroup
 
@@ -60,12 +65,17 @@ ask_cmd.register(app)
 run_cmds.register(app)
 decide_cmds.register(app)
 run_cmds.register_listings(app)
+app.add_typer(released_cmds.app, name="released")
 brake_cmds.register(app)
+stats_cmds.register(app)
 app.add_typer(audit_cmds.app, name="audit")
+report_cmds.register(audit_cmds.app)
 desk_cmds.register(app)
 app.add_typer(desk_cmds.users_app, name="users")
 app.add_typer(desk_cmds.tokens_app, name="tokens")
 app.add_typer(desk_cmds.delegations_app, name="delegations")
+app.add_typer(keys_cmds.app, name="keys")
+app.add_typer(retention_cmds.app, name="retention")
 app.add_typer(notify_cmds.app, name="notify")
 
 

@@ -104,6 +104,8 @@ def scenario_reference() -> str:
         s.ReviewStep,
         s.OutputSpec,
         s.ReleaseSpec,
+        s.LabelSpec,
+        s.LabelText,
         s.HandoffSpec,
         s.Example,
     ]
@@ -270,6 +272,7 @@ EXIT_CODES = [
     (4, "already decided, or not in a state that allows it (e.g. retrying a running run)"),
     (5, "the audit trail does not verify"),
     (6, "a release is not delivered as recorded (`dew audit verify`); `dew repair` completes it"),
+    (7, "a file is not what dew released (`dew released verify`): changed, its label altered, or recalled"),
 ]
 
 

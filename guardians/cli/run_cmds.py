@@ -1,4 +1,4 @@
-"""Runs and queues: `dew run`, `dew inbox`, `dew show`, `dew runs`, `dew retry`, `dew released`."""
+"""Runs and queues: `dew run`, `dew inbox`, `dew show`, `dew runs`, `dew retry` (`dew released`: released_cmds.py)."""
 
 from __future__ import annotations
 
@@ -316,21 +316,6 @@ def register_listings(app: typer.Typer) -> None:
         left = [p for p, _ in done if not p.repairable]
         if left:
             raise DeliveryIncomplete(f"{len(left)} problem(s) need a person: " + "; ".join(p.detail for p in left))
-
-    @app.command()
-    def released(ctx: typer.Context, as_json: JsonOption = False):
-        """List released outputs and where they went."""
-        from dew.guardians.queue import released as load_released
-
-        rows = load_released(workspace(ctx))
-        if as_json:
-            return print_json(rows)
-        table = Table("run", "item", "scenario", "location", "sha256", "at", title="Released")
-        for r in rows:
-            add_row(
-                table, str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19]
-            )
-        console.print(table)
 
 
 def inbox_rows(items, actor: str | None = None) -> list[dict]:

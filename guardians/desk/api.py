@@ -17,6 +17,7 @@ from dew.guardians.decisions import record_decision
 from dew.guardians.execution import Job, JobKind, start_waiting
 from dew.guardians.models import Role, Run, utcnow
 from dew.guardians.runs import begin_retry, request_run
+from dew.guardians.signing import SignedStatement
 
 from .security import Caller, RowId, client_address, require_caller
 
@@ -183,6 +184,19 @@ def item_trace(item_id: RowId, request: Request, caller: CallerDep) -> dict[str,
     return queue.trace_for(_ws(request), caller.principal, item_id)
 
 
+class SignatureIn(BaseModel):
+    """A decision signed with your key: the statement signed (see guardians/signing.py) and the
+    base64 Ed25519 signature over its UTF-8 bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+    key_id: int = Field(ge=1, le=2**53)
+    statement: str = Field(max_length=2000)
+    signature: str = Field(max_length=200)
+
+    def signed(self) -> SignedStatement:
+        return SignedStatement(self.key_id, self.statement, self.signature)
+
+
 class DecisionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     action: str = Field(description="approve | reject | edit | revise", max_length=20)
@@ -190,6 +204,7 @@ class DecisionRequest(BaseModel):
         default=None, description="comment, reason (reject) or feedback (revise)", max_length=20000
     )
     edited: str | None = Field(default=None, description="the edited output (edit)", max_length=2_000_000)
+    signature: SignatureIn | None = Field(default=None, description="your signature over this decision")
 
 
 @router.post("/items/{item_id}/decision", tags=["queue"], status_code=202)
@@ -197,18 +212,19 @@ def decide(item_id: RowId, body: DecisionRequest, request: Request, caller: Call
     """Decide on a work item. The decision is recorded at once; the run resumes in the background
     (an approval is released, a revision drafts again)."""
     p = caller.principal
-    recorded = record_decision(
-        _ws(request), item_id, actor=p.id, action=body.action, note=body.note, edited=body.edited, method=p.method
-    )
+    signed = body.signature.signed() if body.signature else None
+    recorded = record_decision(_ws(request), item_id, actor=p.id, action=body.action, note=body.note,
+                               edited=body.edited, method=p.method, signed=signed)  # fmt: skip
     it, decision, signoff = recorded.item, recorded.decision, recorded.signoff
     if decision is not None:
         _submit(request, Job(JobKind.DECISION, it.run_id, item_id))
         return {"decision_id": decision.id, "item_id": item_id, "run_id": it.run_id, "action": decision.action,
-                "rule": decision.rule, "auth_method": decision.auth_method, "signed_off": None}  # fmt: skip
+                "rule": decision.rule, "auth_method": decision.auth_method, "signing_key": decision.signing_key_id,
+                "signed_off": None}  # fmt: skip
     assert signoff is not None
     return {
         "decision_id": None, "item_id": item_id, "run_id": it.run_id, "action": body.action, "rule": signoff.rule,
-        "auth_method": signoff.auth_method,
+        "auth_method": signoff.auth_method, "signing_key": signoff.signing_key_id,
         "signed_off": {"stage": signoff.stage, "name": signoff.stage_name, "next_guardian": it.guardian},
     }  # fmt: skip
 
@@ -278,7 +294,8 @@ def releases(request: Request, caller: CallerDep) -> list[dict[str, Any]]:
 
 @router.get("/releases/{release_id}/content", tags=["releases"], response_class=PlainTextResponse)
 def release_content(release_id: RowId, request: Request, caller: CallerDep) -> PlainTextResponse:
-    """The released output exactly as it was approved."""
+    """The released output exactly as released: the approved text with its AI-content label (and, in
+    Markdown, the signed implicit label at its end); `X-Sha256` is the file's recorded hash."""
     return release_download(*queue.released_text(_ws(request), caller.principal, release_id))
 
 

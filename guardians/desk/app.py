@@ -44,6 +44,10 @@ class DeskConfig:
     secure_cookies: bool = False  # set behind HTTPS so cookies are never sent in clear
     shutdown_timeout: float = 30.0
     tick_seconds: float = 30.0  # reminders, escalations, notification deliveries
+    # A signed checkpoint of the trail's head this often (if it moved), into checkpoint_dir
+    # (default <workspace>/checkpoints): point it at storage kept apart from the database.
+    checkpoint_seconds: float | None = 3600.0
+    checkpoint_dir: Path | None = None
     # Hold the one-server lock (serverlock.py) while serving; `dew serve` takes it itself, first,
     # so that a second server is refused with a clear message before uvicorn starts.
     exclusive: bool = True
@@ -72,7 +76,8 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         left = unfinished(ws)
         for job in left:
             pool.submit(job)
-        clock = Clock(ws, pool, every=config.tick_seconds)
+        clock = Clock(ws, pool, every=config.tick_seconds, checkpoint_every=config.checkpoint_seconds,
+                      checkpoint_dir=config.checkpoint_dir)  # fmt: skip
         clock.start()
         log.info(
             "serving", extra={"database": settings.database_label, "workers": config.workers, "resumed": len(left)}
@@ -98,11 +103,15 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
     )
     app.state.config = config
 
-    from . import api, api_notify, web
+    from . import api, api_keys, api_notify, dashboard, metrics, web, web_keys
 
     app.include_router(api.router)
     app.include_router(api_notify.router)
+    app.include_router(api_keys.router)
     app.include_router(web.router)
+    app.include_router(dashboard.router)
+    metrics.install(app)  # GET /metrics for Prometheus, and the request timer
+    app.include_router(web_keys.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _install_error_handlers(app)
     _install_middleware(app)

@@ -227,6 +227,64 @@ T: dict[str, tuple[str, str]] = {
     "delegations.end": ("提前结束", "End now"),
     "delegations.none": ("没有生效的委托。", "No delegations in force."),
     "delegations.create": ("委托", "Delegate"),
+    # signing keys and signed decisions (static/sign.js fills {key})
+    "nav.keys": ("签名密钥", "Signing keys"),
+    "keys.title": ("签名密钥", "Signing keys"),
+    "keys.intro": (
+        "您的签名密钥在本浏览器中生成，私钥不可导出，只保存在本机；服务器只登记公钥，用它核验您对每项决定的签名。"
+        "高风险事项的决定必须签名。更换设备或丢失时请吊销旧密钥并新建。",
+        "Your signing key is made in this browser; its private half cannot be exported and stays on this machine. "
+        "The server registers only the public half and checks your signature on each decision with it. Decisions "
+        "on high-risk items must be signed. On a new device, or if one is lost, revoke the old key and create a new one.",
+    ),
+    "keys.none_here": ("本浏览器中还没有您的有效签名密钥。", "This browser holds no key of yours in force."),
+    "keys.here": (
+        "本浏览器持有您的签名密钥 #{key}，决定将用它签名。",
+        "This browser holds your signing key #{key}; decisions are signed with it.",
+    ),
+    "keys.create": ("在本浏览器中创建签名密钥", "Create a signing key in this browser"),
+    "keys.label": ("备注", "Label"),
+    "keys.default_label": ("办公电脑浏览器", "office browser"),
+    "keys.mine": ("我的密钥", "My keys"),
+    "keys.others": ("其他人的密钥", "Other people's keys"),
+    "keys.none": ("还没有登记密钥。", "No keys registered yet."),
+    "keys.person": ("持有人", "Holder"),
+    "keys.kind": ("保存于", "Kept in"),
+    "keys.kind.browser": ("浏览器", "browser"),
+    "keys.kind.file": ("密钥文件（命令行）", "key file (CLI)"),
+    "keys.this_browser": ("本浏览器", "this browser"),
+    "keys.fingerprint": ("指纹", "Fingerprint"),
+    "keys.created": ("登记时间", "Registered"),
+    "keys.state": ("状态", "State"),
+    "keys.active": ("有效", "in force"),
+    "keys.revoked_line": ("{at} 由 {who} 吊销", "revoked {at} by {who}"),
+    "keys.reason": ("吊销原因", "why revoke"),
+    "keys.revoke": ("吊销", "Revoke"),
+    "done.key_created": ("签名密钥已创建并登记。", "Signing key created and registered."),
+    "done.key_revoked": (
+        "签名密钥已吊销；它此前的签名仍可核验。",
+        "Signing key revoked; what it signed stays verifiable.",
+    ),
+    "sign.will_sign": ("您的决定将用签名密钥 #{key} 签名。", "Your decision will be signed with your key #{key}."),
+    "sign.required_no_key": (
+        "此事项要求签名决定，而本浏览器没有您的有效签名密钥：请先到「签名密钥」页创建。",
+        "This item needs a signed decision and this browser holds no key of yours in force: create one on the "
+        "Signing keys page first.",
+    ),
+    "sign.optional_no_key": (
+        "此事项不要求签名；本浏览器没有您的签名密钥。",
+        "This item does not need a signature; this browser holds no key of yours.",
+    ),
+    "sign.unsupported": (
+        "本浏览器无法签名（需要 HTTPS 和支持 Ed25519 的浏览器）。",
+        "This browser cannot sign (it needs HTTPS and a browser with Ed25519).",
+    ),
+    "item.cleared": (
+        "保存期限已过，本任务的输入、草稿和修改文本已于 {at} 清除；审计轨迹仍保留它们的哈希值。",
+        "Past the retention period, this run's inputs, drafts and edits were cleared on {at}; the audit trail "
+        "keeps their hashes.",
+    ),
+    "sign.signed_with": ("已用签名密钥 #{n} 签名", "signed with key #{n}"),
     # errors
     "error.title": ("无法完成", "Could not do that"),
     "error.home": ("返回首页", "Back to the start"),
@@ -239,6 +297,117 @@ T: dict[str, tuple[str, str]] = {
     "action.reject": ("驳回", "rejected"),
     "action.edit": ("修改后批准", "approved with an edit"),
     "action.revise": ("退回修改", "sent back"),
+    # figures (/stats): guardians/desk/dashboard.py, templates/stats.html
+    "nav.stats": ("统计", "Figures"),
+    "stats.title": ("运行统计", "Figures"),
+    "stats.intro": (
+        "按草稿进入待办的时间统计；一份草稿的结果计入它排队的期间。",
+        "Counted by when each draft was queued; what became of a draft counts in the period it was queued in.",
+    ),
+    "stats.own_queue": ("仅含您本人待办（{who}）的草稿。", "Only the drafts of your own queue ({who})."),
+    "stats.by": ("分组", "Group by"),
+    "stats.by.scenario": ("场景", "Scenario"),
+    "stats.by.guardian": ("监护人", "Guardian"),
+    "stats.by.model": ("模型", "Model"),
+    "stats.show": ("查看", "Show"),
+    "stats.none": ("所选期间没有进入待办的草稿。", "No drafts were queued in this period."),
+    "stats.items": ("草稿数", "Drafts"),
+    "stats.runs": ("任务数", "Runs"),
+    "stats.pending_n": ("待决定 {n} 件", "{n} pending"),
+    "stats.approval_rate": ("批准率", "Approval rate"),
+    "stats.of_decided": ("已决定 {n} 件", "of {n} decided"),
+    "stats.edit_rate": ("修改率", "Edit rate"),
+    "stats.edit_size": ("平均改动量", "Mean edit size"),
+    "stats.edit_size_sub": ("平均改动 {c} 字 / {l} 行", "mean edit {c} chars / {l} lines"),
+    "stats.edit_size_cell": ("{c} 字 / {l} 行", "{c} chars / {l} lines"),
+    "stats.median": ("决定用时中位数", "Median time to decision"),
+    "stats.p90": ("用时 P90", "90th percentile"),
+    "stats.p90_sub": ("90% 在 {d} 内决定", "90% within {d}"),
+    "stats.rounds": ("平均退回轮次", "Revision rounds"),
+    "stats.runs_n": ("共 {n} 个任务", "over {n} runs"),
+    "stats.overdue": ("逾期", "Overdue"),
+    "stats.escalated": ("已升级", "Escalated"),
+    "stats.escalated_n": ("已升级 {n} 件", "{n} escalated"),
+    "stats.recalled": ("撤回/发布", "Recalled/released"),
+    "stats.of_released": ("已发布 {n} 件", "of {n} released"),
+    "stats.findings_per_draft": ("每稿检查发现", "Findings per draft"),
+    "stats.with_findings": ("{n} 稿有发现", "{n} drafts with findings"),
+    "stats.total": ("合计", "Total"),
+    "stats.no_model": ("（无模型）", "(no model)"),
+    "stats.model_note": (
+        "一份草稿若由多个模型生成，会计入每个模型，因此各组相加可能多于合计。",
+        "A draft made with several models counts for each of them, so the groups may add up to more than the total.",
+    ),
+    "stats.chart.outcomes": ("决定结果", "Outcomes"),
+    "stats.chart.rates": ("批准率与修改率", "Approval and edit rates"),
+    "stats.chart.time": ("决定用时", "Time to decision"),
+    "stats.chart.follow_up": ("逾期、升级与撤回", "Overdue, escalated, recalled"),
+    "stats.table": ("明细", "All figures"),
+    "stats.table.decisions": ("决定", "Decisions"),
+    "stats.table.time": ("用时与质量", "Time and quality"),
+    "stats.col.pending": ("待决定", "Pending"),
+    "stats.col.approved": ("批准", "Approved"),
+    "stats.col.edited": ("修改后批准", "Approved with an edit"),
+    "stats.col.rejected": ("驳回", "Rejected"),
+    "stats.col.revised": ("退回修改", "Sent back"),
+    "stats.col.with_findings": ("有发现的草稿", "Drafts with findings"),
+    "stats.recalls": ("撤回", "Recalled"),
+    "stats.unit.hours": ("小时", "hours"),
+    "stats.unit.minutes": ("分钟", "minutes"),
+    "stats.unit.percent": ("%", "%"),
+    "stats.unit.count": ("件", "items"),
+    "stats.seconds": ("{s}秒", "{s}s"),
+    "stats.minutes": ("{m}分钟", "{m}m"),
+    "stats.hours": ("{h}小时{m}分", "{h}h {m}m"),
+    "stats.days": ("{d}天{h}小时", "{d}d {h}h"),
+    "stats.definitions": ("口径说明", "Definitions"),
+    "stats.period": ("统计期间", "Period"),
+    "stats.def.period": (
+        "按草稿进入待办的时间，从起始日 0 时到截止日 24 时（UTC）。一份草稿的结果无论何时作出，都计入它排队的期间。",
+        "Drafts queued from the start of the first day to the end of the last (UTC). What became of a draft "
+        "counts in the period it was queued in, whenever it was decided.",
+    ),
+    "stats.def.approval": (
+        "（批准 + 修改后批准）÷ 已决定。退回修改也算一次决定。",
+        "(approved + approved with an edit) ÷ decided. A draft sent back counts as decided.",
+    ),
+    "stats.def.edit": (
+        "修改后批准 ÷（批准 + 修改后批准）：批准的草稿中，监护人先作修改的比例。",
+        "approved with an edit ÷ (approved + approved with an edit): of the drafts approved, the share a "
+        "guardian changed first.",
+    ),
+    "stats.def.edit_size": (
+        "依据决定时保存的差异：删除与新增的字数（改动的行逐字比较，不计换行），以及删除与新增的行数；取每次修改的平均。",
+        "From the diff kept with each decision: characters removed plus added (changed lines compared "
+        "character by character, line breaks not counted), and lines removed plus added; the mean per edit.",
+    ),
+    "stats.def.rounds": (
+        "每个任务的草稿数减一，取平均：（草稿数 − 任务数）÷ 任务数。",
+        "Drafts per run minus one, averaged: (drafts − runs) ÷ runs.",
+    ),
+    "stats.def.time": (
+        "从草稿进入待办到最终决定的时间（分级签批以最后一级为准）；P90：90% 的草稿在此时间内得到决定（线性插值）。",
+        "From a draft's queuing to its final decision (for a staged sign-off, the last stage's); 90% of the "
+        "drafts were decided within the 90th percentile (linear interpolation).",
+    ),
+    "stats.def.overdue": (
+        "有期限的草稿在期限之后才决定，或至今未决定且已过期限。",
+        "Drafts with a deadline decided after it, or still pending past it now.",
+    ),
+    "stats.def.follow_up": (
+        "已升级：至少升级过一次的草稿数。撤回/发布：已发布的产出中被撤回的件数。",
+        "Escalated: drafts escalated at least once. Recalled/released: of the outputs released, how many "
+        "were recalled.",
+    ),
+    "stats.def.findings": (
+        "随草稿一起排队的检查与评审发现总数 ÷ 草稿数。",
+        "Checker and reviewer findings queued with the drafts ÷ drafts.",
+    ),
+    "stats.def.groups": (
+        "按监护人：草稿所在待办的负责人（备岗或受托人作出的决定也计入负责人）。按模型：草稿来源记录中出现的每个模型。",
+        "By guardian: the owner of the queue the draft waited in (a backup's or delegate's decision counts "
+        "for the owner). By model: every model the draft's provenance names.",
+    ),
 }
 
 

@@ -27,10 +27,11 @@ from dew.agents.errors import DewError, InputInvalid
 from dew.guardians import access, audit, auth, brake, delegation, notify, queue, users
 from dew.guardians.db import must_get, transaction
 from dew.guardians.decisions import may_decide, record_decision
-from dew.guardians.errors import NotAuthenticated
+from dew.guardians.errors import NotAuthenticated, SignatureRefused
 from dew.guardians.execution import Job, JobKind, start_waiting
 from dew.guardians.models import Role, Run, ScenarioState, WorkItem, utcnow
 from dew.guardians.runs import begin_retry, request_run
+from dew.guardians.signing import SignedStatement, list_keys
 
 from .api import release_download
 from .headers import CSP
@@ -348,8 +349,18 @@ def _item(request: Request, caller: Caller, item_id: RowId, **extra: Any) -> HTM
         rounds=rounds,
         changes=changes,
         cannot=cannot,
+        signing=_signing(request, caller, item),
         **extra,
     )
+
+
+def _signing(request: Request, caller: Caller, item: dict[str, Any]) -> dict[str, Any]:
+    """What static/sign.js needs to sign a decision on this item over exactly what was shown, and
+    which of the signer's keys are in force (the browser holds the private half of some of them)."""
+    person = caller.principal.id
+    keys = [{"id": k.id, "public_key": k.public_key} for k in list_keys(_ws(request), person) if k.revoked_at is None]
+    return {"item": item["id"], "stage": item["stage"], "signer": person, "required": item["sign_required"],
+            "draft": item["draft"], "keys": keys}  # fmt: skip
 
 
 @router.post("/items/{item_id}/decide")
@@ -361,13 +372,22 @@ async def decide(item_id: RowId, request: Request) -> Response:
     if edited is not None:
         edited = edited.replace("\r\n", "\n")  # browsers send CRLF; the draft has LF
     p = caller.principal
-    recorded = record_decision(
-        _ws(request), item_id, actor=p.id, action=action, note=form.get("note"), edited=edited, method=p.method
-    )
+    recorded = record_decision(_ws(request), item_id, actor=p.id, action=action, note=form.get("note"), edited=edited,
+                               method=p.method, signed=_signature(form))  # fmt: skip
     if recorded.decision is None:
         return _redirect("/inbox", done="signed")
     request.app.state.executor.submit(Job(JobKind.DECISION, recorded.item.run_id, item_id))
     return _redirect("/inbox", done=action if action in ("approve", "reject", "edit", "revise") else None)
+
+
+def _signature(form: dict[str, str]) -> SignedStatement | None:
+    """The signature static/sign.js made in the browser, if any (the server checks it)."""
+    key_id, statement, signature = form.get("key_id", ""), form.get("statement", ""), form.get("signature", "")
+    if not (key_id or statement or signature):
+        return None
+    if not key_id.isdigit() or len(key_id) > 15 or len(statement) > 2000 or len(signature) > 200:
+        raise SignatureRefused("the signature sent with the form is malformed; reload the page and decide again")
+    return SignedStatement(int(key_id), statement, signature)
 
 
 @router.post("/items/{item_id}/preview", response_class=HTMLResponse)
@@ -385,6 +405,7 @@ async def preview_edit(item_id: RowId, request: Request) -> Response:
         edited=edited,
         note=form.get("note", ""),
         diff=diff_lines(view["item"]["draft"], edited),
+        signing=_signing(request, caller, view["item"]),
     )
 
 

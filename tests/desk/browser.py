@@ -109,14 +109,16 @@ def sign_in(page, user: str, password: str = PASSWORD) -> None:
     page.wait_for_load_state()
 
 
-def start_runs(server: LiveServer, count: int, who: str = "alice", inputs: dict | None = None) -> list[int]:
+def start_runs(
+    server: LiveServer, count: int, who: str = "alice", inputs: dict | None = None, scenario: str = "drill-script"
+) -> list[int]:
     import httpx
 
     ids = []
     for _ in range(count):
         r = httpx.post(
             f"{server.url}/api/v1/runs",
-            json={"scenario": "drill-script", "inputs": inputs or DRILL_ZH},
+            json={"scenario": scenario, "inputs": inputs or DRILL_ZH},
             headers={"Authorization": f"Bearer {server.tokens[who]}"},
         )
         r.raise_for_status()
@@ -126,7 +128,7 @@ def start_runs(server: LiveServer, count: int, who: str = "alice", inputs: dict 
 
 
 def take_screenshots(out: Path, home: Path, browser=None) -> list[Path]:
-    """The inbox and an item page, in Chinese and English, as a guardian sees them."""
+    """The inbox and an item page, in Chinese and English, as a guardian sees them; then the figures page."""
     if browser is None:
         with chromium() as own:
             return take_screenshots(out, home, own)
@@ -145,7 +147,83 @@ def take_screenshots(out: Path, home: Path, browser=None) -> list[Path]:
             shots.append(out / f"item-{lang}.png")
             page.screenshot(path=str(shots[-1]), full_page=True)
             page.context.close()
+        shots += stats_screenshots(out, server, browser)
     return shots
+
+
+def stats_screenshots(out: Path, server: LiveServer, browser) -> list[Path]:
+    """The figures page after a week of decisions, in Chinese and English, as an admin sees it."""
+    a_week_of_decisions(server)
+    shots = []
+    for lang in ("zh", "en"):
+        page = new_page(browser, server.url, lang=lang)
+        sign_in(page, "root")
+        page.goto("/stats")
+        shots.append(out / f"stats-{lang}.png")
+        page.screenshot(path=str(shots[-1]), full_page=True)
+        page.context.close()
+    return shots
+
+
+# --- the figures page (/stats): a week of decisions to show -------------------------------------------
+def a_week_of_decisions(server: LiveServer) -> None:
+    """Drafts of two scenarios decided every way by their guardians (through the API, as on any
+    day), then moved back in time as if queued over the past week: a screenshot cannot wait a
+    week for its figures. Leaves two drill scripts pending, and recalls one release."""
+    from datetime import timedelta
+
+    import httpx
+    from sqlalchemy import update
+    from sqlmodel import col, select
+
+    from dew.guardians.db import transaction
+    from dew.guardians.models import Decision, WorkItem, utcnow
+
+    def call(who: str, method: str, path: str, body: dict | None = None) -> dict:
+        r = httpx.request(method, f"{server.url}/api/v1{path}", json=body,
+                          headers={"Authorization": f"Bearer {server.tokens[who]}"})  # fmt: skip
+        r.raise_for_status()
+        return r.json()
+
+    screener = call("alice", "GET", "/scenarios/investment-screener")["examples"][0]["inputs"]
+    drills = start_runs(server, 8)
+    screens = start_runs(server, 3, inputs=screener, scenario="investment-screener")
+    first = {run: call("root", "GET", f"/runs/{run}")["items"][0]["id"] for run in drills + screens}
+    decisions = [
+        ("zhao.lei", "approve"), ("zhao.lei", "approve"), ("liu.yang", "approve"), ("zhao.lei", "edit"),
+        ("zhao.lei", "reject"), ("zhao.lei", "revise"), None, None,  # drills
+        ("chen.jing", "approve"), ("chen.jing", "edit"), ("chen.jing", "approve"),  # screeners
+    ]  # fmt: skip
+    for run, decision in zip(drills + screens, decisions, strict=True):
+        if decision is None:
+            continue
+        who, action = decision
+        body: dict = {"action": action, "note": "请补充夜班场景" if action in ("reject", "revise") else None}
+        if action == "edit":
+            draft = call(who, "GET", f"/items/{first[run]}")["item"]["draft"]
+            body["edited"] = draft.replace("Expected:", "应对：", 2) + "\n（已核对参演人员名单）\n"
+        call(who, "POST", f"/items/{first[run]}/decision", body)
+        server.wait()
+    revised = call("root", "GET", f"/runs/{drills[5]}")["items"][-1]["id"]
+    call("zhao.lei", "POST", f"/items/{revised}/decision", {"action": "approve"})
+    server.wait()
+    released = call("root", "GET", f"/runs/{drills[1]}")["release"]["id"]
+    call("zhao.lei", "POST", f"/releases/{released}/recall", {"reason": "集合点写错，已重发"})
+
+    waits = [0.4, 1.5, 3, 5.5, 26, 2, 0.8, 7, 1.2, 4, 0.6, 30]  # hours from queued to decided, in turn
+    now = utcnow()
+    with transaction(server.ws.engine) as s:
+        items = s.exec(select(WorkItem).order_by(col(WorkItem.run_id), col(WorkItem.revision))).all()
+        decided = {d.item_id: d for d in s.exec(select(Decision)).all()}
+        queued_at: dict[int, object] = {}
+        for n, item in enumerate(items):
+            created = queued_at.get(item.run_id) or now - timedelta(days=7 - item.run_id % 7, hours=item.run_id)
+            values: dict = {"created_at": created}
+            if item.id in decided:
+                at = created + timedelta(hours=waits[n % len(waits)])
+                values["decided_at"] = queued_at[item.run_id] = at
+                s.execute(update(Decision).where(col(Decision.item_id) == item.id).values(created_at=at))
+            s.execute(update(WorkItem).where(col(WorkItem.id) == item.id).values(**values))
 
 
 if __name__ == "__main__":  # python -m tests.desk.browser docs/screenshots

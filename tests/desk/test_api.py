@@ -3,11 +3,12 @@ they are, and every rule refused with a clear message and nothing changed."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 from sqlmodel import select
 
-from dew.guardians import auth
+from dew.guardians import auth, labels
 from dew.guardians.db import transaction
 from dew.guardians.models import ApiToken, AuditEvent, Decision, utcnow
 
@@ -51,8 +52,9 @@ def test_a_run_started_over_http_is_drafted_in_the_background_approved_and_relea
     releases = desk.get("alice", "/api/v1/releases").json()
     assert [x["run_id"] for x in releases] == [run_id]
     content = desk.get("alice", f"/api/v1/releases/{releases[0]['id']}/content")
-    assert content.status_code == 200 and content.text == item["item"]["draft"]
-    assert content.headers["x-sha256"] == releases[0]["sha256"]
+    assert content.status_code == 200 and labels.check(content.content, None).content == item["item"]["draft"]
+    assert content.headers["x-sha256"] == releases[0]["sha256"] == hashlib.sha256(content.content).hexdigest()
+    assert content.content == (desk.ws.settings.home / releases[0]["location"]).read_bytes()  # the file, labelled
     assert desk.get("bob", "/api/v1/releases").json() == []
     assert desk.get("bob", f"/api/v1/releases/{releases[0]['id']}/content").status_code == 403
 

@@ -161,7 +161,8 @@ def test_model_output_and_inputs_are_shown_as_inert_text(server, browser):
 
 def test_screenshots_are_taken_by_the_documented_command(tmp_path, browser):
     shots = take_screenshots(tmp_path / "shots", tmp_path / "office", browser)
-    assert [p.name for p in shots] == ["inbox-zh.png", "item-zh.png", "inbox-en.png", "item-en.png"]
+    assert [p.name for p in shots] == ["inbox-zh.png", "item-zh.png", "inbox-en.png", "item-en.png", "stats-zh.png",
+                                       "stats-en.png"]  # fmt: skip
     assert all(p.stat().st_size > 20_000 for p in shots)
 
 

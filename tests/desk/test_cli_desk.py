@@ -35,6 +35,7 @@ def cli(tmp_path, scenarios_dir, monkeypatch):
             raise result.exception
         return result
 
+    run.env = env
     run.settings = Settings(
         home=tmp_path / "home", scenarios_dir=scenarios_dir, database_url=f"sqlite:///{tmp_path / 'home' / 'dew.db'}"
     )
@@ -139,3 +140,40 @@ def test_login_then_run_and_decide_through_the_server(cli, tmp_path):
         assert "zhao.lei (owner, signed in by token) decided 'approve'" in r.stdout and "is released" in r.stdout
     shown = json.loads(cli("show", "1", "--json").stdout)
     assert shown["decision"]["auth_method"] == "token" and shown["decision"]["actor"] == "zhao.lei"
+
+
+def test_a_guardian_signs_through_the_server_with_a_key_file_only_they_hold(cli, tmp_path):
+    for uid, roles in [("root", "admin"), ("alice", "requester"), ("zhao.lei", "guardian")]:
+        r = cli("users", "add", uid, "--name", uid, "--role", roles, "--password-stdin", "--as", "root",
+                input=PASSWORD + "\n")  # fmt: skip
+        assert r.exit_code == 0, r.output
+    cli.env["DEW_KEY_PASSPHRASE"] = "a long passphrase"
+    app = create_app(cli.settings, DeskConfig(workers=1), provider=ScriptedModelProvider())
+    with LiveServer(app) as server:
+        assert cli("login", "--server", server.url, "--user", "alice", "--password-stdin", input=PASSWORD + "\n")
+        for _ in range(2):
+            assert cli("run", "drill-script", "--example", "first", "--json").exit_code == 0
+        r = cli("keys", "create")
+        assert r.exit_code == 3 and "not a guardian" in r.stderr  # a requester has nothing to sign
+        assert not (tmp_path / "config" / "keys" / "alice.ed25519.pem").exists()
+
+        cli("login", "--server", server.url, "--user", "zhao.lei", "--password-stdin", input=PASSWORD + "\n")
+        r = cli("keys", "create", "--label", "laptop")
+        assert r.exit_code == 0, r.output
+        key_file = tmp_path / "config" / "keys" / "zhao.lei.ed25519.pem"
+        assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+        assert b"ENCRYPTED PRIVATE KEY" in key_file.read_bytes()  # under the passphrase
+
+        assert cli("approve", "1", "--sign", "--comment", "fine").exit_code == 0
+        cli.env["DEW_KEY_PASSPHRASE"] = "not the passphrase"
+        r = cli("reject", "2", "--reason", "no", "--sign")
+        assert r.exit_code == 3 and "wrong passphrase" in r.stderr
+        cli.env["DEW_KEY_PASSPHRASE"] = "a long passphrase"
+        assert cli("reject", "2", "--reason", "no", "--sign").exit_code == 0
+        keys = json.loads(cli("keys", "list", "--json").stdout)
+        assert [(k["person"], k["kind"], k["label"]) for k in keys] == [("zhao.lei", "file", "laptop")]
+    for item in (1, 2):
+        shown = json.loads(cli("show", str(item), "--json").stdout)
+        assert shown["decision"]["signing_key"] == keys[0]["id"]
+    verified = cli("audit", "verify")
+    assert verified.exit_code == 0 and "2 signed decisions verified" in verified.stdout

@@ -15,6 +15,7 @@ from dew.guardians.desk.app import DeskConfig, create_app
 from dew.guardians.models import AuthMethod, utcnow
 from dew.guardians.runs import start_run
 
+from .. import signatures
 from .conftest import PASSWORD, add_people
 
 
@@ -72,8 +73,9 @@ def test_a_trace_shows_only_the_runs_and_items_its_reader_may_see(make_workspace
         client.post(f"/api/v1/items/{hotline_item}/decision", json={"action": "approve"}, headers=h["xu.jie"])
         assert app.state.executor.wait_idle(60)
         enforcement_item = client.get("/api/v1/queue", headers=h["zhang.min"]).json()[0]["id"]
-        client.post(f"/api/v1/items/{enforcement_item}/decision", json={"action": "reject", "note": "当事人信息不全"},
-                    headers=h["zhang.min"])  # fmt: skip
+        body = signatures.api_body(ws, enforcement_item, actor="zhang.min", action="reject", note="当事人信息不全")
+        r = client.post(f"/api/v1/items/{enforcement_item}/decision", json=body, headers=h["zhang.min"])
+        assert r.status_code == 202, r.text  # a high-risk decision, signed
         mine = client.get(f"/api/v1/items/{hotline_item}/trace", headers=h["xu.jie"]).json()
         assert {e["item_id"] for e in mine["events"] if e["item_id"]} == {hotline_item}
         assert "当事人信息不全" not in str(mine["events"])

@@ -10,10 +10,11 @@ import shutil
 from datetime import timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
 
 from dew.agents.testing import ScriptedModelProvider
-from dew.guardians import auth, brake, delegation, notify, users
+from dew.guardians import auth, brake, delegation, notify, signing, users
 from dew.guardians.desk.app import DeskConfig, create_app
 from dew.guardians.errors import InvalidState
 from dew.guardians.models import utcnow
@@ -67,6 +68,17 @@ def _delegation(desk) -> int:
 
 def _channel(desk) -> int:
     return notify.add_channel(desk.ws, "alice", "webhook", "http://127.0.0.1:9/hook", actor="alice").key
+
+
+def _public_key() -> str:
+    return signing.public_key_of(Ed25519PrivateKey.generate())
+
+
+def _key(desk) -> int:
+    """A key of zhao.lei's registered through the API (as he would), for one call to revoke."""
+    r = desk.post("zhao.lei", "/api/v1/keys", {"public_key": _public_key(), "kind": "file"})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
 
 
 # (method, route): (who is allowed, how to build (path, json) from a desk with a run of alice's)
@@ -158,6 +170,15 @@ MATRIX = {
     ("DELETE", "/api/v1/notifications/channels/{channel_id}"): (
         {"root", "alice"},
         lambda d, c: (f"/api/v1/notifications/channels/{_channel(d)}", None),
+    ),
+    ("GET", "/api/v1/keys"): (ALL, lambda d, c: ("/api/v1/keys", None)),
+    ("POST", "/api/v1/keys"): (
+        {"zhao.lei", "liu.yang", "chen.jing"},
+        lambda d, c: ("/api/v1/keys", {"public_key": _public_key(), "kind": "browser"}),
+    ),
+    ("POST", "/api/v1/keys/{key_id}/revoke"): (
+        {"root", "zhao.lei"},
+        lambda d, c: (f"/api/v1/keys/{_key(d)}/revoke", {"reason": "lost"}),
     ),
     ("GET", "/api/v1/notifications"): (ADMIN, lambda d, c: ("/api/v1/notifications", None)),
     ("POST", "/api/v1/notifications/{notification_id}/retry"): (

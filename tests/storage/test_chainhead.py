@@ -85,3 +85,34 @@ def test_a_checkpoint_of_another_workspace_is_named(signed, make_workspace, tmp_
     foreign, _ = write_checkpoint(other, tmp_path / "foreign.json")
     with transaction(ws.engine) as s, pytest.raises(AuditBroken, match="signed by a key this trail never recorded"):
         verify_checkpoints(s, [read_checkpoint(foreign)], audit.verify(s))
+
+
+def test_the_server_signs_a_checkpoint_on_its_timer_only_when_the_trail_moved(make_workspace, tmp_path):
+    import time
+
+    from dew.guardians.clock import Clock, checkpoint_if_moved
+
+    class Nobody:  # the clock's other work would submit jobs; none are queued here
+        def submit(self, job):
+            raise AssertionError(job)
+
+    ws = make_workspace()
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    folder = tmp_path / "write-once"
+    first = checkpoint_if_moved(ws, folder)
+    assert first is not None and first.parent == folder
+    assert checkpoint_if_moved(ws, folder) is None  # only the checkpoint's own event since
+
+    start_run(ws, "drill-script", DRILL, requester="bob")
+    clock = Clock(ws, Nobody(), every=0.05, checkpoint_every=0.05, checkpoint_dir=folder)
+    clock.start()
+    try:
+        deadline = time.monotonic() + 20
+        while len(list(folder.glob("*.json"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        clock.stop()
+    files = sorted(folder.glob("*.json"))
+    assert len(files) == 2  # the trail moved once: one more checkpoint, however often the clock ticked
+    with transaction(ws.engine) as s:
+        verify_checkpoints(s, [read_checkpoint(f) for f in files], audit.verify(s))

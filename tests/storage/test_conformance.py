@@ -20,6 +20,7 @@ from dew.guardians import audit
 from dew.guardians.db import transaction, upgrade
 from dew.guardians.errors import AlreadyDecided, AuditBroken
 from dew.guardians.flow import decide
+from dew.guardians.labels import approved_text
 from dew.guardians.queue import item_view
 from dew.guardians.release import list_releases, release_run
 from dew.guardians.roster import list_guardians
@@ -63,7 +64,7 @@ def test_the_whole_governed_cycle(make_workspace, database_url):
     done = decide(ws, revised.item.id, actor="liu.yang", action="approve")
     assert done.run.status == "released" and done.release is not None
     path = ws.settings.home / done.release.location
-    assert path.read_text(encoding="utf-8") == revised.item.draft
+    assert approved_text(path) == revised.item.draft  # inside its label
     with transaction(ws.engine) as s:
         assert audit.verify(s).events > 6
 

@@ -11,6 +11,8 @@ from dew.guardians.db import transaction
 from dew.guardians.flow import decide
 from dew.guardians.runs import start_run
 
+from .. import signatures as signed
+
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
 
 
@@ -66,6 +68,9 @@ def test_every_kind_of_row_edit_is_named(history, sql, expected):
         ("DELETE FROM signoffs", "is recorded but its row is gone"),
         ("UPDATE decisions SET rule = 'delegate'", "rule is 'delegate', the trail says 'owner'"),
         ("UPDATE decisions SET auth_method = 'password'", "auth_method is 'password', the trail says 'declared'"),
+        ("UPDATE decisions SET signature = NULL, signed_statement = NULL, signing_key_id = NULL",
+         "its signature differs from the one recorded"),
+        ("UPDATE signoffs SET signed_statement = '{}'", "its signature differs from the one recorded"),
     ],
 )  # fmt: skip
 def test_sign_offs_and_how_a_decision_was_authorized_are_checked_too(make_workspace, database_url, sql, expected):
@@ -73,8 +78,8 @@ def test_sign_offs_and_how_a_decision_was_authorized_are_checked_too(make_worksp
     r = start_run(
         ws, "enforcement-document", {"transcript": "问：是否占道？答：是。", "party": "某店"}, requester="alice"
     )
-    decide(ws, r.item.id, actor="zhang.min", action="approve")  # the legal review, then the section head
-    decide(ws, r.item.id, actor="li.wei", action="approve")
+    signed.decide(ws, r.item.id, actor="zhang.min", action="approve")  # the legal review, then the section head
+    signed.decide(ws, r.item.id, actor="li.wei", action="approve")
     with transaction(ws.engine) as s:
         assert check_rows(s) == []
     found = tampered(ws, sql)
