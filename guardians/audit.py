@@ -268,6 +268,7 @@ class SigningKeyRegistered(Event):
     fingerprint: str
     key_kind: str  # file | browser
     label: str
+    auth_method: str = "declared"  # how the person registering it proved who they are
 
 
 @dataclass

@@ -554,6 +554,8 @@ def _step(
             "key": signed.get("key"),
             "person": key.get("person"),
             "fingerprint": key.get("fingerprint"),
+            "kind": key.get("key_kind"),  # file | browser: a browser key any script of the desk could use
+            "registered_how": key.get("auth_method"),
             "registered_seq": key.get("seq"),
             "statement": signed.get("statement", ""),
             "value": signed.get("signature", ""),

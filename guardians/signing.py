@@ -152,6 +152,7 @@ def register_key(
             fingerprint=row.fingerprint,
             key_kind=kind,
             label=row.label,
+            auth_method=method,
         )
         audit.emit(s, event, actor=person)
         return row
@@ -212,6 +213,21 @@ def parse_time(text: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
+def _parse(text: str) -> dict[str, Any]:
+    """A statement as a JSON object whose keys each appear once."""
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(keys) != len(set(keys)):
+            raise ValueError("a field appears twice")
+        return dict(pairs)
+
+    value = json.loads(text, object_pairs_hook=unique)
+    if not isinstance(value, dict):
+        raise ValueError("not an object")
+    return value
+
+
 def _differs(statement: dict[str, Any], expected: dict[str, Any]) -> str | None:
     """The first field in which a signed statement is not the decision being recorded."""
     if set(statement) != {*expected, "at"}:
@@ -257,18 +273,20 @@ def check(
     key = session.get(SigningKey, signed.key_id)
     if key is None or not same_person(key.person, signer):
         raise SignatureRefused(f"signing key {signed.key_id} is not one of {signer}'s keys")
+    key = locked(session, SigningKey, key.key)  # a revocation racing this decision lands before it or after
     if key.revoked_at is not None:
         raise SignatureRefused(f"signing key {key.id} was revoked ({key.revoke_reason}); it signs nothing new")
     try:
-        statement = json.loads(signed.statement)
-        if not isinstance(statement, dict):
-            raise ValueError("not an object")
+        statement = _parse(signed.statement)
         at = parse_time(statement.get("at"))
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise SignatureRefused(f"the signed statement is not readable: {e}") from None
     wrong = _differs(statement, expected)
     if wrong:
         raise SignatureRefused(f"the signature covers another decision than the one sent: {wrong}")
+    if signed.statement != statement_text(expected, statement["at"]):
+        # One text, one reading: no duplicate keys, no 1.0 for 1 or true for 1, no spacing to vary.
+        raise SignatureRefused("the signed statement is not in its one canonical form (sorted keys, no spaces)")
     now = now or datetime.now(UTC)
     if abs(now - at) > CLOCK_SKEW:
         raise SignatureRefused(
@@ -314,6 +332,12 @@ def check_trail(session: Session) -> tuple[int, list[SignatureProblem]]:
         data = json.loads(ev.data)
         at = parse_time(ev.at)
         if ev.kind == "signing_key.registered":
+            if data["key_id"] in keys:
+                problems.append(SignatureProblem(ev.seq, f"signing key {data['key_id']} is registered a second time"))
+                continue
+            if not same_person(ev.actor, data["person"]):
+                problems.append(SignatureProblem(ev.seq, f"{ev.actor} registered a key for {data['person']}"))
+                continue
             keys[data["key_id"]] = _TrailKey(data["person"], data["public_key"], at)
             continue
         if ev.kind == "signing_key.revoked":
@@ -341,9 +365,9 @@ def _check_event(ev: Any, data: dict, signed: dict, keys: dict[int, _TrailKey], 
     if not same_person(key.person, ev.actor):
         return f"signed with {key.person}'s key {signed['key']}, but decided by {ev.actor}"
     try:
-        statement = json.loads(signed["statement"])
+        statement = _parse(signed["statement"])
         signed_at = parse_time(statement.get("at"))
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, RecursionError) as e:
         return f"its signed statement is not readable: {e}"
     action = "approve" if ev.kind == "decision.signed_off" else data.get("action")
     expected = {
@@ -359,6 +383,8 @@ def _check_event(ev: Any, data: dict, signed: dict, keys: dict[int, _TrailKey], 
     wrong = _differs(statement, expected)
     if wrong:
         return f"the signature covers another decision than the one recorded: {wrong}"
+    if signed["statement"] != statement_text(expected, statement["at"]):
+        return "its signed statement is not in its one canonical form"
     if signed_at < key.registered - CLOCK_SKEW or (key.revoked is not None and at >= key.revoked):
         return f"signed with key {signed['key']} outside the time it was valid"
     if abs(at - signed_at) > CLOCK_SKEW:

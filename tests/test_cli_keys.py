@@ -39,7 +39,7 @@ def test_a_high_risk_item_is_signed_with_each_signers_own_key_file(dew, tmp_path
 def test_a_short_passphrase_or_a_missing_key_is_a_clear_refusal(dew):
     dew.env["DEW_KEY_PASSPHRASE"] = "short"
     r = dew("keys", "create", "--as", "zhao.lei")
-    assert r.exit_code == 1 and "at least 8 characters" in r.stderr
+    assert r.exit_code == 1 and "at least 10 characters" in r.stderr
     dew.env["DEW_KEY_PASSPHRASE"] = PASSPHRASE
     item = j(dew("run", "drill-script", "--example", "first", "--as", "alice", "--json"))["item_id"]
     r = dew("approve", item, "--as", "zhao.lei", "--sign")

@@ -1,7 +1,8 @@
 """Signed decisions: a scenario that requires them refuses an unsigned decision; a signature is
 checked against the decision it claims to cover, the signer's own key in force and the clock;
-`dew audit verify` checks every signature again against the keys the trail recorded, so even a
-history rebuilt with a consistent hash chain cannot change what someone signed."""
+`dew audit verify` checks every signature again against the keys the trail recorded, so a
+history rebuilt with a consistent hash chain cannot change what someone signed with a registered
+key (swapping the key itself is what a checkpoint kept elsewhere catches)."""
 
 from __future__ import annotations
 
@@ -76,9 +77,12 @@ def test_where_signing_is_optional_a_signature_is_kept_when_given(ws):
         assert signing.check_trail(s) == (1, [])
 
 
+def _signed_text(signed: signing.SignedStatement, key, statement: str) -> signing.SignedStatement:
+    return signing.SignedStatement(signed.key_id, statement, base64.b64encode(key.sign(statement.encode())).decode())
+
+
 def _resign(signed: signing.SignedStatement, key, **changes) -> signing.SignedStatement:
-    body = {**json.loads(signed.statement), **changes}
-    statement = json.dumps(body, ensure_ascii=False)
+    statement = audit.canonical({**json.loads(signed.statement), **changes})
     return signing.SignedStatement(signed.key_id, statement, base64.b64encode(key.sign(statement.encode())).decode())
 
 
@@ -93,6 +97,10 @@ def _resign(signed: signing.SignedStatement, key, **changes) -> signing.SignedSt
         ("stale", {}, "too far from now"),
         ("signature", {}, "does not verify"),
         ("garbage", {}, "not readable"),
+        ("nested", {}, "not readable"),
+        ("duplicate", {}, "appears twice"),
+        ("spaced", {}, "canonical form"),
+        ("float", {}, "canonical form"),
         ("other_key", {}, "is not one of zhao.lei's keys"),
         ("unknown_key", {}, "is not one of zhao.lei's keys"),
     ],
@@ -109,6 +117,11 @@ def test_a_signature_that_does_not_cover_exactly_this_decision_is_refused(ws, ch
         "stale": _resign(good, key, at=(datetime.now(UTC) - timedelta(hours=1)).isoformat()),
         "signature": signing.SignedStatement(good.key_id, good.statement, base64.b64encode(b"\0" * 64).decode()),
         "garbage": signing.SignedStatement(good.key_id, "not json", good.signature),
+        "nested": signing.SignedStatement(good.key_id, "[" * 1500, good.signature),
+        # Two readings of one text: the last "action" wins in json.loads, the first in a reader's eye.
+        "duplicate": _signed_text(good, key, good.statement[:-1] + ',"action":"reject"}'),
+        "spaced": _signed_text(good, key, json.dumps(json.loads(good.statement), sort_keys=True)),
+        "float": _signed_text(good, key, good.statement.replace('"dew_decision":1', '"dew_decision":1.0')),
         "other_key": signing.SignedStatement(signatures.key_id(ws, "liu.yang"), good.statement, good.signature),
         "unknown_key": signing.SignedStatement(99999, good.statement, good.signature),
     }[change]
@@ -216,3 +229,17 @@ def signed_item(make_workspace):
     ws = make_workspace()
     r = _drill(ws)
     return ws, r.item.id, signatures.sign(ws, r.item.id, actor="zhao.lei", action="approve", note="fine")
+
+
+def test_verify_names_a_key_registered_twice_or_by_someone_else(ws):
+    key = signatures.key_id(ws, "zhao.lei")
+    with transaction(ws.engine) as s:  # what only someone writing to the trail directly could do
+        for actor, person in (("zhao.lei", "zhao.lei"), ("li.wei", "chen.jing")):
+            event = audit.SigningKeyRegistered(person=person, key_id=key if person == "zhao.lei" else 99,
+                                               public_key=signing.public_key_of(_new_key()), fingerprint="x",
+                                               key_kind="file", label="")  # fmt: skip
+            audit.emit(s, event, actor=actor)
+    with transaction(ws.engine) as s:
+        _, problems = signing.check_trail(s)
+    assert [p.detail for p in problems] == [f"signing key {key} is registered a second time",
+                                            "li.wei registered a key for chen.jing"]  # fmt: skip

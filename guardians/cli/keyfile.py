@@ -2,6 +2,10 @@
 their own config folder (`$DEW_CONFIG_DIR/keys/PERSON.ed25519.pem`, mode 600), never on the
 server. The passphrase is asked at the terminal, or read from `DEW_KEY_PASSPHRASE` (for scripts:
 an environment is less private than a prompt).
+
+The file is in OpenSSH's format, encrypted under a key derived with bcrypt_pbkdf (KDF_ROUNDS
+rounds, as `ssh-keygen -a`): PKCS#8's "best available" encryption derives it with 2,048 rounds of
+PBKDF2, which a stolen file would not hold out against for long.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dew.guardians.errors import SignatureRefused
 
 from .remote import config_dir
 
-MIN_PASSPHRASE = 8
+MIN_PASSPHRASE = 10
+KDF_ROUNDS = 32  # about a quarter of a second to open the key here; each guess at it costs as much
 
 
 def key_file(person: str) -> Path:
@@ -47,10 +52,9 @@ def create(person: str, path: Path | None = None) -> tuple[Ed25519PrivateKey, Pa
         raise InputInvalid(f"{path} already holds a signing key; use 'dew keys rotate' to replace it")
     secret = passphrase(confirm=True)
     key = Ed25519PrivateKey.generate()
+    encryption = serialization.PrivateFormat.OpenSSH.encryption_builder().kdf_rounds(KDF_ROUNDS)
     pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(secret.encode("utf-8")),
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, encryption.build(secret.encode("utf-8"))
     )
     write_private(path, pem)
     return key, path
@@ -59,7 +63,9 @@ def create(person: str, path: Path | None = None) -> tuple[Ed25519PrivateKey, Pa
 def write_private(path: Path, pem: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)  # never readable by others
+    tmp.unlink(missing_ok=True)  # a leftover keeps its own mode: start afresh, and follow no link
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(tmp, flags, stat.S_IRUSR | stat.S_IWUSR)  # never readable by others
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
     os.replace(tmp, path)
@@ -69,8 +75,13 @@ def load(person: str, path: Path | None = None) -> Ed25519PrivateKey:
     path = path or key_file(person)
     if not path.exists():
         raise SignatureRefused(f"{person} has no signing key at {path}: create one with 'dew keys create'")
+    data, secret = path.read_bytes(), passphrase(confirm=False).encode("utf-8")
+    key: object
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=passphrase(confirm=False).encode("utf-8"))
+        if b"OPENSSH PRIVATE KEY" in data:
+            key = serialization.load_ssh_private_key(data, password=secret)
+        else:  # a PKCS#8 file
+            key = serialization.load_pem_private_key(data, password=secret)
     except (ValueError, TypeError) as e:
         raise SignatureRefused(
             f"cannot open the signing key {path}: wrong passphrase, or not a key file ({e})"

@@ -15,7 +15,17 @@ from rich.table import Table
 from dew.guardians.errors import SignatureRefused
 
 from . import keyfile, remote
-from .common import AsOption, DewGroup, JsonOption, add_row, console, print_json, require_identity, workspace
+from .common import (
+    AsOption,
+    DewGroup,
+    JsonOption,
+    add_row,
+    console,
+    err_console,
+    print_json,
+    require_identity,
+    workspace,
+)
 
 app = typer.Typer(
     cls=DewGroup,
@@ -134,10 +144,18 @@ def rotate(ctx: typer.Context, actor: AsOption = None, label: LabelOption = "", 
     except BaseException:
         fresh.unlink(missing_ok=True)
         raise
-    fresh.replace(path)
+    # The old key is revoked before its file is replaced: if that fails, both files are still there
+    # and the message says so, rather than an old key left in force with nobody holding it.
     old = [k for k in _registered(ctx, person) if k["public_key"] == old_public and not k["revoked_at"]]
-    for k in old:
-        _revoke(ctx, k["id"], person, f"rotated to key {row['id']}")
+    try:
+        for k in old:
+            _revoke(ctx, k["id"], person, f"rotated to key {row['id']}")
+    except Exception as e:
+        raise SignatureRefused(
+            f"new key {row['id']} is registered (its file is {fresh}), but revoking the old one failed: {e}; "
+            "revoke it with dew keys revoke, then move the new file over the old"
+        ) from e
+    fresh.replace(path)
     if as_json:
         return print_json({"new": row, "revoked": [k["id"] for k in old]})
     console.print(f"Signing key {row['id']} now signs for {person}; revoked: {', '.join(str(k['id']) for k in old)}.")
@@ -168,4 +186,7 @@ def signature_for(
         )
     fields = signing.expected_fields(item_id=item["id"], stage=item["stage"], action=action, signer=actor,
                                      draft=item["draft"], note=signing.normal_note(note), edited=edited)  # fmt: skip
+    # What is signed is the draft as stored, which `dew show ITEM --draft` prints: say which.
+    err_console.print(f"Signing with key {match[0]['id']} ({match[0]['fingerprint'][:16]}…): {action} work item "
+                      f"{item['id']}, draft sha256 {fields['draft_sha256']} (dew show {item['id']} --draft)")  # fmt: skip
     return signing.sign(key, match[0]["id"], fields)

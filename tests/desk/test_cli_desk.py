@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
 from dew.agents.testing import ScriptedModelProvider
@@ -162,7 +163,8 @@ def test_a_guardian_signs_through_the_server_with_a_key_file_only_they_hold(cli,
         assert r.exit_code == 0, r.output
         key_file = tmp_path / "config" / "keys" / "zhao.lei.ed25519.pem"
         assert oct(key_file.stat().st_mode & 0o777) == "0o600"
-        assert b"ENCRYPTED PRIVATE KEY" in key_file.read_bytes()  # under the passphrase
+        with pytest.raises(TypeError, match="password-protected"):  # under the passphrase, in OpenSSH's format
+            serialization.load_ssh_private_key(key_file.read_bytes(), password=None)
 
         assert cli("approve", "1", "--sign", "--comment", "fine").exit_code == 0
         cli.env["DEW_KEY_PASSPHRASE"] = "not the passphrase"

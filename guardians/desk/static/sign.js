@@ -143,10 +143,18 @@
       edited === null ? null : sha256hex(edited),
       note ? sha256hex(note) : null,
     ]).then(function (hashes) {
+      // The one canonical form the server accepts: keys in code-point order, no spaces (as
+      // Python's json.dumps(sort_keys=True, separators=(",", ":")) writes it).
       var statement = JSON.stringify({
-        dew_decision: 1, item: context.item, stage: context.stage, action: action, signer: context.signer,
-        draft_sha256: hashes[0], edited_sha256: hashes[1], note_sha256: hashes[2],
+        action: action,
         at: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+        dew_decision: 1,
+        draft_sha256: hashes[0],
+        edited_sha256: hashes[1],
+        item: context.item,
+        note_sha256: hashes[2],
+        signer: context.signer,
+        stage: context.stage,
       });
       return crypto.subtle.sign({ name: "Ed25519" }, key.privateKey, new TextEncoder().encode(statement))
         .then(function (signature) {
