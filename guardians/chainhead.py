@@ -30,7 +30,7 @@ from sqlmodel import Session
 from dew.agents.errors import InputInvalid
 
 from . import audit
-from .db import transaction
+from .db import reading, transaction
 from .errors import AuditBroken
 from .models import AuditEvent
 
@@ -91,7 +91,7 @@ def _statement(body: dict[str, Any]) -> bytes:
 def write_checkpoint(ws: Workspace, out: Path | None = None) -> tuple[Path, dict[str, Any]]:
     """Sign the current head (after verifying the chain up to it) and write it to a file."""
     key = workspace_key(ws)
-    with transaction(ws.engine) as s:
+    with reading(ws.engine) as s:
         head = audit.verify(s)  # never sign a broken chain
     body: dict[str, Any] = {
         "dew_checkpoint": FORMAT,

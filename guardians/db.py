@@ -51,7 +51,8 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _on_begin(conn):
             # Take the write lock up front: two deciders then queue instead of failing on upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A `reading` unit begins deferred: a WAL reader holds a snapshot and blocks no writer.
+            conn.exec_driver_sql("BEGIN" if conn.info.pop(READING, False) else "BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql":
@@ -80,6 +81,24 @@ def transaction(engine: Engine) -> Iterator[Session]:
     """One unit of work: a state change and its audit events commit together or not at all."""
     with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
+
+
+READING = "dew_reading"
+
+
+@contextmanager
+def reading(engine: Engine) -> Iterator[Session]:
+    """A read-only unit over one consistent snapshot that holds up no writer: for the long reads
+    (verify, reports, exports, checkpoints) that a server recording decisions must not wait for.
+    SQLite: a deferred transaction, which in WAL mode reads a snapshot and takes no lock;
+    PostgreSQL: REPEATABLE READ, READ ONLY (one snapshot for every statement of the unit)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        else:
+            conn.info[READING] = True
+        with conn.begin(), Session(bind=conn, expire_on_commit=False) as session:
+            yield session
 
 
 def lock_row(session: Session, model: type[Row], key: Any) -> Row | None:

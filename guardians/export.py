@@ -51,7 +51,7 @@ from sqlmodel import Session
 from dew.agents.errors import InputInvalid
 
 from . import audit
-from .db import transaction
+from .db import reading, transaction
 from .errors import AuditBroken
 from .models import AuditEvent, AuditHead, Run
 
@@ -295,7 +295,7 @@ def export_events(engine: Engine, out: Path, fmt: str = "jsonl", filters: Filter
             written = _Written(f)
             if fmt == "csv":
                 written.add(_csv([], header=True), [])
-            for rows in _selected(lambda: transaction(engine), filters, upto):
+            for rows in _selected(lambda: reading(engine), filters, upto):
                 if rows:
                     written.add(_csv(rows) if fmt == "csv" else _jsonl(rows), rows)
             f.flush()

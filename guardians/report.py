@@ -48,7 +48,7 @@ from dew.guardians.errors import AuditBroken, NotFound
 
 from . import audit, signing, stats
 from .crosscheck import DECISION_KINDS, Mismatch, check_rows
-from .db import transaction
+from .db import reading, transaction
 from .models import AuditEvent, AuditHead, Decision, Guardian, Release, Run, SignOff, User, WorkItem, utcnow
 from .queue import chain_of
 from .reconcile import find_problems
@@ -311,7 +311,7 @@ def verification(ws: Workspace, scope: Scope | None = None) -> dict[str, Any]:
     """Every check of `dew audit verify`, made now, narrowed to `scope` (the chain's integrity is
     always the whole trail's: one changed event anywhere breaks every hash after it)."""
     generated_at = utcnow().isoformat(timespec="seconds")
-    with transaction(ws.engine) as s:
+    with reading(ws.engine) as s:
         head_row = s.get(AuditHead, 1)
         head = f"{head_row.seq}:{head_row.hash}" if head_row is not None and head_row.seq else None
         chain: dict[str, Any]

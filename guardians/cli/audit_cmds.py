@@ -136,7 +136,7 @@ def verify(
     from dew.guardians import audit
     from dew.guardians.chainhead import read_checkpoint, verify_checkpoints
     from dew.guardians.crosscheck import check_rows
-    from dew.guardians.db import transaction
+    from dew.guardians.db import reading
     from dew.guardians.export import check_exports, read_manifest
     from dew.guardians.reconcile import find_problems
     from dew.guardians.signing import check_trail
@@ -146,7 +146,7 @@ def verify(
     checkpoints = [read_checkpoint(p) for p in checkpoint or []]
     exports = [read_manifest(p) for p in export or []]
     try:
-        with transaction(ws.engine) as s:
+        with reading(ws.engine) as s:
             result = audit.verify(s, anchors)
             verify_checkpoints(s, checkpoints, result)
             check_exports(s, exports)

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from dew.guardians import access, audit, auth, brake, deadlines, delegation, queue, users
-from dew.guardians.db import must_get, transaction
+from dew.guardians.db import must_get, reading, transaction
 from dew.guardians.decisions import record_decision
 from dew.guardians.execution import Job, JobKind, start_waiting
 from dew.guardians.models import Role, Run, utcnow
@@ -322,7 +322,7 @@ def audit_events(
 def audit_verify(request: Request, caller: CallerDep) -> dict[str, Any]:
     """Check the whole hash chain; a broken chain answers 500 with the first bad event."""
     access.require_role(caller.principal, Role.AUDITOR, Role.ADMIN, doing="verify the audit trail")
-    with transaction(_ws(request).engine) as s:
+    with reading(_ws(request).engine) as s:
         v = audit.verify(s)
     return {"status": "intact", "events": v.events, "head": v.head, "anchor": v.anchor}
 

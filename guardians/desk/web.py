@@ -25,7 +25,7 @@ from sqlmodel import func, select
 from dew.agents.checks import HIDDEN, visible
 from dew.agents.errors import DewError, InputInvalid
 from dew.guardians import access, audit, auth, brake, delegation, notify, queue, users
-from dew.guardians.db import must_get, transaction
+from dew.guardians.db import must_get, reading, transaction
 from dew.guardians.decisions import may_decide, record_decision
 from dew.guardians.errors import NotAuthenticated, SignatureRefused
 from dew.guardians.execution import Job, JobKind, start_waiting
@@ -538,7 +538,7 @@ def audit_page(
     access.require_role(caller.principal, Role.AUDITOR, Role.ADMIN, doing="search the audit trail")
     ws = _ws(request)
     chain: dict[str, Any]
-    with transaction(ws.engine) as s:
+    with reading(ws.engine) as s:
         try:
             v = audit.verify(s)
             chain = {"ok": True, "events": v.events, "head": v.head[:16]}
