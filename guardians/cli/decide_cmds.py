@@ -12,7 +12,7 @@ from dew.guardians.errors import DecisionInvalid, IdentityInvalid
 
 from . import remote
 from .common import AsOption, JsonOption, console, print_json, progress_line, require_identity, workspace
-from .keys_cmds import signature_for
+from .keys_cmds import say_signed, signature_for
 from .run_cmds import report
 
 
@@ -33,6 +33,7 @@ def decide(ctx, item: int, as_json: bool, sign: bool, **kwargs) -> None:
     signed = signature_for(ctx, view, actor=actor, force=sign, **kwargs)
     with progress_line(ws, f"work item {item}: {kwargs['action']}"):
         report(record(ws, item, actor=actor, signed=signed, **kwargs), as_json)
+    say_signed(signed, item)
 
 
 def decide_remotely(ctx, login: remote.Login, item: int, as_json: bool, sign: bool, *, actor, action, note=None,
@@ -54,6 +55,7 @@ def decide_remotely(ctx, login: remote.Login, item: int, as_json: bool, sign: bo
     if signed is not None:
         body["signature"] = {"key_id": signed.key_id, "statement": signed.statement, "signature": signed.signature}
     decision = client.call("POST", f"/items/{item}/decision", json=body)
+    say_signed(signed or None, item)
     run = client.wait_for_run(decision["run_id"])
     if as_json:
         return print_json({"decision": decision, "run": run})

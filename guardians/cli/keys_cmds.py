@@ -7,6 +7,7 @@ server as the authenticated person.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -186,7 +187,14 @@ def signature_for(
         )
     fields = signing.expected_fields(item_id=item["id"], stage=item["stage"], action=action, signer=actor,
                                      draft=item["draft"], note=signing.normal_note(note), edited=edited)  # fmt: skip
-    # What is signed is the draft as stored, which `dew show ITEM --draft` prints: say which.
-    err_console.print(f"Signing with key {match[0]['id']} ({match[0]['fingerprint'][:16]}…): {action} work item "
-                      f"{item['id']}, draft sha256 {fields['draft_sha256']} (dew show {item['id']} --draft)")  # fmt: skip
     return signing.sign(key, match[0]["id"], fields)
+
+
+def say_signed(signed, item_id: int) -> None:
+    """After a signed decision is recorded: which key signed which draft (the draft as stored,
+    which `dew show ITEM --draft` prints), on stderr so that --json output stays JSON."""
+    if signed is None:
+        return
+    draft = json.loads(signed.statement)["draft_sha256"]
+    err_console.print(f"Signed with key {signed.key_id}: work item {item_id}, draft sha256 {draft} "
+                      f"(dew show {item_id} --draft)")  # fmt: skip
