@@ -38,7 +38,6 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -54,6 +53,7 @@ from . import audit
 from .db import reading, transaction
 from .errors import AuditBroken
 from .models import AuditEvent, AuditHead, Run
+from .stats import parse_moment
 
 FORMAT = 1
 FORMATS = ("jsonl", "csv")
@@ -85,13 +85,12 @@ def parse_time(text: str, option: str, *, end: bool = False) -> str:
     the texts compares the times. A date alone is its start, or with `end` the start of the next
     day, so that `--until 2026-11-24` includes that day (as `dew stats` reads it)."""
     try:
-        moment = datetime.fromisoformat(text.strip())
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-        if end and len(text.strip()) == 10:
-            moment += timedelta(days=1)
-    except (ValueError, OverflowError):
+        moment = parse_moment(text, end=end)  # the one reading of a period's bounds, as dew stats has it
+    except InputInvalid:
+        moment = None
+    if moment is None:
         raise InputInvalid(f"{option} takes a date (YYYY-MM-DD) or an ISO 8601 date and time "
-                           f"(2026-11-24T09:30+08:00), not '{text}'") from None  # fmt: skip
+                           f"(2026-11-24T09:30+08:00), not '{text}'")  # fmt: skip
     return moment.isoformat(timespec="microseconds")
 
 

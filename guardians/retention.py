@@ -142,13 +142,3 @@ def _drop_checkpoints(ws: Workspace, run_ids: list[int]) -> None:
     saver = ws.runtime.checkpointer
     for run_id in run_ids:
         saver.delete_thread(thread_id(run_id))
-
-
-def cleared_runs(session: Session) -> set[int]:
-    """Every run a `retention.cleared` event names (what verify holds cleared rows against)."""
-    import json
-
-    found: set[int] = set()
-    for ev in audit.events(session, kinds=["retention.cleared"]):
-        found.update(json.loads(ev.data).get("runs", []))
-    return found

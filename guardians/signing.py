@@ -73,15 +73,24 @@ def expected_fields(
     *, item_id: int, stage: int, action: str, signer: str, draft: str, note: str | None, edited: str | None
 ) -> dict[str, Any]:
     """Every field of a statement but its time: what the signer must have signed for this decision."""
+    return _fields(item_id, stage, action, signer, audit.sha256_text(draft), _sha(edited), _sha(note))
+
+
+def _fields(
+    item_id: int | None, stage: int, action: str | None, signer: str, draft_sha256: str | None,
+    edited_sha256: str | None, note_sha256: str | None,
+) -> dict[str, Any]:  # fmt: skip
+    """The statement's fields from the hashes (what a decision event keeps): the one definition of
+    what a signature covers, for recording a decision and for checking the trail later."""
     return {
         "dew_decision": FORMAT,
         "item": item_id,
         "stage": stage,
         "action": action,
         "signer": signer,
-        "draft_sha256": audit.sha256_text(draft),
-        "edited_sha256": _sha(edited) if action == "edit" else None,
-        "note_sha256": _sha(note),
+        "draft_sha256": draft_sha256,
+        "edited_sha256": edited_sha256 if action == "edit" else None,
+        "note_sha256": note_sha256,
     }
 
 
@@ -370,16 +379,8 @@ def _check_event(ev: Any, data: dict, signed: dict, keys: dict[int, _TrailKey], 
     except (ValueError, TypeError, KeyError, RecursionError) as e:
         return f"its signed statement is not readable: {e}"
     action = "approve" if ev.kind == "decision.signed_off" else data.get("action")
-    expected = {
-        "dew_decision": FORMAT,
-        "item": ev.item_id,
-        "stage": data.get("stage", stage),
-        "action": action,
-        "signer": ev.actor,
-        "draft_sha256": data.get("draft_sha256"),
-        "edited_sha256": data.get("edited_sha256") if action == "edit" else None,
-        "note_sha256": _sha(data.get("note")),
-    }
+    expected = _fields(ev.item_id, data.get("stage", stage), action, ev.actor, data.get("draft_sha256"),
+                       data.get("edited_sha256"), _sha(data.get("note")))  # fmt: skip
     wrong = _differs(statement, expected)
     if wrong:
         return f"the signature covers another decision than the one recorded: {wrong}"
