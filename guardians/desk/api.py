@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,10 +19,9 @@ from dew.guardians.models import Role, Run, utcnow
 from dew.guardians.runs import begin_retry, request_run
 from dew.guardians.signing import SignedStatement
 
-from .security import Caller, RowId, client_address, require_caller
+from .security import CallerDep, RowId, client_address
 
 router = APIRouter(prefix="/api/v1")
-CallerDep = Annotated[Caller, Depends(require_caller)]
 
 
 def _ws(request: Request):

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from dew.guardians import notify
 
-from .security import Caller, RowId, require_caller
+from .security import CallerDep, RowId
 
 router = APIRouter(prefix="/api/v1")
-CallerDep = Annotated[Caller, Depends(require_caller)]
 
 
 def _ws(request: Request):

@@ -6,7 +6,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Path, Request
+from fastapi import Depends, Path, Request
 
 from dew.guardians import auth
 from dew.guardians.auth import Principal
@@ -59,6 +59,10 @@ def require_caller(request: Request) -> Caller:
     if request.method not in SAFE_METHODS:
         check_csrf(caller, request, request.headers.get(CSRF_HEADER))
     return caller
+
+
+# What every /api/v1 route takes: the person calling, identified (and CSRF-checked) or refused.
+CallerDep = Annotated[Caller, Depends(require_caller)]
 
 
 def check_csrf(caller: Caller, request: Request, given: str | None) -> None:
