@@ -11,8 +11,12 @@ from .spec import Check
 
 # Characters a terminal or editor does not show as themselves: C0/C1 controls other than tab and
 # newlines (terminal escapes can hide or rewrite text), Unicode bidirectional controls, and
-# zero-width characters (which make two different strings print alike).
-HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+# zero-width characters (which make two different strings print alike), and Unicode tag characters
+# (invisible copies of ASCII, used to smuggle instructions past a reader).
+HIDDEN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+    "\U000e0000-\U000e007f]"
+)
 
 
 def hidden_characters(text: str) -> str | None:

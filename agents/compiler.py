@@ -18,16 +18,19 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypedDict
 
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages import AIMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from .checks import hidden_characters, json_problem, run_check
 from .errors import LLMError
-from .llm import ModelProvider, call, invoke, text_of
+from .guarded import Guarded
+from .llm import ModelProvider, text_of
+from .pseudonyms import strings_in
 from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep
 from .templating import render, render_value, scenario_context
 from .tools import ToolContext, ToolFailed, get_tool, to_jsonable
+from .untrusted import injection_signs
 
 GATE = "approval_gate"
 
@@ -44,6 +47,7 @@ class RunState(TypedDict, total=False):
     rounds: Annotated[dict, _merge]  # check/review step id -> times it sent work back
     findings: Annotated[dict, _merge]  # check/review step id -> problems left for the guardian
     provenance: Annotated[list, operator.add]  # one record per model call
+    pseudonyms: Annotated[dict, _merge]  # placeholder -> value: what personal data the model saw as (never sent)
     revisions: int  # times the guardian sent the draft back
     decision: dict  # the guardian's decision that ended the run
 
@@ -76,6 +80,16 @@ def fingerprint(value: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def input_signs(inputs: dict[str, Any]) -> list[str]:
+    """Findings for inputs that look like instructions to a model: the run goes on, the guardian sees them."""
+    return [
+        f"input '{name}' {sign}; the model was told it is material, not instructions: check that the draft "
+        "did not follow it"
+        for name, value in inputs.items()
+        for sign in dict.fromkeys(s for text in strings_in(value) for s in injection_signs(text))
+    ]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -105,14 +119,14 @@ def compile_scenario(spec: Scenario, provider: ModelProvider, checkpointer=None,
     return graph.compile(checkpointer=checkpointer, name=spec.id)
 
 
-def _revision_block(state: RunState, step_id: str) -> str:
+def _revision_block(state: RunState, step_id: str, guard: Guarded) -> str:
     notes = [n for n in (state.get("feedback", {}).get(step_id) or []) if n]
     if not notes:
         return ""
     previous = state.get("outputs", {}).get(step_id)
     block = "\n\n---\nRevise your previous draft. Fix each of these points:\n" + "\n".join(f"- {n}" for n in notes)
-    if previous is not None:
-        block += "\n\nYour previous draft was:\n" + draft_text(previous)
+    if previous is not None:  # the model's own earlier words are material, like anything it read
+        block += "\n\nYour previous draft was:\n" + guard.fence(draft_text(previous))
     return block
 
 
@@ -124,6 +138,8 @@ class _Tools:
         self.data_dir = data_dir
 
     def call(self, name: str, args: dict, state: RunState, where: str, extra: dict | None = None):
+        """Call `name` with `args` rendered from the run; `extra` are values the caller supplies
+        (the text a check checks, the arguments a model set), which never override `args`."""
         ctx = context(self.spec, state)
         rendered = render_value(args, ctx, where=f"{where}: args")
         if extra:
@@ -145,47 +161,65 @@ def _tool_node(spec: Scenario, step: ToolStep, nxt: str, tools: _Tools):
     return node
 
 
-def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, tools: _Tools, state: RunState):
-    """One drafting turn; with tools, let the model call them (bounded) before it answers."""
+def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, tools: _Tools, state: RunState,
+                guard: Guarded) -> tuple[str, list, list[str]]:  # fmt: skip
+    """One drafting turn; with tools, let the model call them (bounded) before it answers.
+    Returns the reply as the model wrote it, the tool calls made, and findings for the guardian."""
     if not step.tools:
-        return invoke(model, messages, where, prov), []
-    bound = model.bind_tools([get_tool(name).openai_schema() for name in step.tools])
+        return text_of(guard.call(model, messages, where, prov)), [], []
+    uses = {u.tool: u for u in step.tools}
+    bound = model.bind_tools([get_tool(u.tool).openai_schema(set(u.args)) for u in step.tools])
     used: list[dict[str, Any]] = []
+    findings: list[str] = []
     calls = 0  # `calls` counts every request, refused ones too, so the bound always holds
     while calls < step.max_tool_calls:
-        reply = call(bound, messages, where, prov)
+        reply = guard.call(bound, messages, where, prov)
         if not reply.tool_calls:
-            return text_of(reply), used
+            return text_of(reply), used, findings
         messages = [*messages, reply]
         for tc in reply.tool_calls:
             calls += 1
+            asked = guard.pseudonyms.restore_value(tc.get("args") or {})
+            use = uses.get(tc["name"])
+            forbidden = sorted(set(asked) - get_tool(use.tool).settable(set(use.args))) if use else []
             if calls > step.max_tool_calls:
                 result = {"error": f"tool call limit ({step.max_tool_calls}) reached; answer now"}
-            elif tc["name"] not in step.tools:
-                result = {"error": f"no tool named '{tc['name']}'; available: {', '.join(step.tools)}"}
+            elif use is None:
+                result = {"error": f"no tool named '{tc['name']}'; available: {', '.join(uses)}"}
+            elif forbidden:
+                # The model reached for an argument the scenario keeps: refused, and the guardian told.
+                result = {"error": f"you may not set {', '.join(forbidden)} of {use.tool}; call it without them"}
+                findings.append(
+                    f"the model tried to set {', '.join(forbidden)} of tool '{use.tool}', which the scenario fixes "
+                    "or the tool keeps from models; the call was refused"
+                )
             else:
                 try:
-                    result = tools.call(tc["name"], {}, state, where, extra=tc.get("args") or {})
+                    result = tools.call(use.tool, use.args, state, where, extra=asked)
                 except ToolFailed as e:
                     result = {"error": e.message}  # the model sees the error and may correct itself
+                findings += [f"tool '{use.tool}' returned text that {sign}" for sign in injection_signs(json.dumps(
+                    result, ensure_ascii=False))]  # fmt: skip
                 used.append(
                     {
-                        "tool": tc["name"],
-                        "args": tc.get("args") or {},
-                        "args_sha256": fingerprint(tc.get("args") or {}),
+                        "tool": use.tool,
+                        "args": asked,
+                        "args_sha256": fingerprint(asked),
                         "result_sha256": fingerprint(result),
                     }
                 )
-            messages.append(ToolMessage(json.dumps(result, ensure_ascii=False), tool_call_id=tc["id"]))
-    messages = [*messages, HumanMessage("Stop calling tools now and give your answer.")]
-    return invoke(model, messages, where, prov), used
+            messages.append(guard.tool_result(result, tc["id"] or ""))
+    messages = [*messages, guard.user("Stop calling tools now and give your answer.")]
+    return text_of(guard.call(model, messages, where, prov)), used, findings
 
 
 def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, tools: _Tools):
     where = f"scenario '{spec.id}', step '{step.id}'"
 
     def node(state: RunState):
-        prompt = render(step.prompt, context(spec, state), where=f"{where}: prompt") + _revision_block(state, step.id)
+        guard = Guarded.open(spec, dict(state))
+        prompt = guard.render(step.prompt, guard.context(), where=f"{where}: prompt")
+        prompt += _revision_block(state, step.id, guard)
         system = step.role
         if step.output == "json":
             system += (
@@ -193,36 +227,43 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
                 + json.dumps(step.schema_, ensure_ascii=False)
             )
         model, prov = provider.get(spec.llm, step.llm)
-        messages = [SystemMessage(system), HumanMessage(prompt)]
+        messages: list = [guard.system(system), guard.user(prompt)]
         problem: str | None = "no reply"
         tool_calls: list = []
+        findings: list[str] = []
         for attempt in range(1, step.attempts + 1):  # noqa: B007 - `attempt` is recorded after the loop
-            text, used = _agent_turn(step, model, messages, where, prov, tools, state)
+            said, used, flagged = _agent_turn(step, model, messages, where, prov, tools, state, guard)
             tool_calls += used
+            findings += flagged
             # NUL is never meaningful in a draft, and PostgreSQL text cannot store it.
-            text = text.replace("\x00", "").strip()
+            said = said.replace("\x00", "").strip()
+            text = guard.restore(said)
             if not text:
                 problem = "the reply was empty"
             elif step.output == "json":
-                candidate = extract_json(text)
+                candidate = extract_json(said)
                 problem = json_problem(candidate, step.schema_)
                 if problem is None:
-                    value: Any = json.loads(candidate)
+                    value: Any = guard.pseudonyms.restore_value(json.loads(candidate))
                     break
             else:
                 problem, value = None, text
                 break
-            messages += [AIMessage(text), HumanMessage(f"That reply cannot be used: {problem}. Answer again.")]
+            messages += [AIMessage(said), guard.user(f"That reply cannot be used: {problem}. Answer again.")]
         else:
             if step.on_unusable == "fail":
                 raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
             value = {"unusable_reply": text, "problem": problem}
-        findings = (
-            []
-            if problem is None
-            else [f"the model's reply was unusable after {step.attempts} tries ({problem}); the run went on without it"]
-        )
-        record = {"step": step.id, "at": _now(), "attempts": attempt, **prov,
+        if problem is not None:
+            findings.append(
+                f"the model's reply was unusable after {step.attempts} tries ({problem}); the run went on without it"
+            )
+        invented = guard.pseudonyms.unknown(said)
+        if invented:
+            findings.append(
+                f"the model wrote {', '.join(invented)}, which stands for no data of this run; check the draft there"
+            )
+        record = {"step": step.id, "at": _now(), "attempts": attempt, **prov, **guard.record(prov),
                   "prompt_sha256": fingerprint([system, prompt]), "output_sha256": fingerprint(text)}  # fmt: skip
         if tool_calls:
             record["tool_calls"] = tool_calls
@@ -233,6 +274,7 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
                 "feedback": {step.id: None},
                 "provenance": [record],
                 "findings": {step.id: findings},
+                **guard.update(),
             },
         )
 
@@ -292,14 +334,14 @@ def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt:
     where = f"scenario '{spec.id}', step '{step.id}'"
 
     def node(state: RunState):
-        ctx = context(spec, state)
-        ctx["draft"] = draft_text(state.get("outputs", {}).get(step.target, ""))
-        prompt = render(step.prompt, ctx, where=f"{where}: prompt")
+        guard = Guarded.open(spec, dict(state))
+        ctx = guard.context(draft=draft_text(state.get("outputs", {}).get(step.target, "")))
+        prompt = guard.render(step.prompt, ctx, where=f"{where}: prompt")
         system = step.role + "\n\nOn the first line answer exactly PASS, or REVISE: followed by what must be fixed."
         model, prov = provider.get(spec.llm, step.llm)
-        reply = invoke(model, [SystemMessage(system), HumanMessage(prompt)], where, prov)
+        reply = guard.restored_text(guard.call(model, [guard.system(system), guard.user(prompt)], where, prov))
         verdict, notes = parse_verdict(reply)
-        record = {"step": step.id, "at": _now(), "attempts": 1, "verdict": verdict, **prov,
+        record = {"step": step.id, "at": _now(), "attempts": 1, "verdict": verdict, **prov, **guard.record(prov),
                   "prompt_sha256": fingerprint([system, prompt]), "output_sha256": fingerprint(reply)}  # fmt: skip
         rounds = state.get("rounds", {}).get(step.id, 0)
         if verdict == "revise" and rounds < step.max_rounds:
@@ -309,6 +351,7 @@ def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt:
                     "feedback": {back: [f"Reviewer: {notes or 'revise the draft'}"]},
                     "rounds": {step.id: rounds + 1},
                     "provenance": [record],
+                    **guard.update(),
                 },
             )
         findings = []
@@ -316,14 +359,15 @@ def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt:
             findings = [f"reviewer still asks for changes after {rounds} rounds: {notes}"]
         elif verdict == "unclear":
             findings = [f"reviewer gave no clear PASS/REVISE verdict: {notes[:500]}"]
-        return Command(goto=nxt, update={"findings": {step.id: findings}, "provenance": [record]})
+        return Command(goto=nxt, update={"findings": {step.id: findings}, "provenance": [record], **guard.update()})
 
     return node
 
 
 def _gate_node(spec: Scenario):
     def node(state: RunState):
-        findings = [f"{sid}: {p}" for sid, ps in (state.get("findings") or {}).items() for p in (ps or [])]
+        findings = [f"inputs: {f}" for f in input_signs(state.get("inputs") or {})]
+        findings += [f"{sid}: {p}" for sid, ps in (state.get("findings") or {}).items() for p in (ps or [])]
         draft = draft_text(state.get("outputs", {}).get(spec.draft_step, ""))
         hidden = hidden_characters(draft)
         if hidden:
@@ -362,4 +406,7 @@ def mermaid(spec: Scenario, provider: ModelProvider | None = None) -> str:
 
 class _NoModels:
     def get(self, *overrides):  # pragma: no cover - drawing never calls a model
+        raise LLMError("no model is available while drawing a graph")
+
+    def describe(self, *overrides):  # pragma: no cover
         raise LLMError("no model is available while drawing a graph")

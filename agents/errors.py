@@ -96,3 +96,18 @@ class LLMNotConfigured(DewError):
 
     code = "llm_not_configured"
     http_status = 503
+
+
+# --- data that may not go where it was asked to ---------------------------------------------------
+class EndpointRefused(DewError):
+    """A scenario's data class is above what its model endpoint may receive (see agents/endpoints.py)."""
+
+    code = "endpoint_refused"
+    exit_code = 3
+    http_status = 403
+
+
+class PersonalDataRefused(InputInvalid):
+    """An input holds personal data and the scenario refuses it there (`pii: refuse`)."""
+
+    code = "personal_data_refused"

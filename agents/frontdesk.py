@@ -16,11 +16,15 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from .compiler import extract_json
+from .endpoints import DATA_CLASSES, admit
 from .errors import DewError
+from .guarded import endpoint_of
 from .inputs import validate_inputs
 from .llm import ModelProvider, invoke
 from .loader import LoadedScenario
+from .pseudonyms import Pseudonyms
 from .ranking import BM25
+from .untrusted import fence, fence_tag, role_note
 
 MIN_SCORE = 1.5  # below this a shared word or two is chance (e.g. "Hello there" scores 1.1)
 
@@ -134,14 +138,25 @@ def _ask_model(request, candidates, catalogue, provider):
         "should handle a request, or NONE if none fits, and copy the values of its inputs from the request. "
         'Answer with one JSON object only: {"scenario": "<id or NONE>", "inputs": {"<name>": "<value>"}}'
     )
-    prompt = f"Request:\n{request}\n\nDigital employees:\n" + "\n".join(lines)
+    # The request is a member of the public's words: fenced, its personal data pseudonymised, and
+    # sent only to an endpoint that may receive the most sensitive data any candidate handles.
+    tag = fence_tag(request)
+    system += role_note(tag)
+    prompt = f"Request:\n{fence(request, tag)}\n\nDigital employees:\n" + "\n".join(lines)
+    data = max((catalogue[sid].spec.data for sid, _ in candidates), key=DATA_CLASSES.index)
+    hidden = Pseudonyms()
     try:
+        described = provider.describe()
+        admit("the front desk", data, str(described.get("endpoint")), endpoint_of(described))
         model, prov = provider.get()
-        reply = invoke(model, [SystemMessage(system), HumanMessage(prompt)], "front desk", prov)
+        said = invoke(
+            model, [SystemMessage(hidden.hide(system)), HumanMessage(hidden.hide(prompt))], "front desk", prov
+        )
     except DewError as e:
         return None, {}, "", {"error": e.message}
+    reply = hidden.restore(said)
     try:
-        answer = json.loads(extract_json(reply))
+        answer = hidden.restore_value(json.loads(extract_json(said)))
     except json.JSONDecodeError:
         return None, {}, "", {**prov, "reply": reply[:300]}
     if not isinstance(answer, dict):

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, StrictBool, TypeAdapter, ValidationError
 
-from .errors import InputInvalid, InputMissing
+from .errors import InputInvalid, InputMissing, PersonalDataRefused
+from .pseudonyms import describe, strings_in
+from .recognisers import find
 from .spec import Scenario
 
 _TRUE = {"true", "yes", "1", "on", "是"}
@@ -91,7 +93,18 @@ def validate_inputs(spec: Scenario, given: dict[str, Any]) -> dict[str, Any]:
             )
             continue
         values[name] = coerce(spec.id, name, decl.type, given[name], max_chars=decl.max_chars)
+        if spec.pii_of(name) == "refuse":
+            _refuse_personal_data(spec.id, name, values[name])
     return values
+
+
+def _refuse_personal_data(scenario: str, name: str, value: Any) -> None:
+    found = [f.kind for text in strings_in(value) for f in find(text)]
+    if found:  # the refusal names what was found, never the value: it is shown and may be logged
+        raise PersonalDataRefused(
+            f"input '{name}' of scenario '{scenario}' holds {describe(found)}, and this scenario takes no personal "
+            "data there (pii: refuse): remove it and ask again"
+        )
 
 
 def coerce(scenario: str, name: str, kind: str, value: Any, *, max_chars: int | None = None) -> Any:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .endpoints import LOCAL, EndpointClass, classify
 from .errors import LLMError, LLMNotConfigured
 from .spec import LLMSpec
 
@@ -36,12 +37,15 @@ class LLMSettings:
     max_retries: int = 2
     embedded: bool = False
     extra_body: tuple[tuple[str, Any], ...] = ()  # further request fields the server understands
+    endpoint: EndpointClass = LOCAL  # where the endpoint is, and what data it may receive
 
     def provenance(self) -> dict[str, Any]:
         """What the audit trail records about the model that drafted."""
         return {
             "model": self.model,
             "endpoint": self.base_url or OPENAI_ENDPOINT,
+            "endpoint_class": self.endpoint.name,
+            "clearance": self.endpoint.clearance,
             "embedded": self.embedded,
             "parameters": {"temperature": self.temperature, "max_tokens": self.max_tokens},
         }
@@ -100,6 +104,7 @@ def settings_from_env(env: Mapping[str, str] | None = None, *overrides: LLMSpec 
         max_tokens=max_tokens,
         timeout=_number(env, "DEW_LLM_TIMEOUT", defaults.timeout, float),
         max_retries=_number(env, "DEW_LLM_MAX_RETRIES", defaults.max_retries, int),
+        endpoint=classify(base_url, embedded=defaults.embedded, env=env),
     )
 
 
@@ -138,6 +143,10 @@ class ModelProvider(Protocol):
 
     def get(self, *overrides: LLMSpec | None) -> tuple[BaseChatModel, dict[str, Any]]: ...
 
+    def describe(self, *overrides: LLMSpec | None) -> dict[str, Any]:
+        """The provenance `get` would give, without starting or building anything."""
+        ...
+
 
 @dataclass
 class EnvModelProvider:
@@ -158,6 +167,9 @@ class EnvModelProvider:
             if model is None:
                 model = self._cache[settings] = chat_model(settings)
         return model, settings.provenance()
+
+    def describe(self, *overrides: LLMSpec | None) -> dict[str, Any]:
+        return settings_from_env(self.env, *overrides).provenance()
 
 
 def call(model, messages: list[BaseMessage], where: str, provenance: dict):

@@ -228,11 +228,15 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             problems.append((loc + ("id",), f"step id '{step.id}' is used twice"))
         if isinstance(step, LLMStep):
             check_template(step.prompt, loc + ("prompt",))
-            for name in step.tools:
-                if name not in tools:
+            for k, use in enumerate(step.tools):
+                found = tools.get(use.tool)
+                if found is None:
                     problems.append(
-                        (loc + ("tools",), f"no tool named '{name}' (registered: {', '.join(sorted(tools))})")
+                        (loc + ("tools", k), f"no tool named '{use.tool}' (registered: {', '.join(sorted(tools))})")
                     )
+                    continue
+                # What the model may not set must be pinned here, or the tool could not be called.
+                check_tool(use.tool, use.args, loc + ("tools", k), supplied=frozenset(found.settable(set(use.args))))
             if step.output == "json" and step.schema_ is None:
                 problems.append((loc + ("schema",), "an llm step with `output: json` needs a `schema`"))
         elif isinstance(step, TemplateStep):
@@ -284,6 +288,11 @@ def semantic_problems(spec: Scenario) -> list[tuple[tuple, str]]:
             )
     if spec.output.format == "json" and spec.output.schema_ is None:
         problems.append((("output", "schema"), "`format: json` needs a `schema` to validate drafts and edits"))
+    if spec.data == "public":  # public data may go to any endpoint: personal data must not ride along
+        why = "`data: public` may be sent to any endpoint, so personal data cannot be kept as it is: use pseudonymise or refuse"
+        if spec.pii == "keep":
+            problems.append((("pii",), why))
+        problems += [(("inputs", n, "pii"), why) for n, decl in spec.inputs.items() if decl.pii == "keep"]
     if spec.guardian in spec.backups:
         problems.append((("backups",), f"'{spec.guardian}' is the guardian; a backup must be someone else"))
     for n, stage in enumerate(spec.signoff):

@@ -16,8 +16,10 @@ from langgraph.types import Command
 
 from .compiler import GATE, compile_scenario
 from .errors import DewError, RunFailed
+from .guarded import admit_endpoint
 from .llm import ModelProvider
 from .loader import LoadedScenario
+from .spec import LLMStep, ReviewStep
 from .templating import run_values
 
 
@@ -54,6 +56,13 @@ class Runtime:
                 scenario.spec, self.provider, self.checkpointer, self.data_dir
             )
         return graph
+
+    def admit(self, scenario: LoadedScenario) -> None:
+        """Refuse, before any call, a scenario whose data its model endpoints may not receive."""
+        spec = scenario.spec
+        for step in spec.steps:
+            if isinstance(step, (LLMStep, ReviewStep)):
+                admit_endpoint(spec, self.provider.describe(spec.llm, step.llm))
 
     def _config(self, run_id) -> dict:
         return {"configurable": {"thread_id": thread_id(run_id)}, "recursion_limit": 100}

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from jinja2 import TemplateSyntaxError
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .templating import compile_template, undeclared_names
@@ -29,6 +29,9 @@ PERSON_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 class _Strict(BaseModel):
     # Unknown keys are almost always typos ("promt:"); refusing them names the line.
     model_config = ConfigDict(extra="forbid")
+
+
+PiiPolicy = Literal["pseudonymise", "keep", "refuse"]
 
 
 class InputSpec(_Strict):
@@ -47,6 +50,13 @@ class InputSpec(_Strict):
         description="Longest value accepted, in characters (JSON: of its text). Default by type: `string` 1,000, "
         "`text` 200,000, `json` 1,000,000.",
     )
+    pii: PiiPolicy | None = Field(
+        None,
+        description="What to do with personal data found in this input (ID, phone and bank card numbers, credit "
+        "codes, e-mail addresses, plates, names, addresses): `pseudonymise` replaces it with placeholders before any "
+        "model sees it and restores it in the reply; `keep` sends it as it is; `refuse` refuses a run whose value holds "
+        "any. Default: the scenario's `pii`.",
+    )
 
 
 class LLMSpec(_Strict):
@@ -63,6 +73,23 @@ class _Step(_Strict):
         pattern=STEP_ID_PATTERN, description="Unique within the scenario; later steps refer to it as `steps.<id>`."
     )
     title: str = Field("", description="Human-readable label used in diagrams and traces.")
+
+
+class ToolUse(_Strict):
+    """A tool a model may call, with the arguments the scenario fixes so the model cannot choose them."""
+
+    tool: str = Field(description="Name of a registered tool (see docs/tools.md).")
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Arguments pinned by the scenario: the model is not shown them, and a call that sets one is refused "
+        "and flagged to the guardian. " + "A string is a Jinja2 template over `inputs`, `steps` and `run`.",
+    )
+
+
+def _tool_use(value: Any) -> Any:
+    return (
+        {"tool": value} if isinstance(value, str) else value
+    )  # `- search_corpus` is short for `- tool: search_corpus`
 
 
 class LLMStep(_Step):
@@ -84,8 +111,11 @@ class LLMStep(_Step):
         description="After `attempts` unusable replies: `fail` the run (retryable), or `flag` it to the guardian and "
         "go on with `{unusable_reply, problem}` as this step's output (templates can test `is defined`).",
     )
-    tools: list[str] = Field(
-        default_factory=list, description="Registered tools the model may call (function calling) while drafting."
+    tools: list[Annotated[ToolUse, BeforeValidator(_tool_use, json_schema_input_type=str | ToolUse)]] = Field(
+        default_factory=list,
+        description="Registered tools the model may call (function calling) while drafting: a name, or "
+        "`{tool: NAME, args: {...}}` to pin arguments. The model may set only the arguments the tool lets a model set "
+        "(docs/tools.md) and the scenario did not pin.",
     )
     max_tool_calls: int = Field(4, ge=1, le=20, description="Bound on tool calls in one drafting turn.")
 
@@ -412,6 +442,20 @@ class Scenario(_Strict):
         "`dew keys create`, or a key kept in their browser). `required` refuses an unsigned decision; `optional` "
         "records a signature when one is given. Default: `required` for `risk: high`, else `optional`.",
     )
+    data: Literal["public", "internal", "sensitive"] = Field(
+        "internal",
+        description="What the data this scenario handles may reach: `public` data any model endpoint; `internal` "
+        "(the office's own work) only local endpoints and those the administrator declares internal "
+        "(`DEW_LLM_INTERNAL`); `sensitive` (personal data, enforcement cases) only local endpoints and internal ones "
+        "cleared for it (`host=sensitive`). A run whose endpoint may not receive it is refused before any model call.",
+    )
+    pii: PiiPolicy = Field(
+        "pseudonymise",
+        description="Personal data in what a model is sent: `pseudonymise` (placeholders such as `[PHONE_1]` go to the "
+        "model, the values come back in its reply), `keep` (sent as it is), or `refuse` (inputs holding any are "
+        "refused). The default of every input, which may set its own; `keep` also leaves tool results and earlier "
+        "outputs as they are.",
+    )
     llm: LLMSpec | None = Field(None, description="LLM settings for every step of this scenario.")
     inputs: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")], InputSpec] = Field(description="Inputs by name.")
     steps: list[Step] = Field(min_length=1, description="Run in order; checks and reviewers may send work back.")
@@ -455,6 +499,10 @@ class Scenario(_Strict):
         for st in self.stages():
             seen += [p for p in (st.guardian, *st.backups) if p not in seen]
         return seen
+
+    def pii_of(self, input_name: str) -> str:
+        declared = self.inputs[input_name].pii if input_name in self.inputs else None
+        return declared or self.pii
 
     @property
     def signing_required(self) -> bool:

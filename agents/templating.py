@@ -13,7 +13,7 @@ from datetime import date
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, meta
+from jinja2 import StrictUndefined, Template, TemplateError, UndefinedError, meta, pass_context
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import InputInvalid
@@ -25,9 +25,33 @@ _env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=Fal
 _env.filters["tojson_pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2)
 
 
+@pass_context
+def _finalize(context, value: Any) -> Any:
+    fence = context.get(FENCE)
+    return fence(value) if fence is not None else value
+
+
+# Prompts render in an environment of their own, in which every value a `{{ }}` puts in passes
+# through the context's fence (agents/untrusted.py): material is fenced, the template's own text is not.
+FENCE = "_fence"
+_prompt_env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False,
+                                   finalize=_finalize)  # fmt: skip
+_prompt_env.filters.update(_env.filters)
+
+
 @lru_cache(maxsize=512)
 def compile_template(source: str) -> Template:
     return _env.from_string(source)
+
+
+@lru_cache(maxsize=512)
+def _compile_prompt(source: str) -> Template:
+    return _prompt_env.from_string(source)
+
+
+def render_prompt(source: str, context: dict[str, Any], fence, *, where: str) -> str:
+    """A prompt, with every interpolated value passed through `fence`."""
+    return _render(_compile_prompt, source, {**context, FENCE: fence}, where)
 
 
 def compile_expression(source: str):
@@ -82,8 +106,12 @@ def template_strings(value: Any) -> list[str]:
 
 
 def render(source: str, context: dict[str, Any], *, where: str = "template") -> str:
+    return _render(compile_template, source, context, where)
+
+
+def _render(compile_, source: str, context: dict[str, Any], where: str) -> str:
     try:
-        return compile_template(source).render(**context)
+        return compile_(source).render(**context)
     except UndefinedError as e:
         raise InputInvalid(f"{where}: {e.message}") from None
     except (TemplateError, ArithmeticError, TypeError, ValueError, AttributeError, LookupError) as e:

@@ -6,6 +6,7 @@ without a network, and records every call so tests can assert on prompts.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,21 @@ class ScriptedModelProvider:
     model_name: str = "scripted"
     calls: list = field(default_factory=list)
 
+    endpoint_class: str = "local"  # tests of the endpoint rule set another class
+    clearance: str = "sensitive"
+
     def get(self, *overrides) -> tuple[BaseChatModel, dict[str, Any]]:
         model = ScriptedChatModel(reply=self.reply, calls=self.calls)
-        return model, {"model": self.model_name, "endpoint": "in-process", "embedded": False}
+        return model, self.describe(*overrides)
+
+    def describe(self, *overrides) -> dict[str, Any]:
+        return {"model": self.model_name, "endpoint": "in-process", "endpoint_class": self.endpoint_class,
+                "clearance": self.clearance, "embedded": False}  # fmt: skip
+
+
+_FENCE = re.compile(r"⟦/?DATA [0-9a-f]{12}⟧\n?")
+
+
+def unfenced(text: str) -> str:
+    """A prompt without its data fences, for tests that look for the material itself."""
+    return _FENCE.sub("", text)

@@ -47,6 +47,9 @@ class Tool:
     description: str
     wants_context: bool = False
     source: str = ""  # where it was defined: module.function
+    # Arguments a model may set when it calls the tool (None: all of them). The others are the
+    # scenario's to fix: a model deciding which rules apply or which corpus counts is steerable.
+    model_args: frozenset[str] | None = None
     _args_model: Any = field(default=None, compare=False, repr=False)
 
     def parameters(self) -> dict:
@@ -55,10 +58,26 @@ class Tool:
         schema.pop("title", None)
         return schema
 
-    def openai_schema(self) -> dict:
+    def settable(self, pinned: frozenset[str] | set[str] = frozenset()) -> set[str]:
+        """The arguments a model may set here: those the tool allows, less those a scenario pinned."""
+        names = set(self.parameters().get("properties", {}))
+        allowed = names if self.model_args is None else names & self.model_args
+        return allowed - set(pinned)
+
+    def openai_schema(self, pinned: frozenset[str] | set[str] = frozenset()) -> dict:
+        """What the model is shown: only the arguments it may set."""
+        params = self.parameters()
+        settable = self.settable(pinned)
+        shown = {
+            **params,
+            "properties": {k: v for k, v in params.get("properties", {}).items() if k in settable},
+            "required": [r for r in params.get("required", []) if r in settable],
+        }
+        if not shown["required"]:
+            shown.pop("required")
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.parameters()},
+            "function": {"name": self.name, "description": self.description, "parameters": shown},
         }
 
     def call(self, args: dict[str, Any], context: ToolContext | None = None) -> Any:
@@ -83,10 +102,12 @@ class Tool:
             raise ToolFailed(f"tool '{self.name}' failed: {type(e).__name__}: {e}") from e
 
 
-def tool(name: str | None = None, *, description: str | None = None):
+def tool(name: str | None = None, *, description: str | None = None, model_args: tuple[str, ...] | None = None):
     """Mark a function as a tool. Its type hints become the argument schema and its docstring's
-    first paragraph the description the model sees. Marking registers nothing: the registry
-    takes the tools of the modules named by `dew.tools` entry points (or `ToolRegistry.register`)."""
+    first paragraph the description the model sees. `model_args` names the arguments a model may
+    set when it calls the tool (default: all); the rest must be pinned by the scenario or keep
+    their defaults. Marking registers nothing: the registry takes the tools of the modules named
+    by `dew.tools` entry points (or `ToolRegistry.register`)."""
 
     def mark(func: Callable[..., Any]) -> Callable[..., Any]:
         tool_name = name or func.__name__
@@ -101,12 +122,16 @@ def tool(name: str | None = None, *, description: str | None = None):
             fields[pname] = (annotation, default)
         model = create_model(f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields)
         doc = description or inspect.getdoc(func) or tool_name
+        unknown = sorted(set(model_args or ()) - set(fields))
+        if unknown:
+            raise TypeError(f"tool '{tool_name}': model_args names {unknown[0]!r}, which is not an argument")
         func.__dew_tool__ = Tool(  # type: ignore[attr-defined]
             name=tool_name,
             func=func,
             description=doc.split("\n\n")[0].replace("\n", " "),
             wants_context="context" in sig.parameters,
             source=f"{func.__module__}.{func.__qualname__}",
+            model_args=frozenset(model_args) if model_args is not None else None,
             _args_model=model,
         )
         return func

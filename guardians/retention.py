@@ -129,7 +129,9 @@ def _clear(s: Session, run_ids: list[int]) -> tuple[int, int]:
 
 
 def _without_texts(record: dict) -> dict:
-    """A model call's provenance without the arguments its tools were called with (hashes stay)."""
+    """A model call's provenance without what the model saw and the arguments its tools were
+    called with (hashes stay)."""
+    record = {k: v for k, v in record.items() if k != "seen"}
     if not record.get("tool_calls"):
         return record
     calls = [{k: v for k, v in c.items() if k != "args"} for c in record["tool_calls"]]

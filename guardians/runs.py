@@ -99,6 +99,7 @@ def request_run(
                 raise NotAuthorized(f"'{requester}' does not hold the requester role, so may not start runs")
     loaded = ws.scenario(scenario_id)
     values = validate_inputs(loaded.spec, inputs)
+    ws.runtime.admit(loaded)  # a scenario's data never goes where it may not, so no run is queued for it
     with transaction(ws.engine) as s:
         refuse_if_paused(s, loaded.id, "start a run of it")
         _require_guardians(s, loaded)
@@ -185,7 +186,7 @@ def execute_start(ws: Workspace, run_id: int) -> RunResult:
 def _model_record(p: dict[str, Any]) -> dict[str, Any]:
     """A model call as the trail keeps it: which model, where, with what settings, and the hashes
     of its prompt, reply and tool calls (the texts stay with the work item, which retention may clear)."""
-    keep = ("step", "model", "endpoint", "at", "parameters", "prompt_sha256", "output_sha256")
+    keep = ("step", "model", "endpoint", "endpoint_class", "at", "parameters", "prompt_sha256", "output_sha256")
     record = {k: p.get(k) for k in keep}
     if p.get("tool_calls"):
         record["tool_calls"] = [

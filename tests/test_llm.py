@@ -59,7 +59,8 @@ def test_requests_carry_model_and_max_tokens(fake_llm):
     assert invoke(model, [HumanMessage("hi")], "test", prov).startswith("1. First point")
     body = fake_llm.requests[-1]
     assert body["model"] == "deepseek-chat" and body["max_tokens"] == 123
-    assert prov == {"model": "deepseek-chat", "endpoint": fake_llm.url, "embedded": False,
+    assert prov == {"model": "deepseek-chat", "endpoint": fake_llm.url, "endpoint_class": "local",
+                    "clearance": "sensitive", "embedded": False,
                     "parameters": {"temperature": 0.2, "max_tokens": 123}}  # fmt: skip
 
 

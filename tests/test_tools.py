@@ -10,6 +10,7 @@ from sqlmodel import select
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_text
 from dew.agents.ranking import tokens
+from dew.agents.testing import unfenced
 from dew.agents.toolbox.corpus import check_citations, search_corpus
 from dew.agents.toolbox.documents import check_official_document, fix_official_document
 from dew.agents.toolbox.tables import check_figures, read_table, score_table
@@ -262,7 +263,7 @@ def test_a_tool_step_feeds_structured_results_to_later_steps(make_workspace, sce
     provider = ScriptedModelProvider(reply=lambda system, prompt: next(replies))
     ws = make_workspace(provider=provider)
     r = start_run(ws, "ranker", {"companies": COMPANIES}, requester="alice")
-    assert "Shortlist: 锐芯半导体, 华储能源科技" in provider.calls[0]["prompt"]
+    assert "Shortlist: 锐芯半导体, 华储能源科技" in unfenced(provider.calls[0]["prompt"])
     assert "the figure 99.9 is not in the data" in provider.calls[1]["prompt"]  # the check sent it back
     assert r.item.draft == "锐芯半导体 leads with 18.2% R&D." and r.item.findings == []
 
@@ -308,7 +309,7 @@ def test_an_llm_step_with_tools_calls_them_over_http(make_workspace, scenarios_d
     first, second = fake_llm.requests[0], fake_llm.requests[1]
     assert first["tools"][0]["function"]["name"] == "read_table"
     tool_reply = next(m for m in second["messages"] if m["role"] == "tool")
-    assert json.loads(tool_reply["content"])[1]["company"] == "锐芯半导体"
+    assert json.loads(unfenced(tool_reply["content"]))[1]["company"] == "锐芯半导体"
     (used,) = r.item.provenance[0]["tool_calls"]
     assert (used["tool"], used["args"]) == ("read_table", {"csv_text": COMPANIES})
     # The trail keeps the call by hashes only (arguments may hold personal data; retention clears the item).
@@ -444,3 +445,47 @@ def test_a_model_cannot_exceed_its_tool_call_bound(make_workspace, scenarios_dir
     ws = make_workspace(provider=ScriptedModelProvider(reply=lambda s, p: next(replies)))
     r = start_run(ws, "ranker", {"companies": COMPANIES}, requester="alice")
     assert len(r.item.provenance[0]["tool_calls"]) == 2
+
+
+# --- what a model may set: tools declare it, scenarios pin the rest --------------------------------
+PINNED = TOOL_SCENARIO.replace(
+    "    prompt: \"Shortlist: {{ steps.ranking.shortlist | join(', ') }}\"",
+    '    prompt: "Score these and explain."\n'
+    "    tools:\n"
+    "      - tool: score_table\n"
+    '        args: {weights: {rd_ratio_pct: 1}, name_column: company, csv_text: "{{ inputs.companies }}"}',
+)
+
+
+def test_a_tool_argument_no_model_may_set_must_be_pinned(scenarios_dir):
+    text = PINNED.replace(
+        '        args: {weights: {rd_ratio_pct: 1}, name_column: company, csv_text: "{{ inputs.companies }}"}\n', ""
+    )
+    with pytest.raises(ScenarioInvalid) as e:
+        load_text(text, "ranker.yaml")
+    problems = str(e.value)
+    assert "ranker.yaml:25: steps[1].tools[0].args: tool 'score_table' needs argument 'name_column'" in problems
+    assert "needs argument 'weights'" in problems and "csv_text" not in problems  # a model may set csv_text
+
+
+def test_the_model_sees_only_what_it_may_set_and_is_refused_the_rest(make_workspace, scenarios_dir, fake_llm):
+    from dew.agents.llm import EnvModelProvider
+    from dew.guardians.runs import start_run
+
+    (scenarios_dir / "ranker.yaml").write_text(PINNED, encoding="utf-8")
+    fake_llm.call_tool("score_table", top=1, weights={"penalties_3y": 9})  # reaches for the scenario's weights
+    fake_llm.call_tool("score_table", top=1)
+    fake_llm.say("锐芯半导体 leads with 18.2% R&D.")
+    provider = EnvModelProvider(env={"DEW_LLM_BASE_URL": fake_llm.url, "DEW_LLM_MAX_RETRIES": "0"})
+    ws = make_workspace(provider=provider)
+    r = start_run(ws, "ranker", {"companies": COMPANIES}, requester="alice")
+    shown = fake_llm.requests[0]["tools"][0]["function"]["parameters"]
+    assert sorted(shown["properties"]) == ["top"]  # csv_text is pinned; weights and the rest are the tool's to keep
+    refused = next(m for m in fake_llm.requests[1]["messages"] if m["role"] == "tool")
+    assert "you may not set weights of score_table" in refused["content"]
+    answered = [m for m in fake_llm.requests[2]["messages"] if m["role"] == "tool"][-1]
+    ranking = json.loads(unfenced(answered["content"]))
+    assert ranking["shortlist"] == ["锐芯半导体"]  # scored by the pinned weights, with the model's `top`
+    (used,) = r.item.provenance[0]["tool_calls"]
+    assert used["args"] == {"top": 1}
+    assert any("the model tried to set weights of tool 'score_table'" in f for f in r.item.findings)

@@ -15,7 +15,7 @@ class Category(BaseModel):
     keywords: list[str]
 
 
-@tool()
+@tool(model_args=("text",))  # categories and urgent words are the scenario's
 def classify_text(
     text: str,
     categories: dict[str, Category],

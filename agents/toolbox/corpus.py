@@ -61,7 +61,7 @@ def _folder(corpus: str, context: ToolContext) -> Path:
     return folder
 
 
-@tool()
+@tool(model_args=("query", "top_k"))  # which corpus counts, and how strict a match is, are the scenario's
 def search_corpus(
     query: str,
     corpus: str,

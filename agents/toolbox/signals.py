@@ -40,7 +40,7 @@ def _fires(rule: Rule, facts: dict[str, Any]) -> tuple[bool, str]:
     return {">": v > rule.value, ">=": v >= rule.value, "<": v < rule.value, "<=": v <= rule.value}[rule.op], shown
 
 
-@tool()
+@tool(model_args=("facts",))  # the rules are the scenario's: a model must not choose what counts as a risk
 def risk_signals(facts: dict[str, Any], rules: list[Rule]) -> list[dict[str, Any]]:
     """Apply explicit rules to a company's facts; each signal names the rule and the fact that
     raised it, most severe first. Nothing is inferred beyond the rules."""

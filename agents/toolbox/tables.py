@@ -39,7 +39,7 @@ def read_table(csv_text: str) -> list[dict[str, Any]]:
     return out
 
 
-@tool()
+@tool(model_args=("csv_text", "top"))  # weights, preferences and exclusions are the scenario's, never a model's
 def score_table(
     csv_text: str,
     weights: dict[str, float],

@@ -229,7 +229,9 @@ def tools_reference() -> str:
         "Generated from the tool registry by `python -m dew.guardians.cli.reference`; do not edit by hand. "
         "A `tool` step calls one with `args`; a `check` may use one that returns problems (it receives "
         "the checked output as `text`); an `llm` step that lists `tools` lets the model call them. "
-        "Packages add tools through the `dew.tools` entry-point group (see `agents/tools.py`).",
+        "Packages add tools through the `dew.tools` entry-point group (see `agents/tools.py`). "
+        "A model calling a tool may set only the arguments marked in *a model sets*; the scenario pins the "
+        "others (`tools: [{tool: NAME, args: {...}}]`) or they keep their defaults.",
         "",
     ]
     for name, t in sorted(registry().items()):
@@ -240,13 +242,15 @@ def tools_reference() -> str:
             "",
             inspect.getdoc(t.func) or t.description,
             "",
-            "| argument | type | required | default |",
-            "|---|---|---|---|",
+            "| argument | type | required | default | a model sets |",
+            "|---|---|---|---|---|",
         ]
+        settable = t.settable()
         for arg, sch in params.get("properties", {}).items():
             kind = sch.get("type") or " or ".join(x.get("type", "?") for x in sch.get("anyOf", [])) or "object"
             default = "" if arg in required else f"`{json.dumps(sch.get('default'), ensure_ascii=False)}`"
-            out.append(f"| `{arg}` | {kind} | {'yes' if arg in required else 'no'} | {default} |")
+            model = "yes" if arg in settable else "no"
+            out.append(f"| `{arg}` | {kind} | {'yes' if arg in required else 'no'} | {default} | {model} |")
         out.append("")
     return "\n".join(out)
 

@@ -225,11 +225,21 @@ def register(app: typer.Typer) -> None:
         draft: Annotated[
             bool, typer.Option("--draft", help="Print only the draft, exactly as queued (to edit it: dew edit).")
         ] = False,
+        model_view: Annotated[
+            bool,
+            typer.Option(
+                "--model-view",
+                help="Print what each model call was sent and answered, as the model saw it (personal data as "
+                "placeholders, material fenced).",
+            ),
+        ] = False,
     ):
         """Show a work item: the draft, its inputs, provenance, findings and outcome."""
         from dew.guardians.queue import item_view
 
         view = item_view(workspace(ctx), item)
+        if model_view:
+            return print_model_view(view)
         if draft:
             # The bytes the guardian would approve, for an editor; a terminal still sees no escapes.
             text = view["item"]["draft"]
@@ -367,6 +377,25 @@ def print_inbox(rows: list[dict], title: str) -> None:
     console.print(table)
 
 
+def _class(call: dict) -> str:
+    return f" [{call['endpoint_class']}]" if call.get("endpoint_class") else ""
+
+
+def print_model_view(view: dict) -> None:
+    """Each model call as the model saw it: the messages it was sent and its reply."""
+    calls = [p for p in view["provenance"] if p.get("seen")]
+    if not calls:
+        cleared = " (cleared by retention)" if view["run"].get("cleared_at") else ""
+        console.print(f"Work item {view['item']['id']}: no record of what a model saw{cleared}.")
+        return
+    for n, p in enumerate(calls, 1):
+        console.print(
+            styled((f"Call {n}: step {p.get('step')}", "bold"), f" · {p.get('model')} at {p.get('endpoint')}{_class(p)}")
+        )
+        for m in p["seen"]:
+            console.print(Panel(safe(m["text"]), title=m["role"], title_align="left", expand=True))
+
+
 def print_item(view: dict) -> None:
     item, run = view["item"], view["run"]
     console.print(
@@ -385,12 +414,18 @@ def print_item(view: dict) -> None:
     console.print("Inputs:")
     for k, v in run["inputs"].items():
         console.print(f"  {k}: {safe(short(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), 100))}")
-    models = sorted({f"{p.get('model')} at {p.get('endpoint')}" for p in view["provenance"]})
+    models = sorted({f"{p.get('model')} at {p.get('endpoint')}" + _class(p) for p in view["provenance"]})
     steps = ", ".join(p.get("step", "?") for p in view["provenance"])
     console.print(
         f"Drafted by: {'; '.join(models) or 'no model (deterministic steps only)'}"
         + (f" (calls: {steps})" if steps else "")
     )
+    hidden = max((p.get("placeholders") or 0 for p in view["provenance"]), default=0)
+    if hidden:
+        console.print(
+            f"Personal data: {hidden} value(s) went to the model as placeholders; "
+            f"dew show {item['id']} --model-view prints what it saw"
+        )
     if item["findings"]:
         console.print("Findings (checks and reviewer, for the guardian):")
         for f in item["findings"]:
