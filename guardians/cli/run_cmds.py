@@ -390,7 +390,9 @@ def print_model_view(view: dict) -> None:
         return
     for n, p in enumerate(calls, 1):
         console.print(
-            styled((f"Call {n}: step {p.get('step')}", "bold"), f" · {p.get('model')} at {p.get('endpoint')}{_class(p)}")
+            styled(
+                (f"Call {n}: step {p.get('step')}", "bold"), f" · {p.get('model')} at {p.get('endpoint')}{_class(p)}"
+            )
         )
         for m in p["seen"]:
             console.print(Panel(safe(m["text"]), title=m["role"], title_align="left", expand=True))

@@ -278,8 +278,10 @@ def check(path: Path = YAML_PATH) -> list[str]:
                 problems.append(f"{where}: {kind} {value!r} has surrounding spaces")
             # An ID written after an ID label is someone's ID even with a mistyped check digit (dew hides
             # it): such a label is allowed when its date exists.
-            labelled_id = kind == "id_number" and real_date(value[6:14]) and LABELLED_ID_RE.search(
-                text[max(0, text.find(value) - 12) : text.find(value)]
+            labelled_id = (
+                kind == "id_number"
+                and real_date(value[6:14])
+                and LABELLED_ID_RE.search(text[max(0, text.find(value) - 12) : text.find(value)])
             )
             if kind in VALIDATORS and not VALIDATORS[kind](value) and not labelled_id:
                 problems.append(f"{where}: {kind} {value!r} is not valid")
