@@ -33,6 +33,7 @@ from .tools import ToolContext, ToolFailed, get_tool, to_jsonable
 from .untrusted import injection_signs
 
 GATE = "approval_gate"
+GUARDIAN_NOTE = "Guardian: "  # how a guardian's revision note starts: the one kind of note sent unfenced
 
 
 def _merge(left: dict | None, right: dict | None) -> dict:
@@ -124,7 +125,10 @@ def _revision_block(state: RunState, step_id: str, guard: Guarded) -> str:
     if not notes:
         return ""
     previous = state.get("outputs", {}).get(step_id)
-    block = "\n\n---\nRevise your previous draft. Fix each of these points:\n" + "\n".join(f"- {n}" for n in notes)
+    # The guardian's words are a person's instructions; a reviewer's or a check's are a machine's
+    # reading of material (a reviewer may repeat what an input told it to say): they go fenced.
+    points = [n if n.startswith(GUARDIAN_NOTE) else guard.fence(n) for n in notes]
+    block = "\n\n---\nRevise your previous draft. Fix each of these points:\n" + "\n".join(f"- {n}" for n in points)
     if previous is not None:  # the model's own earlier words are material, like anything it read
         block += "\n\nYour previous draft was:\n" + guard.fence(draft_text(previous))
     return block
@@ -241,15 +245,23 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
             if not text:
                 problem = "the reply was empty"
             elif step.output == "json":
+                # The schema holds for the values, not the placeholders: a `pattern` for a phone
+                # number must see the number.
                 candidate = extract_json(said)
-                problem = json_problem(candidate, step.schema_)
+                problem = json_problem(candidate, None)
                 if problem is None:
                     value: Any = guard.pseudonyms.restore_value(json.loads(candidate))
+                    problem = json_problem(json.dumps(value, ensure_ascii=False), step.schema_)
+                if problem is None:
                     break
             else:
                 problem, value = None, text
                 break
-            messages += [AIMessage(said), guard.user(f"That reply cannot be used: {problem}. Answer again.")]
+            # The problem may quote the reply, and the reply may quote an input: fenced too.
+            messages += [
+                AIMessage(said),
+                guard.user(f"That reply cannot be used: {guard.fence(problem)} Answer again."),
+            ]
         else:
             if step.on_unusable == "fail":
                 raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
@@ -388,7 +400,7 @@ def _gate_node(spec: Scenario):
             return Command(
                 goto=target,
                 update={
-                    "feedback": {target: [f"Guardian: {decision.get('feedback', '')}"]},
+                    "feedback": {target: [f"{GUARDIAN_NOTE}{decision.get('feedback', '')}"]},
                     "revisions": state.get("revisions", 0) + 1,
                     "rounds": {k: 0 for k in (state.get("rounds") or {})},
                     "findings": {k: [] for k in (state.get("findings") or {})},

@@ -151,8 +151,9 @@ def for_run(
 def strings_in(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
-    elif isinstance(value, dict):
-        for v in value.values():
+    elif isinstance(value, dict):  # keys too: a JSON input's keys reach prompts as much as its values
+        for k, v in value.items():
+            yield from strings_in(k)
             yield from strings_in(v)
     elif isinstance(value, list):
         for v in value:

@@ -248,6 +248,10 @@ _SURNAMES_1 = set(
     "欧耿关兰焦俞左柳甘祝包宁尚符舒阮柯纪梅童凌毕单季裴霍涂成苗谷盛曲翁冉骆蓝路游辛靳管柴蒙鲍华喻祁蒲房滕屈饶解牟艾尤阳时穆农司卓古吉"
     "缪简车项连芦麦褚娄窦戚岑景党宫费卜冷晏席卫米柏宗瞿桂全佟应臧闵苟邬边卞姬师和仇栾隋商刁沙荣巫寇桑郎甄丛仲虞敖巩明佘池查麻苑迟邝"
 )
+_COMMON_SURNAMES = set(
+    "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾"
+    "夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万钱严覃武戴莫孔向汤"
+)
 # Words jieba tags as names that, in the text this runs on, almost never are.
 _NOT_NAMES = {"高新", "华为", "文明", "安全", "明天", "金额", "石材", "林地", "江边", "于是", "向前", "常规", "齐全", "万元", "成本",
               "高度", "方面", "关于", "任何", "马上", "黄金", "武装", "连续", "包括", "时间", "平方", "和平", "温度", "管理",
@@ -289,7 +293,9 @@ def _is_zh_name(word: str) -> bool:
         return False
     if word[:2] in _SURNAMES_2:
         return len(word) >= 3
-    return word[0] in _SURNAMES_1
+    # Two characters tagged as a name are a guess more often than three: only the commonest
+    # surnames make them a name ("易燃" is not a person; "曾慧" is).
+    return word[0] in (_COMMON_SURNAMES if len(word) == 2 else _SURNAMES_1)
 
 
 @cache

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dew.guardians.labels import approved_text
 
@@ -130,3 +131,74 @@ def test_the_model_server_dies_with_its_parent_even_by_sigkill(tmp_path, busy):
         assert not _alive(server_pid), "the embedded model server outlived its parent"
     finally:
         parent.kill()
+
+
+class _Recorder:
+    """A proxy on loopback in front of the embedded server that keeps every request body it forwards:
+    what an endpoint received, read at the HTTP level rather than from dew's own records."""
+
+    def __init__(self, upstream: str):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        import httpx
+
+        self.bodies: list[str] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _forward(self, method: str):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                recorder.bodies.append(body.decode("utf-8"))
+                reply = httpx.request(method, upstream + self.path.removeprefix("/v1"), content=body,
+                                      headers={"Content-Type": "application/json"}, timeout=600)  # fmt: skip
+                self.send_response(reply.status_code)
+                self.send_header("Content-Type", reply.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(reply.content)))
+                self.end_headers()
+                self.wfile.write(reply.content)
+
+            def do_POST(self):
+                self._forward("POST")
+
+            def do_GET(self):
+                self._forward("GET")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_no_raw_number_of_the_samples_reaches_the_embedded_model(env):
+    """The samples carry an ID number and phone numbers; the model server must never receive them
+    (every body it got, decoded: JSON escapes \\uXXXX are read as the characters they stand for)."""
+    from dew.agents.localserver import EmbeddedServer
+    from dew.agents.recognisers import find
+
+    with EmbeddedServer() as server:
+        recorder = _Recorder(server.base_url)
+        try:
+            routed = {**env, "DEW_LLM_BASE_URL": recorder.url, "DEW_LLM_MODEL": server.model_name,
+                      "DEW_LLM_MAX_TOKENS": "200"}  # fmt: skip
+            for scenario, example in (("enforcement-document", "餐饮店占道经营"), ("hotline-intake", "饭店占道经营")):
+                ran = dew(routed, "run", scenario, "--example", example, "--as", "alice")
+                assert ran.returncode == 0, ran.stdout + ran.stderr
+        finally:
+            recorder.stop()
+    received = "\n".join(json.dumps(json.loads(b), ensure_ascii=False) for b in recorder.bodies if b)
+    assert "[ID_NUMBER_1]" in received and "[PHONE_1]" in received  # the model got placeholders
+    secrets = set()
+    for scenario, example in (("enforcement-document", 0), ("hotline-intake", 0)):
+        spec = yaml.safe_load((Path(env["DEW_SCENARIOS"]) / f"{scenario}.yaml").read_text(encoding="utf-8"))
+        for value in spec["examples"][example]["inputs"].values():
+            secrets |= {f.text for f in find(str(value)) if f.kind in ("id_number", "phone")}
+    assert {"440304198403122011", "138 2654 9071", "13923456781"} <= secrets
+    assert [s for s in secrets if s in received or s.replace(" ", "") in received] == []

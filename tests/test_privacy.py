@@ -304,3 +304,43 @@ def test_an_endpoint_changed_under_a_waiting_run_is_refused_at_the_call(make_wor
     assert len(provider.calls) == calls  # nothing was sent
     assert result.run.status == "failed"
     assert result.run.error.startswith("scenario 'drill-script' handles internal data, which may not be sent to")
+
+
+CALLBACK = """
+dew: 1
+id: callback
+name: Callback
+description: Takes a caller's number out of a note.
+version: "1"
+guardian: li.wei
+risk: low
+data: sensitive
+inputs:
+  note: {type: text}
+steps:
+  - id: extract
+    kind: llm
+    role: You copy the caller's phone number.
+    prompt: "{{ inputs.note }}"
+    output: json
+    schema:
+      type: object
+      required: [phone]
+      properties:
+        phone: {type: string, pattern: "^1[3-9][0-9]{9}$"}
+output:
+  format: json
+  schema: {type: object}
+"""
+
+
+def test_a_json_reply_is_checked_against_its_schema_with_the_values_back(make_workspace, scenarios_dir):
+    (scenarios_dir / "callback.yaml").write_text(CALLBACK, encoding="utf-8")
+
+    def copy_placeholder(system: str, prompt: str) -> str:
+        return '{"phone": "[PHONE_1]"}'  # what the model saw; the schema's pattern is for the number
+
+    provider = ScriptedModelProvider(reply=copy_placeholder)
+    ws = make_workspace(provider=provider)
+    r = start_run(ws, "callback", {"note": "王女士请回电13826549071"}, requester="alice")
+    assert json.loads(r.item.draft) == {"phone": "13826549071"} and len(provider.calls) == 1

@@ -135,6 +135,18 @@ def scenario_reference() -> str:
     return "\n".join(out)
 
 
+DATA_GOES = {
+    "public": "any model endpoint",
+    "internal": "local endpoints and those declared internal",
+    "sensitive": "local endpoints and internal ones cleared for sensitive data",
+}
+PII_SAYS = {
+    "pseudonymise": "pseudonymised before any model sees it",
+    "keep": "sent as it is",
+    "refuse": "refused",
+}
+
+
 def scenarios_reference() -> str:
     """docs/scenarios.md: the shipped library, from the YAML files themselves."""
     import yaml
@@ -187,6 +199,8 @@ def scenarios_reference() -> str:
                 else []
             ),
             *([f"- Deadline per sign-off: {spec.deadline}"] if spec.deadline else []),
+            f"- Data: **{spec.data}** ({DATA_GOES[spec.data]}); personal data: {PII_SAYS[spec.pii]}"
+            + "".join(f"; `{n}`: {PII_SAYS[i.pii]}" for n, i in spec.inputs.items() if i.pii and i.pii != spec.pii),
             f"- Output: {spec.output.format}, released to `outbox/{sid}/`"
             + (
                 f"; hands off to `{spec.release.handoff.scenario}`"

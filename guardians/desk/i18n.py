@@ -110,7 +110,7 @@ T: dict[str, tuple[str, str]] = {
     "item.model": ("模型", "Model"),
     "item.endpoint": ("接口", "Endpoint"),
     "item.seen": ("模型所见：{step}", "What the model saw: {step}"),
-    "item.placeholders": ("{n} 项个人信息以占位符代替", "{n} personal data replaced by placeholders"),
+    "item.placeholders": ("{n} 项个人信息以占位符代替", "{n} pieces of personal data sent as placeholders"),
     "endpoint.local": ("本机", "local"),
     "endpoint.internal": ("内网", "internal"),
     "endpoint.external": ("外部", "external"),

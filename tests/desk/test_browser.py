@@ -5,6 +5,7 @@ never offered a decision; an auditor reads the trace; model output stays inert t
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from sqlmodel import select
@@ -12,7 +13,7 @@ from sqlmodel import select
 from dew.guardians.db import transaction
 from dew.guardians.models import Decision, Run, WorkItem
 
-from .browser import XSS, chromium, chromium_path, new_page, office, sign_in, start_runs, take_screenshots
+from .browser import DRILL_ZH, XSS, chromium, chromium_path, new_page, office, sign_in, start_runs, take_screenshots
 
 if chromium_path() is None:
     if os.environ.get("DEW_REQUIRE_BROWSER"):
@@ -200,3 +201,25 @@ def test_a_guardian_brakes_a_digital_employee_and_its_items_are_held(server, bro
     page.click("form[action='/scenarios/drill-script/resume'] button")
     page.goto("/items/1")
     assert page.locator("#approve").count() == 1
+
+
+def test_the_guardian_sees_what_the_model_saw(server, browser, tmp_path):
+    """Under each model call, the item page shows the messages as the model got them: placeholders
+    for personal data, material fenced, and everything as inert text."""
+    participants = f"仓库当班班组（8 人），联系人：王建国 13826549071\n{XSS}"
+    start_runs(server, 1, inputs={**DRILL_ZH, "participants": participants})
+    shots = Path(os.environ.get("DEW_SCREENSHOTS") or tmp_path)
+    for lang, summary in (("zh", "模型所见"), ("en", "What the model saw")):
+        page = new_page(browser, server.url, lang=lang)
+        sign_in(page, "zhao.lei")
+        page.goto("/items/1")
+        seen = page.locator("details.seen").first
+        assert summary in seen.locator("summary").inner_text()
+        seen.locator("summary").click()
+        text = seen.inner_text()
+        assert "[PHONE_1]" in text and "[PERSON_1]" in text and "⟦DATA" in text
+        assert "13826549071" not in text and "王建国" not in text
+        assert "13826549071" in page.locator(".inputs-col").inner_text()  # the guardian still sees the input itself
+        assert seen.locator("script, img").count() == 0 and page.title() != "pwned"
+        seen.screenshot(path=str(shots / f"model-view-{lang}.png"))
+        page.context.close()
