@@ -26,7 +26,7 @@ from .checks import hidden_characters, json_problem, run_check
 from .errors import LLMError
 from .guarded import Guarded
 from .llm import ModelProvider, text_of
-from .pseudonyms import strings_in
+from .pseudonyms import redact, strings_in
 from .spec import CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep
 from .templating import render, render_value, scenario_context
 from .tools import ToolContext, ToolFailed, get_tool, to_jsonable
@@ -166,11 +166,12 @@ def _tool_node(spec: Scenario, step: ToolStep, nxt: str, tools: _Tools):
 
 
 def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, tools: _Tools, state: RunState,
-                guard: Guarded) -> tuple[str, list, list[str]]:  # fmt: skip
+                guard: Guarded) -> tuple[str, list, list[str], list]:  # fmt: skip
     """One drafting turn; with tools, let the model call them (bounded) before it answers.
-    Returns the reply as the model wrote it, the tool calls made, and findings for the guardian."""
+    Returns the reply as the model wrote it, the tool calls made, findings for the guardian, and
+    the conversation so far (a next attempt goes on from it, tool results included)."""
     if not step.tools:
-        return text_of(guard.call(model, messages, where, prov)), [], []
+        return text_of(guard.call(model, messages, where, prov)), [], [], messages
     uses = {u.tool: u for u in step.tools}
     bound = model.bind_tools([get_tool(u.tool).openai_schema(set(u.args)) for u in step.tools])
     used: list[dict[str, Any]] = []
@@ -179,7 +180,7 @@ def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, to
     while calls < step.max_tool_calls:
         reply = guard.call(bound, messages, where, prov)
         if not reply.tool_calls:
-            return text_of(reply), used, findings
+            return text_of(reply), used, findings, messages
         messages = [*messages, reply]
         for tc in reply.tool_calls:
             calls += 1
@@ -214,7 +215,7 @@ def _agent_turn(step: LLMStep, model, messages: list, where: str, prov: dict, to
                 )
             messages.append(guard.tool_result(result, tc["id"] or ""))
     messages = [*messages, guard.user("Stop calling tools now and give your answer.")]
-    return text_of(guard.call(model, messages, where, prov)), used, findings
+    return text_of(guard.call(model, messages, where, prov)), used, findings, messages
 
 
 def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, tools: _Tools):
@@ -236,7 +237,7 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
         tool_calls: list = []
         findings: list[str] = []
         for attempt in range(1, step.attempts + 1):  # noqa: B007 - `attempt` is recorded after the loop
-            said, used, flagged = _agent_turn(step, model, messages, where, prov, tools, state, guard)
+            said, used, flagged, messages = _agent_turn(step, model, messages, where, prov, tools, state, guard)
             tool_calls += used
             findings += flagged
             # NUL is never meaningful in a draft, and PostgreSQL text cannot store it.
@@ -264,7 +265,9 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
             ]
         else:
             if step.on_unusable == "fail":
-                raise LLMError(f"{where}: {step.attempts} replies in a row were unusable; last: {problem}")
+                raise LLMError(
+                    f"{where}: {step.attempts} replies in a row were unusable; last: {redact(problem or '', guard.pseudonyms.mapping)}"
+                )
             value = {"unusable_reply": text, "problem": problem}
         if problem is not None:
             findings.append(
@@ -312,6 +315,8 @@ def _check_node(spec: Scenario, step: CheckStep, nxt: str, tools: _Tools):
             return found if isinstance(found, list) else [found] if found else []
 
         problems = [p for c in step.checks if (p := run_check(c, output, call_tool))]
+        # Only the gate writes a note that starts as the guardian's (it is sent unfenced).
+        problems = [f"check: {p}" if p.startswith(GUARDIAN_NOTE) else p for p in problems]
         rounds = state.get("rounds", {}).get(step.id, 0)
         if problems and step.on_fail and rounds < step.max_rounds:
             return Command(
@@ -388,6 +393,9 @@ def _gate_node(spec: Scenario):
             problem = json_problem(draft, spec.output.schema_)
             if problem:
                 findings.append(f"{GATE}: the draft is not the JSON the output requires: {problem}")
+        # Findings go into the audit trail, which is never cleared: they name kinds of personal data,
+        # never values (a finding may quote an input, a reviewer's notes or a schema error).
+        findings = [redact(f, state.get("pseudonyms") or {}) for f in findings]
         payload = {
             "draft": draft,
             "findings": findings,

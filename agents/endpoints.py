@@ -106,18 +106,58 @@ def classify(base_url: str | None, *, embedded: bool = False, env: Mapping[str, 
         return LOCAL
     if not base_url:
         return EndpointClass("external", "public", "OpenAI's endpoint, on the internet")
-    parts = urlsplit(base_url)
+    parts = urlsplit(base_url if "//" in base_url else f"http://{base_url}")
     host = (parts.hostname or "").lower()
     try:
         port = parts.port
     except ValueError:
         port = None
+    direct = _by_host(host, port, env)
+    proxy = _proxy_for(parts.scheme, host, env)
+    if proxy is None:
+        return direct
+    # Requests go through an HTTP proxy (HTTP_PROXY and the like, which the client honours): the
+    # data reaches the proxy first, so the endpoint is no better placed than the proxy is.
+    proxy_parts = urlsplit(proxy if "//" in proxy else f"http://{proxy}")
+    try:
+        proxy_port = proxy_parts.port
+    except ValueError:
+        proxy_port = None
+    via = _by_host((proxy_parts.hostname or "").lower(), proxy_port, env)
+    worse = direct if _RANK[direct.clearance] <= _RANK[via.clearance] else via
+    return EndpointClass(worse.name, worse.clearance, f"{worse.why}, reached through the proxy {shown(proxy)}")
+
+
+def _by_host(host: str, port: int | None, env: Mapping[str, str] | None) -> EndpointClass:
     if host == "localhost" or _loopback(host):
         return EndpointClass("local", "sensitive", f"{host} is this machine's loopback interface")
     for entry in declared(env):
         if entry.matches(host, port):
             return EndpointClass("internal", entry.clearance, f"declared internal by {INTERNAL_ENV} ({entry.text})")
-    return EndpointClass("external", "public", f"{host or base_url} is not declared internal ({INTERNAL_ENV})")
+    return EndpointClass("external", "public", f"{host} is not declared internal ({INTERNAL_ENV})")
+
+
+def _proxy_for(scheme: str, host: str, env: Mapping[str, str] | None) -> str | None:
+    """The proxy the HTTP client would send this request through, from the environment."""
+    env = os.environ if env is None else env
+    lowered = {k.lower(): v for k, v in env.items() if k.lower().endswith("_proxy") and v}
+    proxy = lowered.get(f"{scheme}_proxy") or lowered.get("all_proxy")
+    if not proxy:
+        return None
+    for rule in (lowered.get("no_proxy") or "").split(","):
+        rule = rule.strip().lower().lstrip("*")
+        if rule == "*" or (rule and (host == rule.lstrip(".") or host.endswith("." + rule.lstrip(".")))):
+            return None
+    return proxy
+
+
+def shown(url: str) -> str:
+    """An endpoint's URL as messages and the trail may show it: no credentials, no query."""
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.hostname:
+        return url.split("?")[0].split("@")[-1]
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
 
 
 def _loopback(host: str) -> bool:
@@ -133,7 +173,7 @@ def admit(who: str, data: str, endpoint: str, cls: EndpointClass) -> None:
         return
     allowed = [c for c in DATA_CLASSES if _RANK[c] <= _RANK[cls.clearance]]
     raise EndpointRefused(
-        f"{who} handles {data} data, which may not be sent to {endpoint}: it is an {cls.name} "
+        f"{who} handles {data} data, which may not be sent to {shown(endpoint)}: it is an {cls.name} "
         f"endpoint ({cls.why}), and an {cls.name} endpoint may receive only {' and '.join(allowed)} data. "
         f"Use a local endpoint or one your administrator declares internal ({INTERNAL_ENV}"
         f"{'=host=sensitive' if data == 'sensitive' else ''})."

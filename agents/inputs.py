@@ -117,6 +117,11 @@ def coerce(scenario: str, name: str, kind: str, value: Any, *, max_chars: int | 
         raise InputInvalid(f"{where} must be {kind}, got {value!r:.60}") from e
     text = coerced if isinstance(coerced, str) else json.dumps(coerced, ensure_ascii=False) if kind == "json" else None
     if text is not None:
+        try:
+            text.encode("utf-8")  # a lone surrogate inside JSON: not text, cannot be stored or sent
+        except UnicodeEncodeError:
+            raise InputInvalid(f"{where} is not valid text (broken Unicode)") from None
+    if text is not None:
         limit = max_chars or LIMITS.get(kind, LIMITS["text"])
         if len(text) > limit:
             raise InputInvalid(

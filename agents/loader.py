@@ -405,6 +405,12 @@ def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenari
         for n, decl in target.spec.inputs.items()
         if decl.required and n not in h.inputs
     ]
+    ranks = {c: i for i, c in enumerate(("public", "internal", "sensitive"))}
+    if ranks[target.spec.data] < ranks[loaded.spec.data]:  # the released text carries this scenario's data
+        out.append(
+            f"{where}: release.handoff.scenario: '{h.scenario}' handles {target.spec.data} data, so it may not take "
+            f"this scenario's {loaded.spec.data} output (its model endpoints may be allowed less)"
+        )
     return out
 
 

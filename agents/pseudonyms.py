@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .recognisers import DESCRIPTIONS, LABELS, find
+from .recognisers import DESCRIPTIONS, LABELS, Taken, find
 
 Policy = str  # "pseudonymise" | "keep" | "refuse"
 
@@ -69,29 +69,28 @@ class Pseudonyms:
         self.added[issued] = value
         return issued
 
-    def hide(self, text: str) -> str:
+    def hide(self, text: str, *, neutralise: bool = True) -> str:
         """`text` as the model may see it: recognised and known values replaced by placeholders."""
         if not text or not self.active:
             return text
-        # Placeholder-shaped text the run did not issue (typed by a requester, say) must not come
-        # back as a value it happens to share a name with: the model sees it as [PHONE#1].
-        text = PLACEHOLDER.sub(lambda m: m.group(0).replace("_", "#"), text)
+        if neutralise:
+            # Placeholder-shaped text the run did not issue (typed by a requester, say) must not come
+            # back as a value it happens to share a name with: the model sees it as [PHONE#1].
+            text = PLACEHOLDER.sub(lambda m: m.group(0).replace("_", "#"), text)
         spans = [(f.start, f.end, f.kind) for f in find(text)] if self.scan else []
         spans = [s for s in spans if text[s[0] : s[1]] not in self.kept]
-        known = [(kind_of(p), v) for p, v in self.mapping.items()] + self.always
-        for kind, value in known:
-            if not value:
-                continue
-            for m in re.finditer(re.escape(value), text):
-                spans.append((m.start(), m.end(), kind))
+        known = {v: kind_of(p) for p, v in self.mapping.items() if v}
+        known.update({v: k for k, v in self.always if v and v not in known})
+        if known:  # one pass for every known value, longest first so a name wins over its prefix
+            pattern = "|".join(re.escape(v) for v in sorted(known, key=len, reverse=True))
+            spans += [(m.start(), m.end(), known[m.group(0)]) for m in re.finditer(pattern, text)]
         # Longest first, then earliest: a known "陈伟明" wins over a tagger's "陈伟".
         spans.sort(key=lambda s: (-(s[1] - s[0]), s[0]))
-        chosen: list[tuple[int, int, str]] = []
-        for s in spans:
-            if all(s[1] <= c[0] or s[0] >= c[1] for c in chosen):
-                chosen.append(s)
+        chosen = Taken()
+        for start, end, kind in spans:
+            chosen.add(start, end, kind)
         out, last = [], 0
-        for start, end, kind in sorted(chosen):
+        for start, end, kind in chosen.spans:
             out += [text[last:start], self._placeholder_for(kind, text[start:end])]
             last = end
         out.append(text[last:])
@@ -124,6 +123,16 @@ class Pseudonyms:
         return sorted(n for n in names if n not in self.mapping)
 
 
+def redact(text: str, mapping: Mapping[str, str] | None = None) -> str:
+    """`text` with its personal data replaced by the kind of data (`[PHONE]`, `[PERSON]`): for what
+    leaves a run to stay (findings, failure reasons, the audit trail), which must not hold values."""
+    known = [(kind_of(p), v) for p, v in (mapping or {}).items()]
+    hidden = Pseudonyms(always=known)
+    text = hidden.hide(text, neutralise=False)
+    return PLACEHOLDER.sub(lambda m: m.group(0) if f"[{m.group('a') or m.group('b')}]" not in hidden.mapping
+                           else f"[{(m.group('a') or m.group('b')).rsplit('_', 1)[0]}]", text)  # fmt: skip
+
+
 def kind_of(placeholder_text: str) -> str:
     label = placeholder_text.strip("[]").rsplit("_", 1)[0]
     return _KIND_OF_LABEL.get(label, "person")
@@ -142,7 +151,7 @@ def for_run(
                 (kept.add(f.text) if policy == "keep" else hidden.append((f.kind, f.text)))
     return Pseudonyms(
         mapping=dict(mapping),
-        always=hidden,
+        always=list(dict.fromkeys(hidden)),
         kept=frozenset(kept - {v for _, v in hidden}),
         scan=default != "keep",
     )

@@ -11,11 +11,16 @@ and reported in docs/privacy.md.
 
 from __future__ import annotations
 
+import bisect
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
+from typing import Any
+
+from .checks import HIDDEN
 
 # The kinds, in the order they win when two recognisers claim overlapping text.
 KINDS = ("id_number", "credit_code", "bank_card", "email", "phone", "plate", "address", "person")
@@ -152,7 +157,7 @@ def _emails(text: str) -> Iterable[tuple[int, int]]:
 
 
 # --- phones: Chinese mobiles and landlines, and international/North American forms --------------
-_SEP = r"[ \-－‐—]?"
+_SEP = r"[ \-－‐—.]?"
 _PHONES = [
     # mobile: 1[3-9]x xxxx xxxx, with an optional +86 / 0086 / (86) prefix
     re.compile(_EDGE_L + r"(?:(?:\+|00)86[ \-]?|\(\+?86\)\s?)?1[3-9]\d" + _SEP + r"\d{4}" + _SEP + r"\d{4}" + _EDGE_R),
@@ -203,7 +208,9 @@ _ZH_TAIL = (
     r"(?:[0-9]{3,5}(?:室|房)?)?"
 )
 _ADDRESSES = [
-    re.compile(rf"{_ZH_PLACE}*{_ZH_ROAD}{_ZH_NUMBER}{_ZH_TAIL}"),
+    # At most five place names, taken atomically: the ways of splitting a run of them must not be
+    # tried one by one (that is exponential in its length).
+    re.compile(rf"(?>{_ZH_PLACE}{{0,5}}){_ZH_ROAD}{_ZH_NUMBER}{_ZH_TAIL}"),
     re.compile(
         r"(?<![\w])(?:(?:Flat|Room|Shop|Unit|Apt\.?|Suite|Villa|Block|Floor|\d+/F)\s?[\w/]*,\s)*"
         r"(?:No\.\s?)?\d{1,5}[A-Za-z]?,?\s(?:(?:[A-Z][a-z]+|\d+(?:st|nd|rd|th))\s){1,4}"
@@ -233,7 +240,7 @@ def _addresses(text: str) -> Iterable[tuple[int, int]]:
     # a labelled address: up to the end of the clause, when it names at least a place and a number
     for m in _ADDRESS_LABEL.finditer(text):
         end = m.end()
-        clause = re.match(r"(?:(?!  |电话|邮编|邮政|[（(])[^，,；;。\n]){4,60}", text[end:])
+        clause = re.match(r"(?:(?!  |电话|邮编|邮政|[（(])[^，,；;。\n⟦⟧]){4,60}", text[end:])
         if clause and re.search(r"\d", clause.group(0)) and re.search(r"[市区县路街道号]|Road|Street", clause.group(0)):
             yield end, end + len(clause.group(0).rstrip())
 
@@ -354,16 +361,58 @@ RECOGNISERS: dict[str, Callable[[str], Iterable[tuple[int, int]]]] = {
 }
 
 
+class Taken:
+    """Non-overlapping spans, chosen greedily: `add` keeps a span only if it overlaps none kept.
+    Kept sorted by start, so each check is a binary search, not a scan of everything kept."""
+
+    def __init__(self) -> None:
+        self.starts: list[int] = []
+        self.spans: list[tuple[int, int, Any]] = []
+
+    def add(self, start: int, end: int, what: Any) -> bool:
+        i = bisect.bisect_right(self.starts, start)
+        if i > 0 and self.spans[i - 1][1] > start:
+            return False
+        if i < len(self.spans) and self.spans[i][0] < end:
+            return False
+        self.starts.insert(i, start)
+        self.spans.insert(i, (start, end, what))
+        return True
+
+
+def normalised(text: str) -> tuple[str, list[int]]:
+    """`text` as the recognisers read it, and where each of its characters came from.
+
+    Full-width digits and letters become ASCII (NFKC, character by character), and invisible
+    characters and soft hyphens are dropped: 「１３８２６５４９０７１」 and a number with a zero-width
+    space inside are still phone numbers. Spans found in the result map back to the original."""
+    out: list[str] = []
+    origin: list[int] = []
+    for i, c in enumerate(text):
+        if c == "\u00ad" or HIDDEN.match(c):
+            continue
+        folded = unicodedata.normalize("NFKC", c) if ord(c) > 0x7F else c
+        if "\ud800" <= c <= "\udfff":
+            folded = "\ufffd"  # a lone surrogate: not text, and the tagger cannot take it
+        out.append(folded)
+        origin += [i] * len(folded)
+    return "".join(out), origin
+
+
 def find(text: str, kinds: Iterable[str] = KINDS) -> list[Found]:
     """Every recognised span in `text`, without overlaps, in order.
 
     Where spans overlap, the longer wins, and between equal lengths the kind listed first in
     KINDS (an ID number that also passes the Luhn check is an ID number)."""
+    norm, origin = normalised(text)
     rank = {k: i for i, k in enumerate(KINDS)}
-    spans = [(s, e, kind) for kind in kinds for s, e in RECOGNISERS[kind](text) if e > s]
+    spans = [(s, e, kind) for kind in kinds for s, e in RECOGNISERS[kind](norm) if e > s]
     spans.sort(key=lambda t: (-(t[1] - t[0]), rank[t[2]], t[0]))
-    taken: list[Found] = []
+    taken = Taken()
     for s, e, kind in spans:
-        if all(e <= f.start or s >= f.end for f in taken):
-            taken.append(Found(s, e, kind, text[s:e]))
-    return sorted(taken)
+        taken.add(s, e, kind)
+    found = []
+    for s, e, kind in taken.spans:
+        start, end = origin[s], origin[e - 1] + 1
+        found.append(Found(start, end, kind, text[start:end]))
+    return found

@@ -37,6 +37,9 @@ FENCE = "_fence"
 _prompt_env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False,
                                    finalize=_finalize)  # fmt: skip
 _prompt_env.filters.update(_env.filters)
+# Jinja's own tojson writes 陈伟明 as \u9648\u4f1f\u660e, which no recogniser reads: a prompt's JSON
+# keeps its characters, so personal data in it is found and pseudonymised.
+_prompt_env.filters["tojson"] = lambda v, indent=None: json.dumps(v, ensure_ascii=False, indent=indent)
 
 
 @lru_cache(maxsize=512)

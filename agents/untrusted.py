@@ -48,9 +48,9 @@ def fencer(tag: str):
     """The function a prompt's rendering passes every interpolated value through."""
 
     def apply(value: Any) -> Any:
-        if isinstance(value, str) and not isinstance(value, Trusted):
-            return fence(value, tag)
-        return value
+        if isinstance(value, Trusted) or value is None or isinstance(value, (bool, int, float)):
+            return value  # the scenario's own words, and numbers, which instruct nobody
+        return fence(value if isinstance(value, str) else str(value), tag)  # a list or a mapping too
 
     return apply
 

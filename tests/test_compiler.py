@@ -14,7 +14,7 @@ from dew.agents.compiler import mermaid, parse_verdict
 from dew.agents.loader import load_directory, load_text
 from dew.agents.runtime import Runtime
 from dew.agents.spec import Check
-from dew.agents.testing import ScriptedModelProvider
+from dew.agents.testing import ScriptedModelProvider, unfenced
 from tests.conftest import SCENARIOS
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -77,7 +77,7 @@ def test_a_failing_check_sends_work_back_a_bounded_number_of_times(runtime):
     out = rt.start(load_text(SCENARIO, "loop.yaml"), 1, {"topic": "x"})
     drafts = [c for c in provider.calls if "PASS, or REVISE" not in c["system"]]
     assert len(drafts) == 3  # first draft + 2 rounds sent back
-    assert "Fix each of these points:\n- say DONE (missing: DONE)" in drafts[1]["prompt"]
+    assert "Fix each of these points:\n- say DONE (missing: DONE)" in unfenced(drafts[1]["prompt"])
     assert out.status == "awaiting_decision"
     assert out.findings == ["check: say DONE (missing: DONE)"]  # still failing: flagged to the guardian
 
