@@ -233,6 +233,7 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
             )
         model, prov = provider.get(spec.llm, step.llm)
         messages: list = [guard.system(system), guard.user(prompt)]
+        sent = [m.content for m in messages]  # what the endpoint received is what the trail's hash is of
         problem: str | None = "no reply"
         tool_calls: list = []
         findings: list[str] = []
@@ -279,7 +280,7 @@ def _llm_node(spec: Scenario, step: LLMStep, provider: ModelProvider, nxt: str, 
                 f"the model wrote {', '.join(invented)}, which stands for no data of this run; check the draft there"
             )
         record = {"step": step.id, "at": _now(), "attempts": attempt, **prov, **guard.record(prov),
-                  "prompt_sha256": fingerprint([system, prompt]), "output_sha256": fingerprint(text)}  # fmt: skip
+                  "prompt_sha256": fingerprint(sent), "output_sha256": fingerprint(said)}  # fmt: skip
         if tool_calls:
             record["tool_calls"] = tool_calls
         return Command(
@@ -356,10 +357,13 @@ def _review_node(spec: Scenario, step: ReviewStep, provider: ModelProvider, nxt:
         prompt = guard.render(step.prompt, ctx, where=f"{where}: prompt")
         system = step.role + "\n\nOn the first line answer exactly PASS, or REVISE: followed by what must be fixed."
         model, prov = provider.get(spec.llm, step.llm)
-        reply = guard.restored_text(guard.call(model, [guard.system(system), guard.user(prompt)], where, prov))
+        messages = [guard.system(system), guard.user(prompt)]
+        said = text_of(guard.call(model, messages, where, prov))
+        reply = guard.restore(said)
         verdict, notes = parse_verdict(reply)
         record = {"step": step.id, "at": _now(), "attempts": 1, "verdict": verdict, **prov, **guard.record(prov),
-                  "prompt_sha256": fingerprint([system, prompt]), "output_sha256": fingerprint(reply)}  # fmt: skip
+                  "prompt_sha256": fingerprint([m.content for m in messages]),
+                  "output_sha256": fingerprint(said)}  # fmt: skip
         rounds = state.get("rounds", {}).get(step.id, 0)
         if verdict == "revise" and rounds < step.max_rounds:
             return Command(

@@ -101,9 +101,6 @@ class Guarded:
     def restore(self, text: str) -> str:
         return self.pseudonyms.restore(text)
 
-    def restored_text(self, reply: AIMessage) -> str:
-        return self.restore(text_of(reply))
-
     # -- what the step records -----------------------------------------------------------------------
     def record(self, prov: dict[str, Any]) -> dict[str, Any]:
         """What the call's provenance adds: the endpoint's class, and what the model saw."""

@@ -13,6 +13,7 @@ import yaml
 from sqlmodel import select
 
 from bench.pii import measure
+from dew.agents.compiler import fingerprint
 from dew.agents.endpoints import classify
 from dew.agents.errors import EndpointRefused, LLMNotConfigured, PersonalDataRefused, ScenarioInvalid
 from dew.agents.loader import load_text
@@ -177,6 +178,8 @@ def test_a_run_sends_placeholders_and_the_guardian_sees_the_values(make_workspac
     for secret in ("440304198403122011", "138 2654 9071", "13826549071", "[PHONE_1]"):
         assert secret not in trail
     assert {m["endpoint_class"] for m in drafted["models"]} == {"local"}
+    first = provider.calls[0]  # the trail's prompt hash is of what the endpoint received
+    assert drafted["models"][0]["prompt_sha256"] == fingerprint([first["system"], first["prompt"]])
 
 
 def test_an_input_kept_as_it_is_reaches_the_model_unchanged(make_workspace, scenarios_dir):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dew.agents.testing import ScriptedModelProvider
+from dew.agents.testing import ScriptedModelProvider, unfenced
 from dew.guardians.flow import decide
 from dew.guardians.runs import start_run
 
@@ -31,7 +31,7 @@ def test_the_tutorial_scenario_runs_end_to_end(make_workspace, scenarios_dir):
     ws = make_workspace(provider=provider)
     example = ws.scenario("meeting-minutes").spec.examples[0]
     r = start_run(ws, "meeting-minutes", dict(example.inputs), requester="gao.yan")
-    assert "Fix each of these points:\n- the actions must be a numbered list" in provider.calls[1]["prompt"]
+    assert "Fix each of these points:\n- the actions must be a numbered list" in unfenced(provider.calls[1]["prompt"])
     assert r.item.findings == [] and r.item.guardian == "zhou.hong"
     assert (
         r.item.draft.startswith("# Minutes: Weekly safety meeting") and "Attendees: Zhao Lei, Liu Yang" in r.item.draft
