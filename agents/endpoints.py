@@ -106,26 +106,26 @@ def classify(base_url: str | None, *, embedded: bool = False, env: Mapping[str, 
         return LOCAL
     if not base_url:
         return EndpointClass("external", "public", "OpenAI's endpoint, on the internet")
-    parts = urlsplit(base_url if "//" in base_url else f"http://{base_url}")
-    host = (parts.hostname or "").lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
+    scheme, host, port = _where(base_url)
     direct = _by_host(host, port, env)
-    proxy = _proxy_for(parts.scheme, host, env)
+    proxy = _proxy_for(scheme, host, env)
     if proxy is None:
         return direct
     # Requests go through an HTTP proxy (HTTP_PROXY and the like, which the client honours): the
     # data reaches the proxy first, so the endpoint is no better placed than the proxy is.
-    proxy_parts = urlsplit(proxy if "//" in proxy else f"http://{proxy}")
-    try:
-        proxy_port = proxy_parts.port
-    except ValueError:
-        proxy_port = None
-    via = _by_host((proxy_parts.hostname or "").lower(), proxy_port, env)
+    via = _by_host(*_where(proxy)[1:], env)
     worse = direct if _RANK[direct.clearance] <= _RANK[via.clearance] else via
     return EndpointClass(worse.name, worse.clearance, f"{worse.why}, reached through the proxy {shown(proxy)}")
+
+
+def _where(url: str) -> tuple[str, str, int | None]:
+    """Scheme, host (lower case) and port of a URL, read as the HTTP client reads it."""
+    parts = urlsplit(url if "//" in url else f"http://{url}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 def _by_host(host: str, port: int | None, env: Mapping[str, str] | None) -> EndpointClass:

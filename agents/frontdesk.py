@@ -16,9 +16,9 @@ from typing import Any
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from .compiler import extract_json
-from .endpoints import DATA_CLASSES, admit
+from .endpoints import DATA_CLASSES
 from .errors import DewError
-from .guarded import endpoint_of
+from .guarded import admit_endpoint
 from .inputs import validate_inputs
 from .llm import ModelProvider, invoke
 from .loader import LoadedScenario
@@ -146,8 +146,7 @@ def _ask_model(request, candidates, catalogue, provider):
     data = max((catalogue[sid].spec.data for sid, _ in candidates), key=DATA_CLASSES.index)
     hidden = Pseudonyms()
     try:
-        described = provider.describe()
-        admit("the front desk", data, str(described.get("endpoint")), endpoint_of(described))
+        admit_endpoint("the front desk", data, provider.describe())
         model, prov = provider.get()
         said = invoke(
             model, [SystemMessage(hidden.hide(system)), HumanMessage(hidden.hide(prompt))], "front desk", prov

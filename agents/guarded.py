@@ -32,8 +32,9 @@ def endpoint_of(prov: dict[str, Any]) -> EndpointClass:
     return classify(prov.get("endpoint"), embedded=bool(prov.get("embedded")))
 
 
-def admit_endpoint(spec: Scenario, prov: dict[str, Any]) -> None:
-    admit(f"scenario '{spec.id}'", spec.data, str(prov.get("endpoint")), endpoint_of(prov))
+def admit_endpoint(who: str, data: str, prov: dict[str, Any]) -> None:
+    """Refuse to send `who`'s data to the endpoint a provider's provenance describes."""
+    admit(who, data, str(prov.get("endpoint")), endpoint_of(prov))
 
 
 def _trusted(value: Any) -> Any:
@@ -93,7 +94,9 @@ class Guarded:
     # -- the call ----------------------------------------------------------------------------------
     def call(self, model, messages: list[BaseMessage], where: str, prov: dict[str, Any]) -> AIMessage:
         """Send `messages` (already guarded) and return the reply as the model wrote it."""
-        admit_endpoint(self.spec, prov)  # again at every call: the server's settings may change under a run
+        admit_endpoint(
+            f"scenario '{self.spec.id}'", self.spec.data, prov
+        )  # again at every call: the server's settings may change under a run
         reply = call(model, messages, where, prov)
         self.seen = [*(_seen(m) for m in messages), _seen(reply)]
         return reply

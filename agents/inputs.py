@@ -121,7 +121,6 @@ def coerce(scenario: str, name: str, kind: str, value: Any, *, max_chars: int | 
             text.encode("utf-8")  # a lone surrogate inside JSON: not text, cannot be stored or sent
         except UnicodeEncodeError:
             raise InputInvalid(f"{where} is not valid text (broken Unicode)") from None
-    if text is not None:
         limit = max_chars or LIMITS.get(kind, LIMITS["text"])
         if len(text) > limit:
             raise InputInvalid(

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter, ValidationError
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
+from .endpoints import DATA_CLASSES
 from .errors import InputInvalid, InputMissing, ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
 from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
@@ -405,8 +406,8 @@ def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenari
         for n, decl in target.spec.inputs.items()
         if decl.required and n not in h.inputs
     ]
-    ranks = {c: i for i, c in enumerate(("public", "internal", "sensitive"))}
-    if ranks[target.spec.data] < ranks[loaded.spec.data]:  # the released text carries this scenario's data
+    rank = DATA_CLASSES.index
+    if rank(target.spec.data) < rank(loaded.spec.data):  # the released text carries this scenario's data
         out.append(
             f"{where}: release.handoff.scenario: '{h.scenario}' handles {target.spec.data} data, so it may not take "
             f"this scenario's {loaded.spec.data} output (its model endpoints may be allowed less)"

@@ -30,6 +30,11 @@ PLACEHOLDER = re.compile(
 )
 
 
+def _issued(m: re.Match[str]) -> str:
+    """The placeholder a PLACEHOLDER match stands for, in its issued form: [PHONE_1]."""
+    return f"[{m.group('a') or m.group('b')}]"
+
+
 def placeholder(kind: str, n: int) -> str:
     return f"[{LABELS[kind]}_{n}]"
 
@@ -101,11 +106,7 @@ class Pseudonyms:
         if not text or not self.mapping:
             return text
 
-        def back(m: re.Match[str]) -> str:
-            name = m.group("a") or m.group("b")
-            return self.mapping.get(f"[{name}]", m.group(0))
-
-        return PLACEHOLDER.sub(back, text)
+        return PLACEHOLDER.sub(lambda m: self.mapping.get(_issued(m), m.group(0)), text)
 
     def restore_value(self, value: Any) -> Any:
         """`restore` over every string of a parsed JSON reply (keys included)."""
@@ -119,7 +120,7 @@ class Pseudonyms:
 
     def unknown(self, text: str) -> list[str]:
         """Placeholders in a model's text that this run never issued (the model made them up)."""
-        names = {f"[{m.group('a') or m.group('b')}]" for m in PLACEHOLDER.finditer(text or "")}
+        names = {_issued(m) for m in PLACEHOLDER.finditer(text or "")}
         return sorted(n for n in names if n not in self.mapping)
 
 
@@ -129,8 +130,9 @@ def redact(text: str, mapping: Mapping[str, str] | None = None) -> str:
     known = [(kind_of(p), v) for p, v in (mapping or {}).items()]
     hidden = Pseudonyms(always=known)
     text = hidden.hide(text, neutralise=False)
-    return PLACEHOLDER.sub(lambda m: m.group(0) if f"[{m.group('a') or m.group('b')}]" not in hidden.mapping
-                           else f"[{(m.group('a') or m.group('b')).rsplit('_', 1)[0]}]", text)  # fmt: skip
+    return PLACEHOLDER.sub(
+        lambda m: f"[{LABELS[kind_of(_issued(m))]}]" if _issued(m) in hidden.mapping else m.group(0), text
+    )
 
 
 def kind_of(placeholder_text: str) -> str:

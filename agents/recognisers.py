@@ -77,11 +77,8 @@ def _valid_id(m: re.Match[str]) -> bool:
     text = m.group(0)
     if int(text[:2]) not in _PROVINCES:
         return False
-    try:
-        born = date(int(m.group(2)), int(m.group(3)), int(m.group(4)))
-    except ValueError:
-        return False
-    if not date(1880, 1, 1) <= born <= date.today():
+    born = _birth_date(text)
+    if born is None or not date(1880, 1, 1) <= born <= date.today():
         return False
     return id_check_digit(text[:17]) == text[17].upper()
 
@@ -91,16 +88,16 @@ def _id_numbers(text: str) -> Iterable[tuple[int, int]]:
         if _valid_id(m):
             yield m.span()
     for m in _LABELLED_ID.finditer(text):  # labelled: taken even with a mistyped check digit
-        if _ID_LABEL.search(text[max(0, m.start() - 12) : m.start()]) and _real_date(m.group(0)[6:14]):
+        if _ID_LABEL.search(text[max(0, m.start() - 12) : m.start()]) and _birth_date(m.group(0)) is not None:
             yield m.span()
 
 
-def _real_date(yyyymmdd: str) -> bool:
+def _birth_date(id_number: str) -> date | None:
+    """The date an ID number's digits 7-14 give, or None when no such day exists."""
     try:
-        date(int(yyyymmdd[:4]), int(yyyymmdd[4:6]), int(yyyymmdd[6:]))
+        return date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 # --- unified social credit code (GB 32100-2015) -----------------------------------------------

@@ -62,7 +62,7 @@ class Runtime:
         spec = scenario.spec
         for step in spec.steps:
             if isinstance(step, (LLMStep, ReviewStep)):
-                admit_endpoint(spec, self.provider.describe(spec.llm, step.llm))
+                admit_endpoint(f"scenario '{spec.id}'", spec.data, self.provider.describe(spec.llm, step.llm))
 
     def _config(self, run_id) -> dict:
         return {"configurable": {"thread_id": thread_id(run_id)}, "recursion_limit": 100}
