@@ -3,7 +3,8 @@
 A request, a decision or a retry is recorded first (`runs.request_run`, `decisions.record_decision`);
 executing it is a `Job` that names only a run, and the item whose decision to apply. `dew run`
 performs its job at once, in its own process; the server hands jobs to a bounded pool of worker
-threads (`pool.WorkerPool`); a distributed job engine can take the same jobs later. Scenarios,
+threads (`pool.WorkerPool`), or, with `DEW_ENGINE=procrastinate`, defers them to `dew worker`
+processes on any machine (`engine.py`); the CLI then waits for a worker (`carry_out`). Scenarios,
 decisions, release and audit never learn where a job ran, and a job lost with its process is
 found again from the database (`unfinished`).
 """
@@ -20,7 +21,7 @@ from sqlmodel import col, select
 from .db import transaction
 from .flow import apply_decision, retry_run
 from .models import Release, Run, RunStatus, utcnow
-from .runs import RunResult, execute_start, get_run
+from .runs import RunResult, begin_retry, execute_start, get_run
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -37,12 +38,13 @@ class Job:
     kind: JobKind
     run_id: int
     item_id: int | None = None
+    priority: int = 0  # higher first, where the engine orders jobs (procrastinate does)
 
 
 class Executor(Protocol):
     """Something that performs jobs, sooner or later, somewhere."""
 
-    def submit(self, job: Job) -> None: ...
+    def submit(self, job: Job) -> object: ...
 
 
 def perform(ws: Workspace, job: Job) -> RunResult:
@@ -57,8 +59,12 @@ def perform(ws: Workspace, job: Job) -> RunResult:
 
 
 def recover(ws: Workspace, run_id: int) -> RunResult:
-    """Continue a run a stopped process left unfinished, from its last checkpoint."""
+    """Continue a run a stopped process left unfinished, from its last checkpoint. A run that is
+    waiting for a guardian, or has ended, is left as it is (a job retried after its worker died
+    may find its work done)."""
     run = get_run(ws, run_id)
+    if run.status in (RunStatus.AWAITING_DECISION, RunStatus.REJECTED, RunStatus.FAILED):
+        return RunResult(run=run)
     if run.status == RunStatus.QUEUED:
         return execute_start(ws, run_id)
     if run.status == RunStatus.RUNNING and not ws.runtime.has_checkpoint(
@@ -73,6 +79,28 @@ def recover(ws: Workspace, run_id: int) -> RunResult:
             )
         return execute_start(ws, run_id)
     return retry_run(ws, run_id, actor="dew", force=True)
+
+
+def carry_out(ws: Workspace, job: Job) -> RunResult:
+    """Perform a job for a caller that waits for its outcome (the command line): here, in this
+    process, or by a `dew worker` when the workspace's runs belong to the distributed engine."""
+    from .engine import distributed
+
+    if distributed(ws.settings):
+        from .engine import carry_out as through_engine
+
+        return through_engine(ws, job)
+    return perform(ws, job)
+
+
+def retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) -> RunResult:
+    """A person's retry of a failed run (or of an interrupted release): here, or by a worker."""
+    from .engine import distributed
+
+    if distributed(ws.settings):
+        begin_retry(ws, run_id, actor=actor, force=force)  # refused here, at once, if it may not be retried
+        return carry_out(ws, Job(JobKind.RECOVER, run_id))
+    return retry_run(ws, run_id, actor=actor, force=force)
 
 
 def start_waiting(ws: Workspace, executor: Executor, scenario_id: str) -> int:

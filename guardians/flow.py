@@ -48,7 +48,9 @@ def decide(
     )
     if recorded.decision is None:
         return RunResult(run=get_run(ws, recorded.item.run_id), item=recorded.item)
-    return apply_decision(ws, item_id)
+    from .execution import Job, JobKind, carry_out
+
+    return carry_out(ws, Job(JobKind.DECISION, recorded.item.run_id, item_id))
 
 
 def apply_decision(ws: Workspace, item_id: int) -> RunResult:

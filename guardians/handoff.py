@@ -21,7 +21,7 @@ from dew.guardians.errors import AlreadyHandedOff
 from . import audit
 from .db import transaction
 from .models import Run
-from .runs import RunResult, start_run
+from .runs import RunResult, request_run, start_run
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -59,6 +59,13 @@ def hand_off(
                            actor="dew", run_id=run.id)  # fmt: skip
             return None, None
         inputs = {k: render(v, ctx, where=f"{where}.inputs.{k}") for k, v in h.inputs.items()}
+        from .engine import distributed, executor_for  # the engine reaches hand_off through execution
+        from .execution import Job, JobKind
+
+        if distributed(ws.settings):  # a job of its own, for whichever worker is free: never wait on one
+            child = request_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id)
+            executor_for(ws.settings).submit(Job(JobKind.START, child.key))
+            return RunResult(run=child), None
         return start_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id), None
     except AlreadyHandedOff:
         return None, None  # a concurrent retry started it first

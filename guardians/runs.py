@@ -22,7 +22,7 @@ from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotAuthorized, 
 
 from . import audit, notify
 from .brake import is_paused, refuse_if_paused
-from .db import lock_row, locked, transaction
+from .db import lock_row, locked, must_get, transaction
 from .delegation import active_for
 from .identity import person_id
 from .models import (
@@ -68,12 +68,15 @@ def start_run(
     origin: dict | None = None,
     method: str = AuthMethod.DECLARED,
 ) -> RunResult:
-    """Start a run and drive it here, in the caller's process, until it waits for a guardian.
+    """Start a run and drive it until it waits for a guardian: here, in the caller's process, or by
+    a `dew worker` when runs belong to the distributed engine (`execution.carry_out`).
     `origin` says how the request arrived when not directly (e.g. the front desk)."""
+    from .execution import Job, JobKind, carry_out
+
     run = request_run(
         ws, scenario_id, inputs, requester=requester, parent_run_id=parent_run_id, origin=origin, method=method
     )
-    return execute_start(ws, run.key)
+    return carry_out(ws, Job(JobKind.START, run.key))
 
 
 def request_run(
@@ -307,6 +310,40 @@ def _fail(ws: Workspace, run_id: int, error: BaseException, *, reason: str | Non
         s.add(run)
         audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
     return run
+
+
+def fail_run(ws: Workspace, run_id: int, reason: str) -> Run:
+    """Fail a live run from outside its driver (the engine, when its job will not be tried again).
+    A run that has already ended, or waits for a guardian, is left as it is."""
+    with transaction(ws.engine) as s:
+        run = locked(s, Run, run_id)
+        if run.status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED):
+            run.status, run.error, run.updated_at = RunStatus.FAILED, reason, utcnow()
+            s.add(run)
+            audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
+        return run
+
+
+def result_of(ws: Workspace, run_id: int, *, item_id: int | None = None) -> RunResult:
+    """Where a run stands, read back from the database: for a caller whose job was performed
+    elsewhere (a `dew worker`). The item is the one decided on, or else the run's newest."""
+    with transaction(ws.engine) as s:
+        run = must_get(s, Run, run_id)
+        item = s.get(WorkItem, item_id) if item_id is not None else None
+        if item is None:
+            item = s.exec(
+                select(WorkItem).where(WorkItem.run_id == run_id).order_by(col(WorkItem.revision).desc(),
+                                                                         col(WorkItem.id).desc())
+            ).first()  # fmt: skip
+        elif item.status != ItemStatus.PENDING:  # a later draft (a revision) or the next stage's item
+            newer = s.exec(
+                select(WorkItem).where(WorkItem.run_id == run_id, col(WorkItem.id) > item.key).order_by(col(WorkItem.id).desc())
+            ).first()  # fmt: skip
+            item = newer or item
+        release = s.exec(select(Release).where(Release.run_id == run_id)).first()
+        child = s.exec(select(Run).where(Run.parent_run_id == run_id).order_by(col(Run.id))).first()
+    handoff = result_of(ws, child.key) if child is not None and release is not None else None
+    return RunResult(run=run, item=item, release=release, handoff=handoff)
 
 
 def begin_retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) -> dict[str, Any] | None:

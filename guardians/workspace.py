@@ -28,6 +28,7 @@ class Settings:
     home: Path
     scenarios_dir: Path
     database_url: str
+    engine: str = "threads"  # who executes runs: "threads" in the server's process, or "procrastinate" (engine.py)
 
     @classmethod
     def resolve(
@@ -39,7 +40,9 @@ class Settings:
         if scenarios is None:
             scenarios = Path("scenarios") if Path("scenarios").is_dir() else shipped_directory()
         url = database_url or os.environ.get("DEW_DATABASE_URL") or f"sqlite:///{home / 'dew.db'}"
-        return cls(home=home, scenarios_dir=Path(scenarios).expanduser().resolve(), database_url=normalize_url(url))
+        engine = (os.environ.get("DEW_ENGINE") or "threads").strip().lower()
+        return cls(home=home, scenarios_dir=Path(scenarios).expanduser().resolve(), database_url=normalize_url(url),
+                   engine=engine)  # fmt: skip
 
     @property
     def outbox(self) -> Path:
@@ -54,6 +57,9 @@ class Settings:
 class Workspace:
     def __init__(self, settings: Settings, provider: ModelProvider | None = None, *, sync_roster: bool = True):
         self.settings = settings
+        from .engine import check as check_engine
+
+        check_engine(settings)  # DEW_ENGINE names one, and procrastinate has PostgreSQL
         try:
             self.settings.home.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -27,6 +27,7 @@ class FakeOpenAI:
         self.reply = reply
         self.script: deque = deque()  # queued actions, each used once before falling back to `reply`
         self.requests: list[dict] = []
+        self.latency = 0.0  # seconds every reply takes (a model call in flight, to be cut off)
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -78,6 +79,8 @@ class FakeOpenAI:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append(body)
+                if fake.latency:
+                    time.sleep(fake.latency)
                 action = fake.script.popleft() if fake.script else None
                 if action and action[0] == "status":
                     return self._send(

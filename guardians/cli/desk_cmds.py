@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import re
 import sys
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -350,12 +351,56 @@ def register(app: typer.Typer) -> None:
             workers=workers, proxy_user_header=proxy_user_header, secure_cookies=secure_cookies, exclusive=False,
             checkpoint_seconds=_every(checkpoint_every), checkpoint_dir=checkpoint_dir,
         )  # fmt: skip
-        with serving(settings):  # refused here, in one clear line, if another server holds the workspace
+        from dew.guardians.engine import distributed
+
+        # Refused here, in one clear line, if another server holds the workspace. With the
+        # distributed engine, servers only record and defer: any number may share the database.
+        with nullcontext() if distributed(settings) else serving(settings):
             err_console.print(
                 f"dew desk on http://{host}:{port}/ (API docs: /api/docs), workspace {settings.home}", soft_wrap=True
             )
             uvicorn.run(create_app(settings, config), host=host, port=port, log_level=log_level, access_log=False, log_config=None,
                         timeout_graceful_shutdown=int(config.shutdown_timeout))  # fmt: skip
+
+    @app.command()
+    def worker(
+        ctx: typer.Context,
+        concurrency: Annotated[
+            int,
+            typer.Option(
+                "--concurrency", min=1, max=256, envvar="DEW_WORKER_CONCURRENCY", help="Jobs executed at once."
+            ),
+        ] = 4,
+        retries: Annotated[
+            int,
+            typer.Option(
+                "--retries", min=0, max=20, help="Attempts after the first for a job that fails or whose worker dies."
+            ),
+        ] = 4,
+        stalled_after: Annotated[
+            float,
+            typer.Option(
+                "--stalled-after",
+                min=2.0,
+                help="Seconds without a heartbeat after which a worker is taken "
+                "for dead and its jobs are retried by the others.",
+            ),
+        ] = 30.0,
+        name: Annotated[str | None, typer.Option("--name", help="This worker's name in logs.")] = None,
+        log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")] = "info",
+    ):
+        """Execute runs from the distributed engine's queue (DEW_ENGINE=procrastinate, PostgreSQL), until stopped."""
+        from dew.agents.llm import EnvModelProvider
+        from dew.guardians.desk.app import setup_logging
+        from dew.guardians.engine import WorkerConfig, work
+
+        settings = ctx.find_root().obj.settings
+        setup_logging(log_level)
+        err_console.print(f"dew worker on {settings.database_label}: {concurrency} at once; Ctrl-C stops it after "
+                          "the jobs in hand", soft_wrap=True)  # fmt: skip
+        config = WorkerConfig(concurrency=concurrency, retries=retries, name=name, stalled_after=stalled_after,
+                              heartbeat=max(0.5, stalled_after / 6))  # fmt: skip
+        work(settings, EnvModelProvider(), config)
 
     @app.command()
     def login(

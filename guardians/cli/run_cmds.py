@@ -302,11 +302,11 @@ def register_listings(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ):
         """Retry a failed run from its last checkpoint (or finish an interrupted release)."""
-        from dew.guardians.flow import retry_run
+        from dew.guardians.execution import retry
 
         ws = workspace(ctx)
         with progress_line(ws, f"run {run_id} retrying"):
-            result = retry_run(ws, run_id, actor=default_requester(actor), force=force)
+            result = retry(ws, run_id, actor=default_requester(actor), force=force)
         report(result, as_json)
 
     @app.command()

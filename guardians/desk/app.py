@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dew.agents.errors import DewError
 from dew.guardians.clock import Clock
+from dew.guardians.engine import EngineExecutor, distributed, executor_for
 from dew.guardians.errors import TooManyAttempts
 from dew.guardians.execution import unfinished
 from dew.guardians.pool import WorkerPool
@@ -63,30 +64,43 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
 
         model_provider = provider or EnvModelProvider()
         held = ExitStack()
-        held.enter_context(serving(settings) if config.exclusive else nullcontext())
+        # With the distributed engine, `dew worker` processes execute runs and any number of servers
+        # may share the database; otherwise this server's threads do, and it must be the only one.
+        remote_workers = distributed(settings)
+        held.enter_context(serving(settings) if config.exclusive and not remote_workers else nullcontext())
         ws = Workspace(settings, model_provider)
-        pool = WorkerPool(settings, model_provider, workers=config.workers)
-        pool.start()
+        pool: WorkerPool | EngineExecutor
+        if remote_workers:
+            pool = executor_for(settings)
+        else:
+            pool = WorkerPool(settings, model_provider, workers=config.workers)
+            pool.start()
         app.state.ws, app.state.executor = ws, pool
         # A release recorded but not delivered (the process died between the two) is completed
         # first; a changed file is left for a person and logged.
         for problem, outcome in repair(ws, actor="dew"):
             log.warning("delivery repaired" if problem.repairable else "delivery needs a person",
                         extra={"problem": problem.kind, "run_id": problem.run_id, "outcome": outcome})  # fmt: skip
-        left = unfinished(ws)
+        left = [] if remote_workers else unfinished(ws)  # the workers' sweep finds those of the engine
         for job in left:
             pool.submit(job)
         clock = Clock(ws, pool, every=config.tick_seconds, checkpoint_every=config.checkpoint_seconds,
                       checkpoint_dir=config.checkpoint_dir)  # fmt: skip
         clock.start()
-        log.info(
-            "serving", extra={"database": settings.database_label, "workers": config.workers, "resumed": len(left)}
-        )
+        workers = "dew worker" if remote_workers else config.workers
+        extra = {
+            "database": settings.database_label,
+            "engine": settings.engine,
+            "workers": workers,
+            "resumed": len(left),
+        }
+        log.info("serving", extra=extra)
         try:
             yield
         finally:
             clock.stop()
-            pool.stop(config.shutdown_timeout)
+            if not remote_workers:  # the engine's deferring pool is the process's, shared
+                pool.stop(config.shutdown_timeout)
             ws.close()
             held.close()
 

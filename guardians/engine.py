@@ -1,0 +1,435 @@
+"""The distributed engine: runs executed by `dew worker` processes through procrastinate.
+
+With `DEW_ENGINE=procrastinate` (PostgreSQL only) a `Job` becomes a row in procrastinate's queue,
+in the database dew already uses; any number of `dew worker` processes, on any number of
+machines, take them. The server and the CLI only record work and defer jobs. Nothing else
+changes: a worker calls `execution.perform`, exactly as the server's threads do.
+
+What makes it safe to run many:
+- every job of a run carries the procrastinate lock `run-<id>`: no two jobs of one run are ever
+  being executed at once, whichever workers hold them;
+- a worker that dies (kill -9, power loss) stops sending heartbeats; its jobs are retried by the
+  `sweep` every worker schedules, and a retried job continues the run from its last checkpoint
+  (`execution.recover`);
+- a job that fails, or whose workers die, more than `retries` times stops: its run is failed with
+  the reason, and stays retryable by a person (`dew retry`);
+- `sweep` also finds runs a stopped process left without a job (recorded, but the process died
+  before it deferred the job) and gives them one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlmodel import col, select
+
+from dew.guardians.errors import InvalidState
+
+from .db import transaction
+from .execution import Job, JobKind, perform
+from .models import Release, Run, RunStatus, utcnow
+
+if TYPE_CHECKING:
+    from procrastinate import App, JobContext
+
+    from dew.agents.llm import ModelProvider
+
+    from .runs import RunResult
+    from .workspace import Settings, Workspace
+
+log = logging.getLogger("dew.engine")
+
+ENGINES = ("threads", "procrastinate")
+QUEUE = "dew-runs"
+TASK = "dew:perform"
+SWEEP_CRON = "* * * * * */10"  # every 10 seconds (croniter, procrastinate's cron, reads seconds last)
+HEARTBEAT = 5.0  # seconds between a worker's heartbeats
+STALLED_AFTER = 30.0  # a worker silent this long is taken for dead, and its jobs are retried
+ORPHAN_AFTER_SECONDS = 120  # a live run untouched this long, with no job, was left by a stopped process
+SCHEMA_LOCK = 74657704  # advisory lock keys: 74657701 migrations, 74657702 checkpoints, 74657703 serve
+
+
+def check(settings: Settings) -> None:
+    """Refuse an engine that does not exist, or procrastinate on a database other than PostgreSQL."""
+    if settings.engine not in ENGINES:
+        raise InvalidState(f"DEW_ENGINE is '{settings.engine}'; it takes one of: {', '.join(ENGINES)}")
+    if settings.engine == "procrastinate" and make_url(settings.database_url).get_backend_name() != "postgresql":
+        raise InvalidState(
+            f"DEW_ENGINE=procrastinate needs PostgreSQL, and the database is {settings.database_label}; "
+            "set DEW_DATABASE_URL=postgresql://USER@HOST:PORT/DB, or leave DEW_ENGINE unset for the in-process workers"
+        )
+
+
+def distributed(settings: Settings) -> bool:
+    check(settings)
+    return settings.engine == "procrastinate"
+
+
+# --- procrastinate's side ------------------------------------------------------------------------
+def make_app(settings: Settings) -> App:
+    """A procrastinate app on the workspace's database, knowing dew's two tasks."""
+    from procrastinate import App, Blueprint, PsycopgConnector
+
+    from dew.agents.checkpoints import postgres_conninfo
+
+    bp = Blueprint()
+    bp.task(name="perform", queue=QUEUE, pass_context=True)(_perform_task)
+    bp.periodic(cron=SWEEP_CRON, periodic_id="sweep")(
+        bp.task(name="sweep", queue=QUEUE, pass_context=True)(_sweep_task)
+    )
+    app = App(connector=PsycopgConnector(conninfo=postgres_conninfo(settings.database_url)))
+    app.add_tasks_from(bp, namespace="dew")
+    return app
+
+
+def prepare(settings: Settings) -> None:
+    """Create procrastinate's tables and functions in the database unless they are there. Several
+    processes may start at once: one creates, the others wait for it on an advisory lock."""
+    from procrastinate.schema import SchemaManager
+    from psycopg import Connection
+
+    from dew.agents.checkpoints import postgres_conninfo
+
+    with Connection.connect(postgres_conninfo(settings.database_url), autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:
+            row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+            if not (row and row[0]):
+                conn.execute(SchemaManager.get_schema())
+                log.info("procrastinate schema created", extra={"database": settings.database_label})
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+
+
+# --- deferring: what the server, the CLI and hand-offs do -----------------------------------------
+class EngineExecutor:
+    """Submits jobs to procrastinate's queue (the `Executor` the server and the CLI use)."""
+
+    def __init__(self, settings: Settings):
+        check(settings)
+        prepare(settings)
+        self.settings = settings
+        self.app = make_app(settings).open()
+        self._submitted = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> int | None:
+        """Defer a job; its id, or None when the same job is already waiting (nothing is lost: the
+        waiting one does the same)."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        # START and RECOVER of one run are the same work: one may wait at a time. Decisions wait
+        # one per item. All jobs of a run share one lock, so they never execute at once.
+        waiting = f"item-{job.item_id}" if job.kind == JobKind.DECISION else f"run-{job.run_id}"
+        try:
+            job_id = self.app.configure_task(
+                TASK, lock=f"run-{job.run_id}", queueing_lock=waiting, queue=QUEUE, priority=job.priority
+            ).defer(kind=job.kind.value, run_id=job.run_id, item_id=job.item_id)
+        except AlreadyEnqueued:
+            return None
+        with self._lock:
+            self._submitted += 1
+        return job_id
+
+    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.1) -> str:
+        """Block until a deferred job has finished; its final status ('succeeded', 'failed', ...)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            status = self.app.job_manager.get_job_status(job_id).value
+            if status not in ("todo", "doing"):
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise InvalidState(
+                    f"job {job_id} has not finished after {timeout:.0f} s; is a `dew worker` running on "
+                    f"{self.settings.database_label}?"
+                )
+            time.sleep(poll)
+
+    # What the desk's /ready and /metrics read from an executor.
+    @property
+    def size(self) -> int:
+        """`dew worker` processes that sent a heartbeat lately."""
+        return self._count(
+            "SELECT count(*) FROM procrastinate_workers WHERE last_heartbeat > now() - make_interval(secs => %s)",
+            STALLED_AFTER,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self.size > 0
+
+    @property
+    def pending(self) -> int:
+        return self._count(
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status IN ('todo', 'doing')", QUEUE
+        )
+
+    def _count(self, query: str, arg: Any) -> int:
+        with self.app.connector.get_sync_connector().pool.connection() as conn:  # type: ignore[attr-defined]
+            row = conn.execute(query, (arg,)).fetchone()
+        return int(row[0]) if row else 0
+
+    @property
+    def completed(self) -> int:
+        with self._lock:
+            return self._submitted
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        self.app.close()
+        return True
+
+
+_executors: dict[str, EngineExecutor] = {}
+_executors_lock = threading.Lock()
+
+
+def executor_for(settings: Settings) -> EngineExecutor:
+    """One deferring connection pool per process and database."""
+    with _executors_lock:
+        found = _executors.get(settings.database_url)
+        if found is None:
+            found = _executors[settings.database_url] = EngineExecutor(settings)
+        return found
+
+
+def carry_out(ws: Workspace, job: Job, timeout: float | None = None) -> RunResult:
+    """Have a worker perform a job and wait for it: what `dew run`, a decision or a retry does on
+    the command line when the workspace's runs belong to the engine."""
+    from .runs import result_of
+
+    executor = executor_for(ws.settings)
+    job_id = executor.submit(job)
+    if job_id is None:  # the same work is already waiting: wait for the run instead
+        _wait_for_run(ws, job.run_id, timeout)
+    else:
+        executor.wait(job_id, timeout)
+    return result_of(ws, job.run_id, item_id=job.item_id)
+
+
+def _wait_for_run(ws: Workspace, run_id: int, timeout: float | None) -> None:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with transaction(ws.engine) as s:
+            run = s.get(Run, run_id)
+        if run is None or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            return
+        if deadline is not None and time.monotonic() > deadline:
+            raise InvalidState(f"run {run_id} is still {run.status} after {timeout:.0f} s; is a `dew worker` running?")
+        time.sleep(0.2)
+
+
+# --- the worker's side ---------------------------------------------------------------------------
+@dataclass
+class WorkerConfig:
+    concurrency: int = 4
+    retries: int = 4  # attempts after the first, for a job that raises or whose worker dies (waits 2, 4, 8, 16 s)
+    stalled_after: float = STALLED_AFTER
+    heartbeat: float = HEARTBEAT
+    name: str | None = None
+
+
+@dataclass
+class _Process:
+    """What a worker process's jobs share: settings, the model provider (so the embedded model
+    server starts once) and one workspace per job thread."""
+
+    settings: Settings
+    provider: ModelProvider
+    config: WorkerConfig
+    local: threading.local = field(default_factory=threading.local)
+    opened: list[Workspace] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def workspace(self) -> Workspace:
+        ws = getattr(self.local, "ws", None)
+        if ws is None:
+            from .workspace import Workspace
+
+            ws = self.local.ws = Workspace(self.settings, self.provider, sync_roster=False)
+            with self.lock:
+                self.opened.append(ws)
+        return ws
+
+    def close(self) -> None:
+        with self.lock:
+            for ws in self.opened:
+                ws.close()
+            self.opened.clear()
+
+
+_process: _Process | None = None
+
+
+def _current() -> _Process:
+    if _process is None:
+        raise RuntimeError("dew's procrastinate tasks run inside `dew worker` (engine.work)")
+    return _process
+
+
+def _perform_task(context: JobContext, kind: str, run_id: int, item_id: int | None = None) -> str:
+    proc = _current()
+    job = Job(JobKind(kind), run_id, item_id)
+    attempt = context.job.attempts
+    if attempt and job.kind == JobKind.START:
+        # A retried start: the first attempt may have taken the run and drafted part of it.
+        job = Job(JobKind.RECOVER, run_id)
+    ws = proc.workspace()
+    started = time.monotonic()
+    try:
+        result = perform(ws, job)
+    except Exception as e:  # not the run's failure (drive records those): storage, a bug
+        if attempt >= proc.config.retries:
+            give_up(ws, run_id, f"its job failed {attempt + 1} times: {type(e).__name__}: {e}")
+        raise
+    log.info("job done", extra={"job": job.kind.value, "run_id": run_id, "attempt": attempt + 1,
+                                "status": result.run.status, "seconds": round(time.monotonic() - started, 3)})  # fmt: skip
+    return str(result.run.status)
+
+
+async def _sweep_task(context: JobContext, timestamp: int) -> dict[str, int]:
+    proc = _current()
+    return await sweep(context.app, proc.settings, proc.config, proc.workspace)
+
+
+async def sweep(
+    app: App, settings: Settings, config: WorkerConfig, workspace: Callable[[], Workspace]
+) -> dict[str, int]:
+    """Retry the jobs of workers that stopped sending heartbeats (or fail their runs once they have
+    used their retries), and give a job to every live run that has none."""
+    from procrastinate.jobs import Status
+
+    retried = failed = adopted = 0
+    manager = app.job_manager
+    # Finished jobs are kept a day (a waiting `dew run` reads its job's status), then dropped: the
+    # audit trail, not the queue, is the record of what was done.
+    await manager.delete_old_jobs(nb_hours=24, queue=QUEUE, include_failed=True)
+    for job in await manager.get_stalled_jobs(seconds_since_heartbeat=config.stalled_after):
+        if job.task_name == TASK and job.attempts >= config.retries:
+            await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+            run_id = int(str(job.task_kwargs["run_id"]))
+            await asyncio.to_thread(give_up, workspace(), run_id,
+                                    f"the workers executing it stopped {job.attempts + 1} times")  # fmt: skip
+            failed += 1
+        else:
+            await manager.retry_job(job)
+            retried += 1
+        log.warning("stalled job", extra={"job_id": job.id, "task": job.task_name, "attempts": job.attempts + 1})
+    for run_id in await asyncio.to_thread(orphans, workspace()):
+        if await asyncio.to_thread(executor_for(settings).submit, Job(JobKind.RECOVER, run_id)) is not None:
+            adopted += 1
+            log.warning("run without a job", extra={"run_id": run_id})
+    return {"retried": retried, "failed": failed, "adopted": adopted}
+
+
+def orphans(ws: Workspace) -> list[int]:
+    """Live runs (queued, running, approved and not released) untouched for a while, with no job
+    waiting or being executed for them: a process recorded them and stopped before deferring."""
+    with transaction(ws.engine) as s:
+        rows = s.exec(
+            select(col(Run.id))
+            .where(
+                col(Run.status).in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED]),
+                col(Run.updated_at) < utcnow() - _seconds(ORPHAN_AFTER_SECONDS),
+                ~col(Run.id).in_(select(Release.run_id)),
+            )
+            .order_by(col(Run.id))
+        ).all()
+        if not rows:
+            return []
+        held = {
+            r[0]
+            for r in s.connection().execute(
+                text(
+                    "SELECT DISTINCT lock FROM procrastinate_jobs WHERE status IN ('todo', 'doing') AND lock IS NOT NULL"
+                )
+            )
+        }
+    return [run_id for run_id in rows if run_id is not None and f"run-{run_id}" not in held]
+
+
+def _seconds(n: float):
+    from datetime import timedelta
+
+    return timedelta(seconds=n)
+
+
+def give_up(ws: Workspace, run_id: int, reason: str) -> None:
+    """Fail a run whose job will not be retried again; a person may still retry it."""
+    from .runs import fail_run
+
+    try:
+        fail_run(ws, run_id, reason)
+    except Exception:  # the database itself may be what fails: the job's own status says the rest
+        log.exception("could not record the run's failure", extra={"run_id": run_id})
+
+
+def work(
+    settings: Settings,
+    provider: ModelProvider,
+    config: WorkerConfig | None = None,
+    *,
+    stop: threading.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> None:
+    """Be a worker until stopped (SIGINT/SIGTERM, or `stop`): take dew's jobs and perform them.
+    A stop lets the jobs in hand finish (each finished step is checkpointed already)."""
+    global _process
+    from procrastinate import RetryStrategy
+
+    config = config or WorkerConfig()
+    check(settings)
+    if settings.engine != "procrastinate":
+        raise InvalidState("`dew worker` takes runs from the distributed engine: set DEW_ENGINE=procrastinate")
+    prepare(settings)
+    app = make_app(settings)
+    # Set per worker: the worker that executes a job decides whether it is tried again.
+    app.tasks[TASK].retry_strategy = (
+        RetryStrategy(max_attempts=config.retries, exponential_wait=2)  # waits 2, 4, 8, 16 s...
+        if config.retries
+        else None
+    )
+    _process = _Process(settings, provider, config)
+
+    async def main() -> None:
+        from procrastinate.worker import Worker
+
+        # Sync tasks run on the loop's default executor: size it to the concurrency asked for.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=config.concurrency + 2, thread_name_prefix="dew-job")
+        )
+        async with app.open_async():
+            worker = Worker(
+                app,
+                queues=[QUEUE],
+                name=config.name,
+                concurrency=config.concurrency,
+                update_heartbeat_interval=config.heartbeat,
+                stalled_worker_timeout=config.stalled_after,
+                install_signal_handlers=install_signal_handlers,
+                shutdown_graceful_timeout=30,
+            )
+            running = asyncio.create_task(worker.run())
+            while stop is not None and not running.done() and not stop.is_set():
+                await asyncio.sleep(0.1)
+            if stop is not None and stop.is_set():
+                worker.stop()
+            await running
+
+    try:
+        asyncio.run(main())
+    finally:
+        _process.close()
+        _process = None
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    return {"engine": settings.engine, "database": settings.database_label, "queue": QUEUE}

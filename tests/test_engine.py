@@ -1,0 +1,310 @@
+"""The distributed engine (DEW_ENGINE=procrastinate): runs executed by `dew worker` processes
+through procrastinate's queue in PostgreSQL, found again when a worker is killed, failed with a
+reason when their job keeps failing, and never executed twice at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import update
+from sqlmodel import select
+
+from dew.agents.checkpoints import postgres_conninfo
+from dew.agents.testing import ScriptedModelProvider
+from dew.guardians import engine
+from dew.guardians.db import transaction
+from dew.guardians.execution import Job, JobKind
+from dew.guardians.models import AuditEvent, Run, WorkItem
+from dew.guardians.runs import request_run
+from dew.guardians.workspace import Settings, Workspace
+
+from .conftest import _postgres_database
+
+DRILL = {"facility_type": "chemical warehouse", "hazard": "fire", "participants": "fire brigade\nwarehouse staff"}
+
+
+def dew_exe() -> str:
+    exe = shutil.which("dew", path=str(Path(sys.executable).parent)) or shutil.which("dew")
+    assert exe, "the dew command is installed with the package"
+    return exe
+
+
+# --- refused set-ups (no PostgreSQL needed) --------------------------------------------------------
+def test_procrastinate_on_sqlite_is_refused_with_the_fix(dew):
+    dew.env["DEW_ENGINE"] = "procrastinate"
+    result = dew("inbox")
+    assert result.exit_code == 4
+    assert "DEW_ENGINE=procrastinate needs PostgreSQL" in result.stderr and "DEW_DATABASE_URL" in result.stderr
+    worker = dew("worker")
+    assert worker.exit_code == 4 and "needs PostgreSQL" in worker.stderr
+
+
+def test_an_unknown_engine_is_refused(dew):
+    dew.env["DEW_ENGINE"] = "celery"
+    result = dew("runs")
+    assert result.exit_code == 4 and "DEW_ENGINE is 'celery'; it takes one of: threads, procrastinate" in result.stderr
+
+
+# --- the engine on PostgreSQL ---------------------------------------------------------------------
+@pytest.fixture
+def pg_url():
+    yield from _postgres_database()
+
+
+@pytest.fixture
+def engine_dew(dew, pg_url):
+    dew.env.update(DEW_DATABASE_URL=pg_url, DEW_ENGINE="procrastinate")
+    return dew
+
+
+class Workers:
+    """`dew worker` processes, as an operator starts them; all are stopped at the end."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env = {**os.environ, **env}
+        self.logs = logs
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        n = len(self.procs) + 1
+        log = (self.logs / f"worker{n}.log").open("w")
+        proc = subprocess.Popen([dew_exe(), "worker", "--name", f"w{n}", *args], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def log(self, n: int) -> str:
+        return (self.logs / f"worker{n}.log").read_text()
+
+
+@pytest.fixture
+def workers(engine_dew, tmp_path):
+    w = Workers(engine_dew.env, tmp_path)
+    yield w
+    w.stop()
+
+
+def _jobs(url: str) -> list[dict]:
+    with psycopg.connect(postgres_conninfo(url), row_factory=psycopg.rows.dict_row) as conn:
+        return conn.execute(
+            "SELECT id, task_name, status, lock, attempts, args FROM procrastinate_jobs"
+            " WHERE task_name = 'dew:perform' ORDER BY id"
+        ).fetchall()
+
+
+def _until(what, timeout: float = 60.0, every: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = what()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"not within {timeout} s")
+
+
+@pytest.mark.postgres
+def test_workers_execute_runs_and_decisions_for_the_cli(engine_dew, workers, pg_url):
+    workers.start("--concurrency", "2")
+    workers.start("--concurrency", "2")
+    started = engine_dew("run", "drill-script", "--example", "first", "--as", "officer.wu", "--json")
+    assert started.exit_code == 0, started.output
+    run = json.loads(started.stdout)
+    assert run["status"] == "awaiting_decision" and run["guardian"] == "zhao.lei"
+    decided = engine_dew("approve", run["item_id"], "--as", "zhao.lei", "--json")
+    assert decided.exit_code == 0, decided.output
+    released = json.loads(decided.stdout)
+    assert released["status"] == "released"
+    assert (Path(engine_dew.env["DEW_HOME"]) / released["released_to"]).is_file()
+    # Both steps were jobs of the engine, performed by a worker, under the run's lock.
+    jobs = _jobs(pg_url)
+    assert [(j["args"]["kind"], j["status"], j["lock"]) for j in jobs] == [
+        ("start", "succeeded", f"run-{run['run_id']}"),
+        ("decision", "succeeded", f"run-{run['run_id']}"),
+    ]
+    assert "job done" in workers.log(1) + workers.log(2)
+    assert engine_dew("audit", "verify").exit_code == 0
+
+
+@pytest.mark.postgres
+def test_a_killed_workers_run_is_finished_by_another_from_its_checkpoint(engine_dew, workers, pg_url):
+    engine_dew.fake.latency = 1.0  # every model call takes a second: there is time to kill mid-call
+    first = workers.start("--stalled-after", "3")
+    settings = Settings(home=Path(engine_dew.env["DEW_HOME"]), scenarios_dir=Path(engine_dew.env["DEW_SCENARIOS"]),
+                        database_url=pg_url, engine="procrastinate")  # fmt: skip
+    ws = Workspace(settings, ScriptedModelProvider())
+    try:
+        run = request_run(ws, "enforcement-document", _example(ws, "enforcement-document"), requester="officer.wu")
+        engine.executor_for(settings).submit(Job(JobKind.START, run.key))
+        _until(lambda: [j for j in _jobs(pg_url) if j["status"] == "doing"])
+        calls = len(engine_dew.fake.requests)
+        _until(lambda: len(engine_dew.fake.requests) >= calls + 2)  # a step or two drafted, one call in flight
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        workers.start("--stalled-after", "3")
+
+        def waiting():
+            with transaction(ws.engine) as s:
+                return s.get(Run, run.key).status == "awaiting_decision"
+
+        _until(waiting, timeout=90)
+        with transaction(ws.engine) as s:
+            items = s.exec(select(WorkItem).where(WorkItem.run_id == run.key)).all()
+            drafted = s.exec(
+                select(AuditEvent).where(AuditEvent.run_id == run.key, AuditEvent.kind == "run.drafted")
+            ).all()
+        assert len(items) == 1 and len(drafted) == 1  # one draft queued, once
+        job = _jobs(pg_url)[0]
+        assert job["status"] == "succeeded" and job["attempts"] == 2
+        assert "stalled job" in workers.log(2)
+        assert engine_dew("audit", "verify").exit_code == 0
+    finally:
+        ws.close()
+
+
+def _example(ws: Workspace, scenario: str) -> dict:
+    return dict(ws.scenario(scenario).spec.examples[0].inputs)
+
+
+@pytest.fixture
+def engine_ws(tmp_path, scenarios_dir, pg_url):
+    settings = Settings(
+        home=tmp_path / "home", scenarios_dir=scenarios_dir, database_url=pg_url, engine="procrastinate"
+    )
+    engine.prepare(settings)
+    ws = Workspace(settings, ScriptedModelProvider())
+    yield ws
+    ws.close()
+
+
+@pytest.mark.postgres
+def test_the_same_job_waits_once(engine_ws):
+    run = request_run(engine_ws, "drill-script", DRILL, requester="officer.wu")
+    executor = engine.executor_for(engine_ws.settings)
+    assert executor.submit(Job(JobKind.START, run.key)) is not None
+    assert executor.submit(Job(JobKind.START, run.key)) is None  # already waiting: nothing added
+    assert executor.submit(Job(JobKind.RECOVER, run.key)) is None  # the same work as the start
+    assert executor.pending == 1
+
+
+@pytest.mark.postgres
+def test_a_job_that_keeps_failing_fails_its_run_with_the_reason(engine_ws, monkeypatch):
+    def broken(ws, job):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(engine, "perform", broken)
+    run = request_run(engine_ws, "drill-script", DRILL, requester="officer.wu")
+    engine.executor_for(engine_ws.settings).submit(Job(JobKind.START, run.key))
+    stop = threading.Event()
+    config = engine.WorkerConfig(concurrency=1, retries=1)
+    worker = threading.Thread(
+        target=engine.work, args=(engine_ws.settings, ScriptedModelProvider(), config),
+        kwargs={"stop": stop, "install_signal_handlers": False}, daemon=True,
+    )  # fmt: skip
+    worker.start()
+    try:
+
+        def failed():
+            with transaction(engine_ws.engine) as s:
+                r = s.get(Run, run.key)
+                return r if r.status == "failed" else None
+
+        run_row = _until(failed, timeout=30)
+        assert run_row.error == "its job failed 2 times: RuntimeError: the disk is full"
+        _until(lambda: _jobs(engine_ws.settings.database_url)[0]["status"] == "failed", timeout=10)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert not worker.is_alive()
+
+
+def _stall(url: str, attempts: int) -> None:
+    """Make the queue's one job look taken by a worker that stopped an hour ago."""
+    with psycopg.connect(postgres_conninfo(url), autocommit=True) as conn:
+        dead = conn.execute(
+            "INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour') RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s, attempts = %s WHERE task_name = 'dew:perform'",
+            (dead, attempts),
+        )
+
+
+def _sweep(ws: Workspace, retries: int = 4) -> dict[str, int]:
+    async def go():
+        app = engine.make_app(ws.settings)
+        async with app.open_async():
+            return await engine.sweep(app, ws.settings, engine.WorkerConfig(retries=retries), lambda: ws)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.postgres
+def test_the_sweep_retries_a_dead_workers_job_then_gives_up(engine_ws):
+    url = engine_ws.settings.database_url
+    run = request_run(engine_ws, "drill-script", DRILL, requester="officer.wu")
+    engine.executor_for(engine_ws.settings).submit(Job(JobKind.START, run.key))
+    _stall(url, attempts=0)
+    assert _sweep(engine_ws) == {"retried": 1, "failed": 0, "adopted": 0}
+    assert _jobs(url)[0]["status"] == "todo"  # back in the queue, for any worker
+    _stall(url, attempts=4)  # its workers died four times already: the fifth death ends it
+    assert _sweep(engine_ws) == {"retried": 0, "failed": 1, "adopted": 0}
+    assert _jobs(url)[0]["status"] == "failed"
+    with transaction(engine_ws.engine) as s:
+        failed = s.get(Run, run.key)
+    assert failed.status == "failed" and failed.error == "the workers executing it stopped 5 times"
+
+
+@pytest.mark.postgres
+def test_the_sweep_gives_a_job_to_a_run_left_without_one(engine_ws):
+    from datetime import timedelta
+
+    from dew.guardians.models import utcnow
+
+    url = engine_ws.settings.database_url
+    run = request_run(engine_ws, "drill-script", DRILL, requester="officer.wu")  # recorded; its process "died"
+    assert engine.orphans(engine_ws) == []  # too recent: its process may still be deferring it
+    with transaction(engine_ws.engine) as s:
+        s.execute(update(Run).where(Run.id == run.key).values(updated_at=utcnow() - timedelta(minutes=10)))
+    assert engine.orphans(engine_ws) == [run.key]
+    assert _sweep(engine_ws) == {"retried": 0, "failed": 0, "adopted": 1}
+    assert [(j["args"]["kind"], j["status"]) for j in _jobs(url)] == [("recover", "todo")]
+    assert engine.orphans(engine_ws) == []  # it has a job now
+    assert _sweep(engine_ws)["adopted"] == 0
+
+
+@pytest.mark.postgres
+def test_servers_share_the_database_when_workers_execute(engine_ws):
+    from fastapi.testclient import TestClient
+
+    from dew.guardians.desk.app import DeskConfig, create_app
+
+    config = DeskConfig(exclusive=True, tick_seconds=3600, checkpoint_seconds=None)
+    with (
+        TestClient(create_app(engine_ws.settings, config, provider=ScriptedModelProvider())) as one,
+        TestClient(create_app(engine_ws.settings, config, provider=ScriptedModelProvider())) as two,
+    ):
+        for client in (one, two):  # no `dew worker` yet: ready says so
+            ready = client.get("/api/v1/ready")
+            assert ready.status_code == 503 and ready.json()["problems"] == ["workers: not running"]
