@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .endpoints import LOCAL, EndpointClass, classify
 from .errors import LLMError, LLMNotConfigured
+from .limits import admitted
 from .spec import LLMSpec
 
 if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most commands never call a model
@@ -173,11 +174,25 @@ class EnvModelProvider:
 
 
 def call(model, messages: list[BaseMessage], where: str, provenance: dict):
-    """Call the model once (the client itself retries transport errors); return its message."""
+    """Call the model once (the client itself retries transport errors); return its message. The
+    call waits its turn within the endpoint's limits (limits.py) first."""
+    characters = sum(len(str(m.content)) for m in messages)
+    max_tokens = int((provenance.get("parameters") or {}).get("max_tokens") or 0)
     try:
-        return model.invoke(messages)
-    except Exception as e:  # the client raises many types: connection, timeout, HTTP status, parse
-        raise LLMError(f"{where}: the model endpoint {provenance.get('endpoint')} failed: {_describe(e)}") from e
+        with admitted(provenance.get("endpoint"), characters, max_tokens) as used:
+            try:
+                reply = model.invoke(messages)
+            except Exception as e:  # the client raises many types: connection, timeout, HTTP status, parse
+                raise LLMError(
+                    f"{where}: the model endpoint {provenance.get('endpoint')} failed: {_describe(e)}"
+                ) from e
+            usage = getattr(reply, "usage_metadata", None) or {}
+            used[0] = usage.get("total_tokens")
+            return reply
+    except LLMError as e:
+        if e.message.startswith(f"{where}: "):
+            raise
+        raise LLMError(f"{where}: {e.message}") from e
 
 
 def invoke(model: BaseChatModel, messages: list[BaseMessage], where: str, provenance: dict) -> str:

@@ -416,6 +416,11 @@ class Scenario(_Strict):
         default_factory=list, description="Roster ids who may decide when the guardian cannot."
     )
     risk: Literal["low", "medium", "high"] = Field(description="Risk level shown with every work item.")
+    priority: Literal["urgent", "normal", "batch"] = Field(
+        default="normal",
+        description="Which runs workers take first when runs wait for them (the distributed engine): urgent "
+        "(a hotline case), normal, batch (a screen of hundreds).",
+    )
     signoff: list[SignoffStage] = Field(
         default_factory=list,
         description="Sign-offs needed, in order, before the guardian's own (which is always the last). Any "

@@ -37,6 +37,7 @@ from dew.guardians.errors import InvalidState
 from .db import transaction
 from .execution import Job, JobKind, perform
 from .models import Release, Run, RunStatus, utcnow
+from .throttle import forget_old_usage
 
 if TYPE_CHECKING:
     from procrastinate import App, JobContext
@@ -130,9 +131,11 @@ class EngineExecutor:
         # START and RECOVER of one run are the same work: one may wait at a time. Decisions wait
         # one per item. All jobs of a run share one lock, so they never execute at once.
         waiting = f"item-{job.item_id}" if job.kind == JobKind.DECISION else f"run-{job.run_id}"
+        priority = job.priority if job.priority is not None else self._count("SELECT priority FROM runs WHERE id = %s",
+                                                                             job.run_id)  # fmt: skip
         try:
             job_id = self.app.configure_task(
-                TASK, lock=f"run-{job.run_id}", queueing_lock=waiting, queue=QUEUE, priority=job.priority
+                TASK, lock=f"run-{job.run_id}", queueing_lock=waiting, queue=QUEUE, priority=priority
             ).defer(kind=job.kind.value, run_id=job.run_id, item_id=job.item_id)
         except AlreadyEnqueued:
             return None
@@ -174,6 +177,7 @@ class EngineExecutor:
         )
 
     def _count(self, query: str, arg: Any) -> int:
+        """The one number a query returns (0 when it returns no row)."""
         with self.app.connector.get_sync_connector().pool.connection() as conn:  # type: ignore[attr-defined]
             row = conn.execute(query, (arg,)).fetchone()
         return int(row[0]) if row else 0
@@ -312,6 +316,7 @@ async def sweep(
     # Finished jobs are kept a day (a waiting `dew run` reads its job's status), then dropped: the
     # audit trail, not the queue, is the record of what was done.
     await manager.delete_old_jobs(nb_hours=24, queue=QUEUE, include_failed=True)
+    await asyncio.to_thread(forget_old_usage, settings)
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=config.stalled_after):
         if job.task_name == TASK and job.attempts >= config.retries:
             await manager.finish_job(job, status=Status.FAILED, delete_job=False)
@@ -398,6 +403,12 @@ def work(
         else None
     )
     _process = _Process(settings, provider, config)
+    from dew.agents import limits
+
+    from .throttle import DbGate
+
+    gate = DbGate(settings, max_connections=config.concurrency + 2)
+    local_gate = limits.install(gate)  # endpoint limits hold across every worker on the database
 
     async def main() -> None:
         from procrastinate.worker import Worker
@@ -427,6 +438,8 @@ def work(
     try:
         asyncio.run(main())
     finally:
+        limits.install(local_gate)
+        gate.close()
         _process.close()
         _process = None
 

@@ -38,7 +38,7 @@ class Job:
     kind: JobKind
     run_id: int
     item_id: int | None = None
-    priority: int = 0  # higher first, where the engine orders jobs (procrastinate does)
+    priority: int | None = None  # higher first where the engine orders jobs; None: the run's own
 
 
 class Executor(Protocol):

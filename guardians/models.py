@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -123,8 +123,12 @@ class Run(_Keyed, SQLModel, table=True):
     # trail keeps their hashes, and `retention.cleared` events name every cleared run.
     cleared_at: datetime | None = None
     attempts: int = 1
+    priority: int = 0  # higher first when runs wait for workers: the scenario's, or the request's (a batch)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+PRIORITIES = {"urgent": 10, "normal": 0, "batch": -10}
 
 
 class WorkItem(_Keyed, SQLModel, table=True):
@@ -402,3 +406,16 @@ class WorkspaceSetting(SQLModel, table=True):
     value: Any = Field(sa_column=Column(JSON, nullable=False))
     changed_by: str
     changed_at: datetime = Field(default_factory=utcnow)
+
+
+class EndpointUsage(SQLModel, table=True):
+    """Requests and tokens sent to a rate-limited model endpoint in one window of time, counted
+    across every worker on the database (throttle.py)."""
+
+    __tablename__ = "endpoint_usage"
+    endpoint: str = Field(primary_key=True, max_length=255)
+    window_start: int = Field(
+        sa_column=Column(BigInteger, primary_key=True)
+    )  # seconds since the epoch, by the database's clock
+    requests: int = 0
+    tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))

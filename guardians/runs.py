@@ -26,6 +26,7 @@ from .db import lock_row, locked, must_get, transaction
 from .delegation import active_for
 from .identity import person_id
 from .models import (
+    PRIORITIES,
     Action,
     AuthMethod,
     Decision,
@@ -88,8 +89,10 @@ def request_run(
     parent_run_id: int | None = None,
     origin: dict | None = None,
     method: str = AuthMethod.DECLARED,
+    priority: str | None = None,
 ) -> Run:
     """Record a requested run, `queued` for whoever executes runs (this process or a worker).
+    `priority` (urgent, normal, batch) overrides the scenario's: a batch of runs asks for `batch`.
 
     Everything that can be refused is refused here, before anything is queued: the scenario, the
     inputs, the roster, and (in a workspace with users) a requester who has not signed in. A
@@ -139,6 +142,7 @@ def request_run(
             inputs=values,
             parent_run_id=parent_run_id,
             status=RunStatus.QUEUED,
+            priority=PRIORITIES[priority or loaded.spec.priority],
         )
         s.add(run)
         s.flush()

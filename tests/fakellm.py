@@ -28,6 +28,10 @@ class FakeOpenAI:
         self.script: deque = deque()  # queued actions, each used once before falling back to `reply`
         self.requests: list[dict] = []
         self.latency = 0.0  # seconds every reply takes (a model call in flight, to be cut off)
+        self.in_flight = 0  # requests being answered now, and the most there ever were at once
+        self.max_in_flight = 0
+        self.arrivals: list[float] = []  # when each request arrived (time.time())
+        self._flight = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -76,6 +80,17 @@ class FakeOpenAI:
                 self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
+                with fake._flight:
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                    fake.arrivals.append(time.time())
+                try:
+                    self._answer()
+                finally:
+                    with fake._flight:
+                        fake.in_flight -= 1
+
+            def _answer(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 fake.requests.append(body)

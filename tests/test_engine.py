@@ -308,3 +308,36 @@ def test_servers_share_the_database_when_workers_execute(engine_ws):
         for client in (one, two):  # no `dew worker` yet: ready says so
             ready = client.get("/api/v1/ready")
             assert ready.status_code == 503 and ready.json()["problems"] == ["workers: not running"]
+
+
+@pytest.mark.postgres
+def test_workers_take_urgent_runs_first_and_batches_last(engine_ws, monkeypatch):
+    order: list[str] = []
+    real = engine.perform
+
+    def noting(ws, job):
+        order.append(ws.stored_scenario(ws_run(ws, job.run_id).scenario_sha256).id)
+        return real(ws, job)
+
+    monkeypatch.setattr(engine, "perform", noting)
+    executor = engine.executor_for(engine_ws.settings)
+    for scenario in ("investment-screener", "drill-script", "hotline-intake"):  # batch, normal, urgent
+        run = request_run(engine_ws, scenario, _example(engine_ws, scenario), requester="officer.wu")
+        executor.submit(Job(JobKind.START, run.key))
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=engine.work, args=(engine_ws.settings, ScriptedModelProvider(), engine.WorkerConfig(concurrency=1)),
+        kwargs={"stop": stop, "install_signal_handlers": False}, daemon=True,
+    )  # fmt: skip
+    worker.start()
+    try:
+        _until(lambda: len(order) == 3, timeout=60)
+    finally:
+        stop.set()
+        worker.join(30)
+    assert order == ["hotline-intake", "drill-script", "investment-screener"]
+
+
+def ws_run(ws: Workspace, run_id: int) -> Run:
+    with transaction(ws.engine) as s:
+        return s.get(Run, run_id)

@@ -72,6 +72,13 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         pool: WorkerPool | EngineExecutor
         if remote_workers:
             pool = executor_for(settings)
+            from dew.agents import limits
+            from dew.guardians.throttle import DbGate
+
+            # The front desk's model calls count against the same endpoint limits as the workers'.
+            gate = DbGate(settings, max_connections=4)
+            held.callback(gate.close)
+            held.callback(limits.install, limits.install(gate))
         else:
             pool = WorkerPool(settings, model_provider, workers=config.workers)
             pool.start()

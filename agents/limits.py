@@ -1,0 +1,199 @@
+"""How much a model endpoint may be asked: calls at once, requests and tokens per minute.
+
+A model endpoint is shared by every run of every worker: an office's vLLM serves eight requests at
+once, a public API allows so many requests and tokens a minute. The administrator says so with
+`DEW_LLM_LIMITS`, entries separated by `;`, each an endpoint (`host` or `host:port`) and its limits:
+
+    DEW_LLM_LIMITS="10.0.0.5:8000 concurrency=8 tpm=400000; api.deepseek.com rpm=60 tpm=100000"
+
+Every model call passes through the process's `Gate` (`llm.call`): it waits for a free slot and
+for room in the minute's budget — back-pressure, not an error — then tells the gate how many
+tokens the reply really used. The gate is in-process by default; a `dew worker` installs one that
+holds across every worker on the database (`guardians/throttle.py`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from .errors import LLMError, LLMNotConfigured
+
+LIMITS_ENV = "DEW_LLM_LIMITS"
+WAIT_ENV = "DEW_LLM_QUEUE_TIMEOUT"
+DEFAULT_WAIT = 600.0  # seconds a call may wait for its endpoint before its run fails (retryable)
+WINDOW = 60.0  # seconds: requests and tokens are counted per minute
+KEYS = ("concurrency", "rpm", "tpm")
+
+
+@dataclass(frozen=True)
+class Limit:
+    endpoint: str  # host or host:port, as declared
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+
+    @property
+    def rated(self) -> bool:
+        return self.rpm is not None or self.tpm is not None
+
+
+def parse(text: str | None) -> list[Limit]:
+    """The administrator's limits; a mistake is refused naming the entry and what is wrong."""
+    limits = []
+    for raw in (text or "").split(";"):
+        words = raw.split()
+        if not words:
+            continue
+        endpoint, values = words[0].lower().rstrip("."), {}
+        if "=" in endpoint or "/" in endpoint:
+            raise LLMNotConfigured(f"{LIMITS_ENV}: '{raw.strip()}' must start with an endpoint (host or host:port)")
+        for word in words[1:]:
+            key, _, value = word.partition("=")
+            if key not in KEYS:
+                raise LLMNotConfigured(f"{LIMITS_ENV}: '{raw.strip()}': '{key}' is not a limit ({', '.join(KEYS)})")
+            if not value.isdigit() or int(value) < 1:
+                raise LLMNotConfigured(
+                    f"{LIMITS_ENV}: '{raw.strip()}': {key} takes a whole number above 0, not '{value}'"
+                )
+            values[key] = int(value)
+        if not values:
+            raise LLMNotConfigured(f"{LIMITS_ENV}: '{raw.strip()}' names no limit ({', '.join(KEYS)})")
+        limits.append(Limit(endpoint, **values))
+    return limits
+
+
+def limit_for(base_url: str | None, env: Mapping[str, str] | None = None) -> Limit | None:
+    """The limits of the endpoint a call goes to: `host:port` first, then `host`."""
+    env = os.environ if env is None else env
+    declared = parse(env.get(LIMITS_ENV))
+    if not declared or not base_url:
+        return None
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").rstrip(".")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    for key in (f"{host}:{port}", host):
+        for limit in declared:
+            if limit.endpoint == key:
+                return limit
+    return None
+
+
+def wait_limit(env: Mapping[str, str] | None = None) -> float:
+    env = os.environ if env is None else env
+    value = env.get(WAIT_ENV)
+    try:
+        return float(value) if value else DEFAULT_WAIT
+    except ValueError:
+        raise LLMNotConfigured(f"{WAIT_ENV} must be a number of seconds, not '{value}'") from None
+
+
+def estimate(characters: int, max_tokens: int) -> int:
+    """Tokens a call may use before it is made: the prompt at about two characters a token (Chinese
+    is nearer one; English nearer four), plus all the reply may take. Corrected after the call."""
+    return characters // 2 + max_tokens
+
+
+class Gate(Protocol):
+    """Admits model calls to their endpoint within its limits."""
+
+    def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket: ...
+
+    def done(self, ticket: Ticket, used_tokens: int | None) -> None: ...
+
+
+@dataclass
+class Ticket:
+    limit: Limit
+    tokens: int  # the estimate counted on admission
+    window: float | None = None  # which minute it was counted in
+    slot: object = None  # what holds its place among the concurrent calls
+
+
+class LocalGate:
+    """Limits within this process: a semaphore per endpoint and a count per minute."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._busy: dict[str, int] = {}
+        self._used: dict[tuple[str, float], list[int]] = {}  # (endpoint, minute) -> [requests, tokens]
+
+    def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket:
+        ticket = Ticket(limit, tokens)
+        with self._lock:
+            while True:
+                now = time.time()
+                window = now - now % WINDOW
+                used = self._used.setdefault((limit.endpoint, window), [0, 0])
+                room = (limit.rpm is None or used[0] + 1 <= limit.rpm) and (
+                    limit.tpm is None or used[1] == 0 or used[1] + tokens <= limit.tpm
+                )
+                free = limit.concurrency is None or self._busy.get(limit.endpoint, 0) < limit.concurrency
+                if room and free:
+                    used[0] += 1
+                    used[1] += tokens
+                    self._busy[limit.endpoint] = self._busy.get(limit.endpoint, 0) + 1
+                    ticket.window = window
+                    for key in [k for k in self._used if k[1] < window]:  # forget past minutes
+                        del self._used[key]
+                    return ticket
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise waited_too_long(limit)
+                # A slot frees with a notify; a new minute comes by the clock.
+                self._lock.wait(min(left, 0.5 if free else window + WINDOW - now))
+
+    def done(self, ticket: Ticket, used_tokens: int | None) -> None:
+        with self._lock:
+            self._busy[ticket.limit.endpoint] -= 1
+            used = self._used.get((ticket.limit.endpoint, ticket.window or 0.0))
+            if used is not None and used_tokens is not None:
+                used[1] += used_tokens - ticket.tokens
+            self._lock.notify_all()
+
+
+def waited_too_long(limit: Limit) -> LLMError:
+    return LLMError(
+        f"the model endpoint {limit.endpoint} stayed at its limits ({describe(limit)}) longer than "
+        f"{WAIT_ENV} allows; nothing was sent"
+    )
+
+
+def describe(limit: Limit) -> str:
+    return ", ".join(f"{k} {getattr(limit, k)}" for k in KEYS if getattr(limit, k) is not None)
+
+
+_gate: Gate = LocalGate()
+
+
+def install(gate: Gate) -> Gate:
+    """Make `gate` the process's gate (a worker's holds across workers); returns the one before."""
+    global _gate
+    before, _gate = _gate, gate
+    return before
+
+
+@contextmanager
+def admitted(base_url: str | None, characters: int, max_tokens: int) -> Iterator[list[int | None]]:
+    """Hold a place for one model call within its endpoint's limits. The caller puts the tokens
+    the reply used into the yielded list, so the minute's count is corrected."""
+    limit = limit_for(base_url)
+    used: list[int | None] = [None]
+    if limit is None:
+        yield used
+        return
+    gate = _gate
+    ticket = gate.admit(limit, estimate(characters, max_tokens), time.monotonic() + wait_limit())
+    try:
+        yield used
+    finally:
+        gate.done(ticket, used[0])

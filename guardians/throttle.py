@@ -1,0 +1,158 @@
+"""Model endpoint limits that hold across every worker on a PostgreSQL database.
+
+`agents/limits.py` says what the limits are and admits calls within one process. A `dew worker`
+(and a server on the distributed engine) installs `DbGate` instead, so that eight calls at once
+means eight across all machines:
+
+- **calls at once**: a call holds one of the endpoint's N advisory locks (`pg_try_advisory_lock`)
+  on a connection of its own while it is in flight. A worker that dies loses its connection, and
+  PostgreSQL releases its locks: a killed worker never keeps a slot.
+- **requests and tokens per minute**: one row per endpoint and minute (`endpoint_usage`), by the
+  database's clock. A call is counted by a conditional upsert that succeeds only if it stays
+  within the limits; otherwise it waits for the next minute. Tokens are counted on admission as an
+  estimate (prompt plus the most the reply may take) and corrected by what the reply used.
+
+Waiting is back-pressure: a call waits for its turn (up to `DEW_LLM_QUEUE_TIMEOUT`, 600 s) and
+only then fails its run, which stays retryable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import time
+from typing import TYPE_CHECKING
+
+from dew.agents.limits import WINDOW, Limit, Ticket, waited_too_long
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+
+    from .workspace import Settings
+
+log = logging.getLogger("dew.throttle")
+
+_COUNT = """
+INSERT INTO endpoint_usage (endpoint, window_start, requests, tokens)
+VALUES (%(endpoint)s, floor(extract(epoch FROM clock_timestamp()) / %(window)s)::bigint * %(window)s, 1, %(tokens)s)
+ON CONFLICT (endpoint, window_start) DO UPDATE
+   SET requests = endpoint_usage.requests + 1, tokens = endpoint_usage.tokens + EXCLUDED.tokens
+ WHERE (%(rpm)s::integer IS NULL OR endpoint_usage.requests + 1 <= %(rpm)s::integer)
+   AND (%(tpm)s::bigint IS NULL OR endpoint_usage.tokens + EXCLUDED.tokens <= %(tpm)s::bigint)
+RETURNING window_start
+"""
+_NEXT_WINDOW = "SELECT (%(window)s - mod(extract(epoch FROM clock_timestamp())::numeric, %(window)s))::float8"
+
+
+def _key(endpoint: str) -> int:
+    """The first half of the endpoint's advisory locks (the second is the slot number)."""
+    return int.from_bytes(hashlib.sha256(f"dew-endpoint:{endpoint}".encode()).digest()[:4], "big", signed=True)
+
+
+class DbGate:
+    def __init__(self, settings: Settings, *, max_connections: int = 16, window: float = WINDOW):
+        from psycopg_pool import ConnectionPool
+
+        from dew.agents.checkpoints import postgres_conninfo
+
+        self.window = window
+        self.pool = ConnectionPool(
+            postgres_conninfo(settings.database_url),
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True},
+            open=True,
+            name="dew-throttle",
+        )
+
+    def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket:
+        ticket = Ticket(limit, tokens)
+        waited_since = time.monotonic()
+        if limit.concurrency is not None:
+            ticket.slot = self._slot(limit, deadline)
+        try:
+            if limit.rated:
+                ticket.window = self._count(limit, tokens, deadline)
+        except BaseException:
+            self._free(ticket)
+            raise
+        waited = time.monotonic() - waited_since
+        if waited > 1.0:
+            log.info("waited for the endpoint", extra={"endpoint": limit.endpoint, "seconds": round(waited, 1)})
+        return ticket
+
+    def done(self, ticket: Ticket, used_tokens: int | None) -> None:
+        try:
+            if ticket.window is not None and used_tokens is not None and used_tokens != ticket.tokens:
+                with self.pool.connection() as conn:
+                    conn.execute(
+                        "UPDATE endpoint_usage SET tokens = tokens + %s WHERE endpoint = %s AND window_start = %s",
+                        (used_tokens - ticket.tokens, ticket.limit.endpoint, int(ticket.window)),
+                    )
+        finally:
+            self._free(ticket)
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- calls at once ------------------------------------------------------------------------------
+    def _slot(self, limit: Limit, deadline: float) -> tuple[Connection, int, int]:
+        assert limit.concurrency is not None
+        key = _key(limit.endpoint)
+        pause = 0.02
+        while True:
+            conn = self.pool.getconn()
+            try:
+                for slot in random.sample(range(limit.concurrency), limit.concurrency):
+                    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key, slot)).fetchone()
+                    if row and row[0]:
+                        return conn, key, slot
+            except BaseException:
+                self.pool.putconn(conn)
+                raise
+            self.pool.putconn(conn)
+            if time.monotonic() + pause > deadline:
+                raise waited_too_long(limit)
+            time.sleep(pause * random.uniform(0.5, 1.5))
+            pause = min(pause * 1.5, 0.5)
+
+    def _free(self, ticket: Ticket) -> None:
+        if ticket.slot is None:
+            return
+        held: tuple[Connection, int, int] = ticket.slot  # type: ignore[assignment]
+        conn, key, slot = held
+        ticket.slot = None
+        try:
+            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
+        finally:
+            self.pool.putconn(conn)
+
+    # -- requests and tokens per minute ---------------------------------------------------------------
+    def _count(self, limit: Limit, tokens: int, deadline: float) -> float:
+        args = {"endpoint": limit.endpoint, "window": int(self.window), "tokens": tokens, "rpm": limit.rpm,
+                "tpm": limit.tpm}  # fmt: skip
+        while True:
+            with self.pool.connection() as conn:
+                row = conn.execute(_COUNT, args).fetchone()
+                if row is not None:
+                    return float(row[0])
+                left = conn.execute(_NEXT_WINDOW, args).fetchone()
+            wait = float(left[0] if left else self.window) + random.uniform(0.0, 0.3)  # not all at the same instant
+            if time.monotonic() + wait > deadline:
+                raise waited_too_long(limit)
+            time.sleep(wait)
+
+
+def forget_old_usage(settings: Settings, keep_seconds: int = 3600) -> int:
+    """Drop the counts of windows long past (the sweep calls this)."""
+    from psycopg import Connection
+
+    from dew.agents.checkpoints import postgres_conninfo
+
+    with Connection.connect(postgres_conninfo(settings.database_url), autocommit=True) as conn:
+        done = conn.execute(
+            "DELETE FROM endpoint_usage WHERE window_start < extract(epoch FROM clock_timestamp()) - %s",
+            (keep_seconds,),
+        )
+        return done.rowcount
