@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -133,6 +134,56 @@ def report(r: RunResult, as_json: bool) -> None:
     raise_if_failed(r)
 
 
+def run_batch(ws, scenario: str, path: Path, shared: dict, requester: str, concurrency: int, as_json: bool) -> None:
+    """Check every row, request a run per row, and follow them to their queues with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from dew.guardians import batch
+    from dew.guardians.engine import distributed, executor_for
+    from dew.guardians.pool import WorkerPool
+
+    rows = batch.read_rows(path)
+    batch.check_rows(ws, scenario, rows, shared, path)
+    remote_workers = distributed(ws.settings)
+    executor: Any = executor_for(ws.settings) if remote_workers else WorkerPool(ws.settings, ws.provider,
+                                                                                workers=concurrency)  # fmt: skip
+    if not remote_workers:
+        executor.start()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=err_console, disable=not err_console.is_terminal) as bar:
+            asked = bar.add_task(f"{scenario}: requesting", total=len(rows))
+            started = batch.start(ws, scenario, rows, shared, requester=requester, executor=executor,
+                                  on_request=lambda n: bar.update(asked, completed=n))  # fmt: skip
+            done = bar.add_task(f"{scenario}: drafting", total=len(rows))
+            settled = batch.watch(ws, started, lambda n, _: bar.update(done, completed=n))
+    finally:
+        if not remote_workers:
+            executor.stop()
+    runs = batch.summary(ws, started)
+    failed = [r for r in runs if r["status"] == "failed"]
+    if as_json:
+        print_json({"scenario": scenario, "runs": runs, "counts": dict(settled)})
+    else:
+        console.print(f"{len(runs)} runs of {scenario} from {path.name}:")
+        table = Table()
+        table.add_column("status")
+        table.add_column("runs", justify="right")
+        for status, n in sorted(settled.items()):
+            table.add_row(styled(status), str(n))
+        console.print(table)
+        waiting = Counter(r["guardian"] for r in runs if r["status"] == "awaiting_decision")
+        for guardian, n in sorted(waiting.items()):
+            console.print(f"{n} drafts wait for {guardian}: dew inbox --as {guardian}")
+        for r in failed[:10]:
+            err_console.print(f"run {r['run_id']} failed: {safe(r['error'] or '')}")
+    if failed:
+        raise RunFailed(
+            f"{len(failed)} of {len(runs)} runs failed; nothing of theirs was queued or released; "
+            f"retry each with: dew retry RUN"
+        )
+
+
 def raise_if_failed(r: RunResult) -> None:
     if r.run.status == "failed":
         if debugging() and r.run.error_detail:  # the cause, for whoever repairs it
@@ -159,15 +210,31 @@ def register(app: typer.Typer) -> None:
         example: Annotated[
             str | None, typer.Option("--example", help="Use the scenario's sample inputs of this name (or 'first').")
         ] = None,
+        inputs_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--inputs-file",
+                help="A batch: one run per row of a CSV (a header names the inputs) or JSON Lines file; "
+                "--input values are shared by every row.",
+            ),
+        ] = None,
+        concurrency: Annotated[
+            int,
+            typer.Option(
+                "--concurrency", min=1, max=64, help="A batch without `dew worker`s: runs drafted at once here."
+            ),
+        ] = 4,
         actor: AsOption = None,
         as_json: JsonOption = False,
     ):
-        """Start a run: the agent drafts, and the draft waits in its guardian's queue."""
+        """Start a run (or a batch of runs): the agent drafts, and the draft waits in its guardian's queue."""
         from dew.guardians.runs import start_run
 
         from . import remote
 
         login = remote.current()
+        if inputs_file is not None and login is not None:
+            raise InputInvalid("a batch (--inputs-file) runs on the workspace, not through a server: dew logout first")
         if login is not None:  # signed in to a server: the run is requested there, as that person
             client = remote.Client(login)
             values = {}
@@ -198,6 +265,8 @@ def register(app: typer.Typer) -> None:
                 )
             values.update(chosen[0].inputs)
         values.update(parse_inputs(inputs or [], input_file))
+        if inputs_file is not None:
+            return run_batch(ws, scenario, inputs_file, values, default_requester(actor), concurrency, as_json)
         with progress_line(ws, f"{scenario} drafting"):
             result = start_run(ws, scenario, values, requester=default_requester(actor))
         report(result, as_json)
