@@ -53,6 +53,14 @@ class FakeOpenAI:
     def hang(self, seconds: float, times: int = 1) -> None:
         self.script.extend([("hang", seconds)] * times)
 
+    def raw(self, body: str, status: int = 200, times: int = 1) -> None:
+        """Answer with this body as it is (malformed JSON, no choices, ...)."""
+        self.script.extend([("raw", status, body)] * times)
+
+    def cut(self, times: int = 1) -> None:
+        """Start a reply and hang up half-way through its body."""
+        self.script.extend([("cut",)] * times)
+
     def say(self, *texts: str) -> None:
         self.script.extend(("text", t) for t in texts)
 
@@ -101,6 +109,19 @@ class FakeOpenAI:
                     return self._send(
                         action[1], {"error": {"message": f"scripted {action[1]}", "type": "server_error"}}
                     )
+                if action and action[0] == "raw":
+                    return self._send(action[1], action[2])
+                if action and action[0] == "cut":
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "4000")
+                    self.end_headers()
+                    self.wfile.write(
+                        b'{"id": "chatcmpl-cut", "object": "chat.completion", "choices": [{"index": 0, "mess'
+                    )
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return None
                 if action and action[0] == "hang":
                     time.sleep(action[1])
                 messages = body.get("messages", [])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 from langchain_core.messages import HumanMessage
+from sqlmodel import select
 
 from dew.agents.errors import LLMError
 from dew.agents.llm import EnvModelProvider, invoke, settings_from_env
 from dew.agents.spec import LLMSpec
+from dew.guardians import audit
+from dew.guardians.db import transaction
 from dew.guardians.flow import retry_run
 from dew.guardians.runs import start_run
 
@@ -99,3 +103,48 @@ def test_an_outage_fails_the_run_and_retry_finishes_it_over_http(make_workspace,
     again = retry_run(ws, r.run.id, actor="alice")
     assert again.item is not None and again.item.provenance[0]["endpoint"] == fake_llm.url
     assert again.item.provenance[0]["model"] == "deepseek-chat"
+
+
+# Every fault an endpoint can produce fails the run with a reason and leaves nothing queued or
+# released; transport faults are retried within DEW_LLM_MAX_RETRIES first; a retry of the run, once
+# the endpoint is well again, finishes it.
+NO_CONTENT = json.dumps({
+    "id": "x", "object": "chat.completion", "created": 1, "model": "m",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}],
+})  # fmt: skip
+FAULTS = {
+    "refused connection": None,  # nothing listens: see the fixture below
+    "server error": lambda f: f.fail(502, times=2),
+    "time-out": lambda f: f.hang(3, times=2),
+    "malformed JSON": lambda f: f.raw('{"id": "x", "choices": [', times=2),
+    "not JSON at all": lambda f: f.raw("<html>Bad gateway</html>", times=2),
+    "no choices": lambda f: f.raw('{"id": "x", "object": "chat.completion", "choices": []}', times=2),
+    "no content": lambda f: f.raw(NO_CONTENT, times=6),  # the step asks again for a usable reply, then stops
+    "cut off mid-reply": lambda f: f.cut(times=2),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_a_model_fault_fails_the_run_with_its_reason_and_releases_nothing(make_workspace, fake_llm, fault):
+    from dew.guardians.models import Release, WorkItem
+
+    url = fake_llm.url
+    if fault == "refused connection":
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    else:
+        FAULTS[fault](fake_llm)
+    env = {"DEW_LLM_BASE_URL": url, "DEW_LLM_MODEL": "fake", "DEW_LLM_MAX_RETRIES": "1", "DEW_LLM_TIMEOUT": "1"}
+    ws = make_workspace(provider=EnvModelProvider(env=env))
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    assert r.run.status == "failed" and r.item is None, fault
+    assert r.run.error and "step 'injects'" in r.run.error, r.run.error
+    with transaction(ws.engine) as s:
+        assert s.exec(select(WorkItem)).all() == [] and s.exec(select(Release)).all() == []
+        assert [e.kind for e in audit.events(s)][-1] == "run.failed"
+    if fault != "refused connection":
+        assert len(fake_llm.requests) <= 2 * 3  # the client's retries, and the step's own, are bounded
+        fake_llm.script.clear()
+        again = retry_run(ws, r.run.id, actor="alice")
+        assert again.run.status == "awaiting_decision" and again.item is not None
