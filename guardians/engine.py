@@ -55,7 +55,6 @@ TASK = "dew:perform"
 SWEEP_CRON = "* * * * * */10"  # every 10 seconds (croniter, procrastinate's cron, reads seconds last)
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats
 STALLED_AFTER = 30.0  # a worker silent this long is taken for dead, and its jobs are retried
-ORPHAN_AFTER_SECONDS = 120  # a live run untouched this long, with no job, was left by a stopped process
 SCHEMA_LOCK = 74657704  # advisory lock keys: 74657701 migrations, 74657702 checkpoints, 74657703 serve
 
 
@@ -240,6 +239,12 @@ class WorkerConfig:
     heartbeat: float = HEARTBEAT
     name: str | None = None
 
+    @property
+    def orphan_after(self) -> float:
+        """How long a live run may sit without a job before the sweep gives it one: twice as long as a
+        worker may stay silent (a process records a run and defers its job within milliseconds)."""
+        return max(2 * self.stalled_after, 10.0)
+
 
 @dataclass
 class _Process:
@@ -328,22 +333,22 @@ async def sweep(
             await manager.retry_job(job)
             retried += 1
         log.warning("stalled job", extra={"job_id": job.id, "task": job.task_name, "attempts": job.attempts + 1})
-    for run_id in await asyncio.to_thread(orphans, workspace()):
+    for run_id in await asyncio.to_thread(orphans, workspace(), config.orphan_after):
         if await asyncio.to_thread(executor_for(settings).submit, Job(JobKind.RECOVER, run_id)) is not None:
             adopted += 1
             log.warning("run without a job", extra={"run_id": run_id})
     return {"retried": retried, "failed": failed, "adopted": adopted}
 
 
-def orphans(ws: Workspace) -> list[int]:
-    """Live runs (queued, running, approved and not released) untouched for a while, with no job
-    waiting or being executed for them: a process recorded them and stopped before deferring."""
+def orphans(ws: Workspace, after: float = 60.0) -> list[int]:
+    """Live runs (queued, running, approved and not released) untouched for `after` seconds, with
+    no job waiting or being executed for them: a process recorded them and stopped before deferring."""
     with transaction(ws.engine) as s:
         rows = s.exec(
             select(col(Run.id))
             .where(
                 col(Run.status).in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED]),
-                col(Run.updated_at) < utcnow() - _seconds(ORPHAN_AFTER_SECONDS),
+                col(Run.updated_at) < utcnow() - _seconds(after),
                 ~col(Run.id).in_(select(Release.run_id)),
             )
             .order_by(col(Run.id))

@@ -37,11 +37,12 @@ def scenarios_dir(tmp_path) -> Path:
     return target
 
 
-def _postgres_database():
-    """Create a throw-away database; yield its URL; drop it. Skip clearly when no server answers."""
+def postgres_admin():
+    """A connection to the PostgreSQL server for the PostgreSQL half; skip clearly when none answers
+    (fail instead under DEW_REQUIRE_POSTGRES)."""
     psycopg = pytest.importorskip("psycopg")
     try:
-        admin = psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as e:
         if os.environ.get("DEW_REQUIRE_POSTGRES"):
             pytest.fail(f"DEW_REQUIRE_POSTGRES is set but no server answers at {POSTGRES_ADMIN_URL}: {e}")
@@ -49,6 +50,11 @@ def _postgres_database():
             f"PostgreSQL half skipped: no server answers at {POSTGRES_ADMIN_URL} "
             f"(set DEW_TEST_POSTGRES_URL): {str(e).strip().splitlines()[0]}"
         )
+
+
+def _postgres_database():
+    """Create a throw-away database; yield its URL; drop it. Skip clearly when no server answers."""
+    admin = postgres_admin()
     name = f"dew_test_{uuid.uuid4().hex[:12]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     try:
