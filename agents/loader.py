@@ -132,8 +132,59 @@ def load_file(path: str | Path) -> LoadedScenario:
     except FileNotFoundError:
         raise ScenarioNotFound(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ScenarioInvalid(str(path), [f"{path}: cannot read: {e}"]) from None
+        raise ScenarioInvalid(str(path), [f"{path}:1: (file): cannot read: {e}"]) from None
     return load_text(text, str(path))
+
+
+_KEY = re.compile(r"""(- +)?([^\s#'"\[\]{}&*!|>%@`-][^:#]*?|'[^']*'|"[^"]*")\s*:(\s|$)""")
+
+
+_BLOCK = re.compile(r"\s*[|>][-+0-9]*\s*(#.*)?$")
+
+
+def field_at(lines: list[str], line: int) -> str:
+    """The field a line belongs to, read from indentation alone: for YAML that does not parse,
+    where there is no data to follow (`steps[2].role`). `(file)` when no field encloses it."""
+    parts: list[str] = []
+    limit = None  # the indentation of the innermost field found so far
+    for i in range(min(line, len(lines)) - 1, -1, -1):
+        raw = lines[i].replace("\t", " ")
+        text = raw.lstrip(" ")
+        if not text or text.startswith("#"):
+            continue
+        indent = len(raw) - len(text)
+        if limit is not None and indent >= limit:
+            continue
+        m = _KEY.match(text)
+        item = text.startswith("- ") or text == "-"
+        if m and _BLOCK.match(text[m.end() :]):
+            parts.clear()  # what was collected so far is the text of a `key: |` block, not fields
+        if m and (not item or i == line - 1):  # the key of an item's own line, or a field
+            parts.append(m.group(2).strip("'\""))
+        if item:
+            parts.append(f"[{_index(lines, i, indent)}]")
+        elif not m:
+            continue
+        limit = indent + (len(m.group(1)) if (m and m.group(1) and not item) else 0)
+    path = ""
+    for p in reversed(parts):
+        path += p if p.startswith("[") or not path else f".{p}"
+    return path or "(file)"
+
+
+def _index(lines: list[str], at: int, indent: int) -> int:
+    """Which item of its list the `- ` at line `at` starts: the items before it at its indentation."""
+    n = 0
+    for raw in reversed(lines[:at]):
+        text = raw.lstrip(" ")
+        if not text or text.startswith("#"):
+            continue
+        ind = len(raw) - len(text)
+        if ind < indent:
+            break
+        if ind == indent and (text.startswith("- ") or text == "-"):
+            n += 1
+    return n
 
 
 def load_text(text: str, source: str) -> LoadedScenario:
@@ -141,13 +192,16 @@ def load_text(text: str, source: str) -> LoadedScenario:
         data, lines = parse_yaml(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ScenarioInvalid(source, [f"{source}:{line}: invalid YAML: {e.problem or e}"]) from None
+        lines_of_text = text.splitlines()
+        # The end of the stream is one past the last line: name the last line instead.
+        line = min(mark.line + 1, max(1, len(lines_of_text))) if mark else 1
+        field = field_at(lines_of_text, line)
+        raise ScenarioInvalid(source, [f"{source}:{line}: {field}: invalid YAML: {e.problem or e}"]) from None
     except yaml.YAMLError as e:
-        raise ScenarioInvalid(source, [f"{source}:1: invalid YAML: {e}"]) from None
+        raise ScenarioInvalid(source, [f"{source}:1: (file): invalid YAML: {e}"]) from None
     if not isinstance(data, dict):
         raise ScenarioInvalid(
-            source, [f"{source}:1: a scenario must be a mapping of fields, not {type(data).__name__}"]
+            source, [f"{source}:1: (file): a scenario must be a mapping of fields, not {type(data).__name__}"]
         )
     try:
         spec = Scenario.model_validate(data)

@@ -355,7 +355,7 @@ def test_one_bad_file_in_the_folder_does_not_stop_the_others(dew, scenarios_dir)
     assert again.exit_code == 0, again.stderr
     listing = dew("scenarios", "list", "--json")
     assert listing.exit_code == 0 and len(json.loads(listing.stdout)) == 7
-    assert "bomb.yaml:4: invalid YAML: aliases (*a) are not allowed" in listing.stderr
+    assert "bomb.yaml:4: b: invalid YAML: aliases (*a) are not allowed" in listing.stderr
     wanted = dew("run", "bomb", "--as", "alice")
     assert wanted.exit_code == 1 and "no scenario 'bomb' loaded" in wanted.stderr and "bomb.yaml:4:" in wanted.stderr
     assert dew("scenarios", "check", str(scenarios_dir)).exit_code == 1

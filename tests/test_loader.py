@@ -141,7 +141,7 @@ def test_load_file_reports_a_missing_file(tmp_path):
         ),
         (
             ("risk: low\n", "risk: low\nrisk: high\n"),
-            "memo.yaml:8: invalid YAML: duplicate key 'risk' (first given on line 7)",
+            "memo.yaml:8: risk: invalid YAML: duplicate key 'risk' (first given on line 7)",
         ),
         (
             ("risk: low\n", "risk: low\nrelease: {filename: '{{ steps.draft }}'}\n"),
@@ -203,3 +203,18 @@ def test_values_yaml_cannot_build_and_deep_nesting_name_their_line():
     assert p.startswith("memo.yaml:21:") and "nested deeper than 50 levels" in p
     [p] = problems(GOOD.replace("risk: low", "risk: !!python/object:os.system ls"))
     assert p.startswith("memo.yaml:7:") and "invalid YAML" in p
+
+
+def test_yaml_that_does_not_parse_still_names_the_field_from_indentation():
+    from dew.agents.loader import field_at
+
+    lines = (SCENARIOS / "drill-script.yaml").read_text(encoding="utf-8").splitlines()
+    at = {n + 1: line for n, line in enumerate(lines)}
+    steps = [n for n, line in at.items() if line.startswith("  - id:")]
+    assert [field_at(lines, n) for n in steps] == [f"steps[{i}].id" for i in range(len(steps))]
+    assert [field_at(lines, n + 1) for n in steps] == [f"steps[{i}].kind" for i in range(len(steps))]
+    role = next(n for n, line in at.items() if line.strip() == "role: >")
+    assert field_at(lines, role + 1) == "steps[0].role"  # text inside a block is the block's field
+    assert field_at(lines, 1) == "(file)"  # a comment before any field
+    [p] = problems(GOOD.replace("risk: low", "risk: low\n  oops: [1"))
+    assert p.startswith("memo.yaml:") and ": risk" in p.split("invalid YAML")[0]
