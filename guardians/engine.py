@@ -119,8 +119,6 @@ class EngineExecutor:
         prepare(settings)
         self.settings = settings
         self.app = make_app(settings).open()
-        self._submitted = 0
-        self._lock = threading.Lock()
 
     def submit(self, job: Job) -> int | None:
         """Defer a job; its id, or None when the same job is already waiting (nothing is lost: the
@@ -138,8 +136,6 @@ class EngineExecutor:
             ).defer(kind=job.kind.value, run_id=job.run_id, item_id=job.item_id)
         except AlreadyEnqueued:
             return None
-        with self._lock:
-            self._submitted += 1
         return job_id
 
     def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.1) -> str:
@@ -183,8 +179,11 @@ class EngineExecutor:
 
     @property
     def completed(self) -> int:
-        with self._lock:
-            return self._submitted
+        """Jobs finished (succeeded or failed) that the queue still keeps (a day's worth)."""
+        return self._count(
+            "SELECT count(*) FROM procrastinate_jobs WHERE queue_name = %s AND status IN ('succeeded', 'failed')",
+            QUEUE,
+        )
 
     def stop(self, timeout: float = 30.0) -> bool:
         self.app.close()
@@ -211,6 +210,12 @@ def carry_out(ws: Workspace, job: Job, timeout: float | None = None) -> RunResul
 
     executor = executor_for(ws.settings)
     job_id = executor.submit(job)
+    if not executor.alive:  # recorded and queued: say so rather than wait for nobody
+        what = f"the decision on work item {job.item_id}" if job.kind == JobKind.DECISION else f"run {job.run_id}"
+        raise InvalidState(
+            f"no `dew worker` is running on {ws.settings.database_label}: {what} is recorded and waits in the "
+            "queue until one starts (dew worker)"
+        )
     if job_id is None:  # the same work is already waiting: wait for the run instead
         _wait_for_run(ws, job.run_id, timeout)
     else:

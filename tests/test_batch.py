@@ -102,6 +102,7 @@ def test_a_batch_goes_to_the_workers_at_batch_priority(dew, tmp_path):
         try:
             workers.start("--concurrency", "4")
             workers.start("--concurrency", "4")
+            workers.ready(url)
             result = dew("run", "drill-script", "--inputs-file", _drills(tmp_path, 8), "--as", "officer.wu", "--json")
         finally:
             workers.stop()

@@ -84,6 +84,10 @@ class Workers:
         self.procs.append(proc)
         return proc
 
+    def ready(self, url: str, timeout: float = 60.0) -> None:
+        """Wait until every worker started has registered with the queue (sent its first heartbeat)."""
+        _until(lambda: _count_workers(url) >= len(self.procs), timeout=timeout)
+
     def stop(self) -> None:
         for p in self.procs:
             if p.poll() is None:
@@ -114,6 +118,14 @@ def _jobs(url: str) -> list[dict]:
         ).fetchall()
 
 
+def _count_workers(url: str) -> int:
+    try:
+        with psycopg.connect(postgres_conninfo(url)) as conn:
+            return conn.execute("SELECT count(*) FROM procrastinate_workers").fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        return 0
+
+
 def _until(what, timeout: float = 60.0, every: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,6 +140,7 @@ def _until(what, timeout: float = 60.0, every: float = 0.2):
 def test_workers_execute_runs_and_decisions_for_the_cli(engine_dew, workers, pg_url):
     workers.start("--concurrency", "2")
     workers.start("--concurrency", "2")
+    workers.ready(pg_url)
     started = engine_dew("run", "drill-script", "--example", "first", "--as", "officer.wu", "--json")
     assert started.exit_code == 0, started.output
     run = json.loads(started.stdout)
@@ -341,3 +354,13 @@ def test_workers_take_urgent_runs_first_and_batches_last(engine_ws, monkeypatch)
 def ws_run(ws: Workspace, run_id: int) -> Run:
     with transaction(ws.engine) as s:
         return s.get(Run, run_id)
+
+
+@pytest.mark.postgres
+def test_without_a_worker_the_cli_says_the_run_waits_in_the_queue(engine_dew):
+    result = engine_dew("run", "drill-script", "--example", "first", "--as", "officer.wu")
+    assert result.exit_code == 4
+    assert "no `dew worker` is running on" in result.stderr
+    assert "run 1 is recorded and waits in the queue until one starts (dew worker)" in result.stderr
+    listing = json.loads(engine_dew("runs", "--json").stdout)
+    assert [(r["run_id"], r["status"]) for r in listing] == [(1, "queued")]

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from dew.agents.checks import visible
 from dew.agents.errors import InputInvalid, RunFailed
-from dew.guardians.errors import DeliveryIncomplete
+from dew.guardians.errors import DeliveryIncomplete, InvalidState
 
 from .common import (
     AsOption,
@@ -155,6 +155,11 @@ def run_batch(ws, scenario: str, path: Path, shared: dict, requester: str, concu
             asked = bar.add_task(f"{scenario}: requesting", total=len(rows))
             started = batch.start(ws, scenario, rows, shared, requester=requester, executor=executor,
                                   on_request=lambda n: bar.update(asked, completed=n))  # fmt: skip
+            if not executor.alive:  # recorded and queued: say so rather than wait for nobody
+                raise InvalidState(
+                    f"no `dew worker` is running on {ws.settings.database_label}: the {len(rows)} runs are recorded "
+                    "and wait in the queue until one starts (dew worker)"
+                )
             done = bar.add_task(f"{scenario}: drafting", total=len(rows))
             settled = batch.watch(ws, started, lambda n, _: bar.update(done, completed=n))
     finally:

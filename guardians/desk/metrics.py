@@ -143,13 +143,18 @@ def _families(ops: Operations | None, state, *, up: bool) -> Iterator[Metric]:
     yield from (runs, pending, overdue, oldest, notifications, decisions, paused, signoffs, releases, recalls, events)
 
     pool = getattr(state, "executor", None) if state is not None else None
-    yield _gauge("dew_workers", "Worker threads that execute runs.", value=pool.size if pool else None)
-    yield _gauge("dew_workers_alive", "1 if every worker thread is running.", value=int(pool.alive) if pool else None)
+    yield _gauge("dew_workers", "Workers that execute runs: the server's threads, or live `dew worker` processes.",
+                 value=pool.size if pool else None)  # fmt: skip
+    yield _gauge("dew_workers_alive", "1 if the workers are running (with the engine: at least one `dew worker`).",
+                 value=int(pool.alive) if pool else None)  # fmt: skip
     yield _gauge(
         "dew_jobs_pending", "Jobs submitted to the workers and not finished (running or waiting).",
         value=pool.pending if pool else None,
     )  # fmt: skip
-    done = CounterMetricFamily("dew_jobs_completed", "Jobs the workers finished (done or failed) since start.")
+    done = CounterMetricFamily(
+        "dew_jobs_completed",
+        "Jobs the workers finished (done or failed): since the server started, or (the engine) those the queue keeps.",
+    )
     if pool:
         done.add_metric([], pool.completed)
     yield done
