@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlmodel import Session, SQLModel, create_engine
 
 from dew.guardians.errors import NotFound, StorageError
@@ -119,8 +119,20 @@ def locked(session: Session, model: type[Row], key: Any) -> Row:
     return must_get(session, model, key, lock=True)
 
 
+HEAD = "0009"  # the newest migration (tests/storage/test_conformance.py checks it against alembic's head)
+
+
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the newest migration. Safe to call from many processes at once."""
+    """Bring the schema to the newest migration. Safe to call from many processes at once.
+    A database already at the newest is recognised by one query, without loading alembic
+    (a fifth of a second each command would otherwise pay)."""
+    try:
+        with engine.connect() as conn:
+            conn.info[READING] = True  # a look, not a write: no write lock on SQLite
+            if conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD:
+                return
+    except DBAPIError:
+        pass  # no version table yet: a new database
     from alembic import command
     from alembic.config import Config
 

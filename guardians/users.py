@@ -11,6 +11,7 @@ its database (that first user must be an admin, so the workspace is never left w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -51,12 +52,15 @@ def password_matches(stored: str | None, password: str) -> bool:
 
 # Verifying against this when the account does not exist keeps the time a wrong name takes the
 # same as a wrong password's, so timing does not tell which accounts exist.
-_DUMMY_HASH = _hasher.hash("dew-no-such-account")
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check unknown names against (made on first use: 0.1 s that most commands never need)."""
+    return _hasher.hash("dew-no-such-account")
 
 
 def check_password(user: User | None, password: str) -> bool:
     if user is None or not user.password_hash:
-        password_matches(_DUMMY_HASH, password)
+        password_matches(_dummy_hash(), password)
         return False
     return password_matches(user.password_hash, password)
 

@@ -38,6 +38,12 @@ def _head() -> str:
 HEAD = _head()
 
 
+def test_the_fast_upgrade_check_knows_the_newest_migration():
+    import dew.guardians.db
+
+    assert dew.guardians.db.HEAD == HEAD  # else every command would reload alembic, or skip a migration
+
+
 def test_migrations_build_exactly_the_model_schema_and_rerun_safely(make_workspace, database_url):
     ws = make_workspace(database_url)
     upgrade(ws.engine)  # a second upgrade is a no-op
