@@ -136,7 +136,8 @@ def load_file(path: str | Path) -> LoadedScenario:
     return load_text(text, str(path))
 
 
-_KEY = re.compile(r"""(- +)?([^\s#'"\[\]{}&*!|>%@`-][^:#]*?|'[^']*'|"[^"]*")\s*:(\s|$)""")
+# Possessive: a long line without a colon is rejected in linear time, not by backtracking.
+_KEY = re.compile(r"""(- +)?([^\s#'"\[\]{}&*!|>%@`-][^:#]*+|'[^']*'|"[^"]*"):(\s|$)""")
 
 
 _BLOCK = re.compile(r"\s*[|>][-+0-9]*\s*(#.*)?$")
@@ -160,7 +161,7 @@ def field_at(lines: list[str], line: int) -> str:
         if m and _BLOCK.match(text[m.end() :]):
             parts.clear()  # what was collected so far is the text of a `key: |` block, not fields
         if m and (not item or i == line - 1):  # the key of an item's own line, or a field
-            parts.append(m.group(2).strip("'\""))
+            parts.append(m.group(2).strip().strip("'\""))
         if item:
             parts.append(f"[{_index(lines, i, indent)}]")
         elif not m:

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import text
+from sqlalchemy import and_, text
 from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
@@ -36,7 +38,7 @@ from dew.guardians.errors import InvalidState
 
 from .db import transaction
 from .execution import Job, JobKind, perform
-from .models import Release, Run, RunStatus, utcnow
+from .models import Release, Run, RunStatus, ScenarioState, utcnow
 from .throttle import forget_old_usage
 
 if TYPE_CHECKING:
@@ -56,6 +58,9 @@ SWEEP_CRON = "* * * * * */10"  # every 10 seconds (croniter, procrastinate's cro
 HEARTBEAT = 5.0  # seconds between a worker's heartbeats
 STALLED_AFTER = 30.0  # a worker silent this long is taken for dead, and its jobs are retried
 SCHEMA_LOCK = 74657704  # advisory lock keys: 74657701 migrations, 74657702 checkpoints, 74657703 serve
+RUN_LOCK = 74657705  # with the run's id: held by the worker executing the run, for as long as it does
+SWEEP_PRIORITY = 1000
+SCHEMA_FUNCTION = "procrastinate_fetch_job_v2"  # in the schema of the procrastinate version dew pins
 
 
 def check(settings: Settings) -> None:
@@ -106,6 +111,13 @@ def prepare(settings: Settings) -> None:
             if not (row and row[0]):
                 conn.execute(SchemaManager.get_schema())
                 log.info("procrastinate schema created", extra={"database": settings.database_label})
+            current = conn.execute("SELECT to_regproc(%s) IS NOT NULL", (SCHEMA_FUNCTION,)).fetchone()
+            if not (current and current[0]):
+                raise InvalidState(
+                    f"the job queue's tables in {settings.database_label} are from another procrastinate version "
+                    f"(no {SCHEMA_FUNCTION}); apply procrastinate's migrations (procrastinate schema --migrations "
+                    "lists them) before starting dew on this database"
+                )
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
@@ -262,6 +274,7 @@ class _Process:
     local: threading.local = field(default_factory=threading.local)
     opened: list[Workspace] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    locks: Any = None  # a connection pool for the run locks (`holding`)
 
     def workspace(self) -> Workspace:
         ws = getattr(self.local, "ws", None)
@@ -273,11 +286,35 @@ class _Process:
                 self.opened.append(ws)
         return ws
 
+    @contextmanager
+    def holding(self, run_id: int) -> Iterator[None]:
+        """Hold the run's advisory lock while executing it. procrastinate's job lock keeps a second
+        job of a run from starting while the first is `doing`, but a job retried because its worker
+        looked dead (no heartbeat: a stop, a stall, another --stalled-after) is `doing` again on
+        another worker while the first may still be at work. This lock is PostgreSQL's own, on a
+        connection of this worker's: it is released only when the worker lets go of it or dies."""
+        if self.locks is None:
+            yield
+            return
+        with self.locks.connection() as conn:
+            waited = False
+            while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (RUN_LOCK, run_id)).fetchone()[0]:
+                if not waited:
+                    log.warning("run busy on another worker; waiting", extra={"run_id": run_id})
+                    waited = True
+                time.sleep(0.5)
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK, run_id))
+
     def close(self) -> None:
         with self.lock:
             for ws in self.opened:
                 ws.close()
             self.opened.clear()
+        if self.locks is not None:
+            self.locks.close()
 
 
 _process: _Process | None = None
@@ -293,13 +330,16 @@ def _perform_task(context: JobContext, kind: str, run_id: int, item_id: int | No
     proc = _current()
     job = Job(JobKind(kind), run_id, item_id)
     attempt = context.job.attempts
-    if attempt and job.kind == JobKind.START:
-        # A retried start: the first attempt may have taken the run and drafted part of it.
+    if attempt:
+        # A retried job may find its work begun, or done: a start drafted part of the run, a
+        # decision applied (a revision already drafting again). Recovery continues from the last
+        # checkpoint and applies a recorded decision only to the draft it was made on.
         job = Job(JobKind.RECOVER, run_id)
     ws = proc.workspace()
     started = time.monotonic()
     try:
-        result = perform(ws, job)
+        with proc.holding(run_id):
+            result = perform(ws, job)
     except Exception as e:  # not the run's failure (drive records those): storage, a bug
         if attempt >= proc.config.retries:
             give_up(ws, run_id, f"its job failed {attempt + 1} times: {type(e).__name__}: {e}")
@@ -328,15 +368,19 @@ async def sweep(
     await manager.delete_old_jobs(nb_hours=24, queue=QUEUE, include_failed=True)
     await asyncio.to_thread(forget_old_usage, settings)
     for job in await manager.get_stalled_jobs(seconds_since_heartbeat=config.stalled_after):
-        if job.task_name == TASK and job.attempts >= config.retries:
-            await manager.finish_job(job, status=Status.FAILED, delete_job=False)
-            run_id = int(str(job.task_kwargs["run_id"]))
-            await asyncio.to_thread(give_up, workspace(), run_id,
-                                    f"the workers executing it stopped {job.attempts + 1} times")  # fmt: skip
-            failed += 1
-        else:
-            await manager.retry_job(job)
-            retried += 1
+        try:
+            if job.task_name == TASK and job.attempts >= config.retries:
+                await manager.finish_job(job, status=Status.FAILED, delete_job=False)
+                run_id = int(str(job.task_kwargs["run_id"]))
+                await asyncio.to_thread(give_up, workspace(), run_id,
+                                        f"the workers executing it stopped {job.attempts + 1} times")  # fmt: skip
+                failed += 1
+            else:
+                await manager.retry_job(job)
+                retried += 1
+        except Exception:  # another sweep moved it first (it is no longer `doing`): the next job
+            log.info("stalled job already taken care of", extra={"job_id": job.id})
+            continue
         log.warning("stalled job", extra={"job_id": job.id, "task": job.task_name, "attempts": job.attempts + 1})
     for run_id in await asyncio.to_thread(orphans, workspace(), config.orphan_after):
         if await asyncio.to_thread(executor_for(settings).submit, Job(JobKind.RECOVER, run_id)) is not None:
@@ -347,28 +391,27 @@ async def sweep(
 
 def orphans(ws: Workspace, after: float = 60.0) -> list[int]:
     """Live runs (queued, running, approved and not released) untouched for `after` seconds, with
-    no job waiting or being executed for them: a process recorded them and stopped before deferring."""
+    no job waiting or being executed for them: a process recorded them and stopped before deferring.
+    Queued runs of a paused scenario wait for its resumption, which starts them. One statement, so
+    that a job finishing meanwhile cannot make its run look abandoned."""
+    paused = select(ScenarioState.scenario_id).where(col(ScenarioState.paused))
+    no_job = text(
+        "NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.lock = 'run-' || runs.id"
+        " AND j.status IN ('todo', 'doing'))"
+    )
+    query = (
+        select(col(Run.id))
+        .where(
+            col(Run.status).in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED]),
+            col(Run.updated_at) < utcnow() - _seconds(after),
+            ~col(Run.id).in_(select(Release.run_id)),
+            ~and_(col(Run.status) == RunStatus.QUEUED, col(Run.scenario_id).in_(paused)),
+            no_job,
+        )
+        .order_by(col(Run.id))
+    )
     with transaction(ws.engine) as s:
-        rows = s.exec(
-            select(col(Run.id))
-            .where(
-                col(Run.status).in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED]),
-                col(Run.updated_at) < utcnow() - _seconds(after),
-                ~col(Run.id).in_(select(Release.run_id)),
-            )
-            .order_by(col(Run.id))
-        ).all()
-        if not rows:
-            return []
-        held = {
-            r[0]
-            for r in s.connection().execute(
-                text(
-                    "SELECT DISTINCT lock FROM procrastinate_jobs WHERE status IN ('todo', 'doing') AND lock IS NOT NULL"
-                )
-            )
-        }
-    return [run_id for run_id in rows if run_id is not None and f"run-{run_id}" not in held]
+        return [r for r in s.exec(query).all() if r is not None]
 
 
 def _seconds(n: float):
@@ -405,6 +448,13 @@ def work(
     if settings.engine != "procrastinate":
         raise InvalidState("`dew worker` takes runs from the distributed engine: set DEW_ENGINE=procrastinate")
     prepare(settings)
+    from dew.agents import limits
+
+    limits.parse(os.environ.get(limits.LIMITS_ENV))  # a mistake there is refused now, not at every call
+    limits.wait_limit()
+    from .workspace import Workspace
+
+    Workspace(settings, provider, sync_roster=False).close()  # dew's own tables at the newest migration
     app = make_app(settings)
     # Set per worker: the worker that executes a job decides whether it is tried again.
     app.tasks[TASK].retry_strategy = (
@@ -412,10 +462,15 @@ def work(
         if config.retries
         else None
     )
-    _process = _Process(settings, provider, config)
-    from dew.agents import limits
+    from psycopg_pool import ConnectionPool
+
+    from dew.agents.checkpoints import postgres_conninfo
 
     from .throttle import DbGate
+
+    _process = _Process(settings, provider, config)
+    _process.locks = ConnectionPool(postgres_conninfo(settings.database_url), min_size=1,
+                                    max_size=config.concurrency + 1, kwargs={"autocommit": True}, name="dew-run-locks", open=True)  # fmt: skip
 
     gate = DbGate(settings, max_connections=config.concurrency + 2)
     local_gate = limits.install(gate)  # endpoint limits hold across every worker on the database

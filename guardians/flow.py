@@ -60,8 +60,13 @@ def apply_decision(ws: Workspace, item_id: int) -> RunResult:
     with transaction(ws.engine) as s:
         item = must_get(s, WorkItem, item_id)
         decision = s.exec(select(Decision).where(Decision.item_id == item_id)).first()
+        later = s.exec(
+            select(WorkItem).where(WorkItem.run_id == item.run_id, WorkItem.revision > item.revision)
+        ).first()
     if decision is None:
         raise InvalidState(f"work item {item_id} has no decision to apply")
+    if later is not None:  # applied already (a revision drafted since): never to the later draft
+        return RunResult(run=get_run(ws, item.run_id), item=later)
     payload = decision_payload(decision, item.revision)
     result = drive(ws, item.run_id, lambda rt, sc: rt.resume(sc, item.run_id, payload))
     return _deliver(ws, result, actor=decision.actor)

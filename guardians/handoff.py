@@ -9,6 +9,7 @@ scenario) never undoes the release: it is recorded and reported.
 from __future__ import annotations
 
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from sqlmodel import select
@@ -25,6 +26,9 @@ from .runs import RunResult, request_run, start_run
 
 if TYPE_CHECKING:
     from .workspace import Workspace
+
+
+log = logging.getLogger("dew.handoff")
 
 
 def handoff_context(spec: Scenario, run: Run, content: str) -> dict[str, Any]:
@@ -64,7 +68,10 @@ def hand_off(
 
         if distributed(ws.settings):  # a job of its own, for whichever worker is free: never wait on one
             child = request_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id)
-            executor_for(ws.settings).submit(Job(JobKind.START, child.key))
+            try:
+                executor_for(ws.settings).submit(Job(JobKind.START, child.key))
+            except Exception:  # the child is recorded: the workers' sweep gives it its job
+                log.exception("hand-off recorded, its job not deferred", extra={"run_id": child.key})
             return RunResult(run=child), None
         return start_run(ws, h.scenario, inputs, requester=run.requester, parent_run_id=run.id), None
     except AlreadyHandedOff:

@@ -13,7 +13,8 @@ means eight across all machines:
   estimate (prompt plus the most the reply may take) and corrected by what the reply used.
 
 Waiting is back-pressure: a call waits for its turn (up to `DEW_LLM_QUEUE_TIMEOUT`, 600 s) and
-only then fails its run, which stays retryable.
+only then fails its run, which stays retryable. Windows are fixed minutes: a burst at the end of
+one and the start of the next may send up to twice `rpm` within sixty seconds.
 """
 
 from __future__ import annotations
@@ -83,13 +84,17 @@ class DbGate:
         return ticket
 
     def done(self, ticket: Ticket, used_tokens: int | None) -> None:
+        """Correct the minute's tokens and free the slot. The model has answered by now: a fault
+        here is logged, never allowed to turn a good reply into a failed run."""
         try:
             if ticket.window is not None and used_tokens is not None and used_tokens != ticket.tokens:
-                with self.pool.connection() as conn:
+                with self.pool.connection(timeout=10) as conn:
                     conn.execute(
                         "UPDATE endpoint_usage SET tokens = tokens + %s WHERE endpoint = %s AND window_start = %s",
                         (used_tokens - ticket.tokens, ticket.limit.endpoint, int(ticket.window)),
                     )
+        except Exception:  # the count stays at the estimate
+            log.exception("could not correct the endpoint's token count", extra={"endpoint": ticket.limit.endpoint})
         finally:
             self._free(ticket)
 
@@ -102,13 +107,14 @@ class DbGate:
         key = _key(limit.endpoint)
         pause = 0.02
         while True:
-            conn = self.pool.getconn()
+            conn = self._connection(limit, deadline)
             try:
                 for slot in random.sample(range(limit.concurrency), limit.concurrency):
                     row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key, slot)).fetchone()
                     if row and row[0]:
                         return conn, key, slot
             except BaseException:
+                conn.close()  # it may hold a slot it was granted as it was interrupted: not back to the pool
                 self.pool.putconn(conn)
                 raise
             self.pool.putconn(conn)
@@ -116,6 +122,15 @@ class DbGate:
                 raise waited_too_long(limit)
             time.sleep(pause * random.uniform(0.5, 1.5))
             pause = min(pause * 1.5, 0.5)
+
+    def _connection(self, limit: Limit, deadline: float) -> Connection:
+        """A connection of the gate's pool, waited for no longer than the call may wait."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            return self.pool.getconn(timeout=max(0.1, deadline - time.monotonic()))
+        except PoolTimeout:
+            raise waited_too_long(limit) from None
 
     def _free(self, ticket: Ticket) -> None:
         if ticket.slot is None:
@@ -125,6 +140,11 @@ class DbGate:
         ticket.slot = None
         try:
             conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
+        except Exception:  # closing the connection frees the slot as surely
+            log.exception(
+                "could not free an endpoint slot; closing its connection", extra={"endpoint": ticket.limit.endpoint}
+            )
+            conn.close()
         finally:
             self.pool.putconn(conn)
 
@@ -133,11 +153,14 @@ class DbGate:
         args = {"endpoint": limit.endpoint, "window": int(self.window), "tokens": tokens, "rpm": limit.rpm,
                 "tpm": limit.tpm}  # fmt: skip
         while True:
-            with self.pool.connection() as conn:
+            conn = self._connection(limit, deadline)
+            try:
                 row = conn.execute(_COUNT, args).fetchone()
                 if row is not None:
                     return float(row[0])
                 left = conn.execute(_NEXT_WINDOW, args).fetchone()
+            finally:
+                self.pool.putconn(conn)
             wait = float(left[0] if left else self.window) + random.uniform(0.0, 0.3)  # not all at the same instant
             if time.monotonic() + wait > deadline:
                 raise waited_too_long(limit)

@@ -24,6 +24,7 @@ from dew.agents.checkpoints import postgres_conninfo
 from dew.agents.testing import ScriptedModelProvider
 from dew.guardians import engine
 from dew.guardians.db import transaction
+from dew.guardians.errors import InvalidState
 from dew.guardians.execution import Job, JobKind
 from dew.guardians.models import AuditEvent, Run, WorkItem
 from dew.guardians.runs import request_run
@@ -364,3 +365,77 @@ def test_without_a_worker_the_cli_says_the_run_waits_in_the_queue(engine_dew):
     assert "run 1 is recorded and waits in the queue until one starts (dew worker)" in result.stderr
     listing = json.loads(engine_dew("runs", "--json").stdout)
     assert [(r["run_id"], r["status"]) for r in listing] == [(1, "queued")]
+
+
+@pytest.mark.postgres
+def test_a_decision_applied_again_is_not_applied_to_the_next_draft(engine_ws):
+    """A retried decision job (a crash after a revision was drafted) finds it applied already."""
+    from dataclasses import replace
+
+    from dew.guardians.flow import apply_decision, decide
+    from dew.guardians.models import WorkItem
+    from dew.guardians.runs import start_run
+
+    here = Workspace(replace(engine_ws.settings, engine="threads"), ScriptedModelProvider())  # decide in-process
+    try:
+        first = start_run(here, "drill-script", DRILL, requester="officer.wu")
+        again = decide(here, first.item.key, actor="zhao.lei", action="revise", note="more detail")
+        assert again.item is not None and again.item.revision == 1
+        repeated = apply_decision(here, first.item.key)
+        assert repeated.item.key == again.item.key  # nothing drafted a second time
+        with transaction(here.engine) as s:
+            assert len(s.exec(select(WorkItem).where(WorkItem.run_id == first.run.key)).all()) == 2
+    finally:
+        here.close()
+
+
+@pytest.mark.postgres
+def test_queued_runs_of_a_paused_scenario_are_not_adopted(engine_ws):
+    from datetime import timedelta
+
+    from dew.guardians.brake import pause
+    from dew.guardians.models import utcnow
+
+    run = request_run(engine_ws, "drill-script", DRILL, requester="officer.wu")
+    with transaction(engine_ws.engine) as s:
+        s.execute(update(Run).where(Run.id == run.key).values(updated_at=utcnow() - timedelta(minutes=10)))
+    pause(engine_ws, "drill-script", actor="zhao.lei", reason="checking the drafts")
+    assert engine.orphans(engine_ws) == []  # it waits for the resumption, which starts it
+
+
+@pytest.mark.postgres
+def test_a_worker_executing_a_run_holds_it_against_every_other(engine_ws):
+    from psycopg_pool import ConnectionPool
+
+    events: list[str] = []
+    procs = []
+    for _ in range(2):  # two workers' own connection pools
+        p = engine._Process(engine_ws.settings, ScriptedModelProvider(), engine.WorkerConfig())
+        p.locks = ConnectionPool(postgres_conninfo(engine_ws.settings.database_url), min_size=1, max_size=2,
+                                 kwargs={"autocommit": True}, open=True)  # fmt: skip
+        procs.append(p)
+
+    def execute(p, name):
+        with p.holding(42):
+            events.append(f"{name} in")
+            time.sleep(1.0)
+            events.append(f"{name} out")
+
+    first = threading.Thread(target=execute, args=(procs[0], "A"))
+    first.start()
+    _until(lambda: events == ["A in"], timeout=10, every=0.05)
+    second = threading.Thread(target=execute, args=(procs[1], "B"))
+    second.start()
+    first.join(10)
+    second.join(10)
+    for p in procs:
+        p.close()
+    assert events == ["A in", "A out", "B in", "B out"]
+
+
+@pytest.mark.postgres
+def test_a_queue_of_another_procrastinate_version_is_refused_with_the_fix(engine_ws):
+    with psycopg.connect(postgres_conninfo(engine_ws.settings.database_url), autocommit=True) as conn:
+        conn.execute(f"ALTER FUNCTION {engine.SCHEMA_FUNCTION} RENAME TO procrastinate_fetch_job_old")
+    with pytest.raises(InvalidState, match=r"from another procrastinate version .*procrastinate schema --migrations"):
+        engine.prepare(engine_ws.settings)

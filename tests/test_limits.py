@@ -256,3 +256,17 @@ def engine_dew(dew):
         dew.env.update(DEW_DATABASE_URL=url, DEW_ENGINE="procrastinate")
         yield dew
     engine._executors.clear()
+
+
+@pytest.mark.postgres
+def test_a_gate_out_of_connections_waits_its_turn_then_refuses_cleanly(pg_settings):
+    gate = DbGate(pg_settings, max_connections=1)
+    limit = Limit("llm.internal:8000", concurrency=8)
+    try:
+        held = gate.admit(limit, 10, time.monotonic() + 5)  # the pool's only connection, in flight
+        with pytest.raises(LLMError, match="stayed at its limits"):
+            gate.admit(limit, 10, time.monotonic() + 0.5)
+        gate.done(held, 12)
+        gate.done(gate.admit(limit, 10, time.monotonic() + 5), None)  # free again
+    finally:
+        gate.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager, nullcontext
@@ -63,6 +64,10 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         from dew.guardians.workspace import Workspace
 
         model_provider = provider or EnvModelProvider()
+        from dew.agents import limits
+
+        limits.parse(os.environ.get(limits.LIMITS_ENV))  # a mistake there is refused at start, not at every call
+        limits.wait_limit()
         held = ExitStack()
         # With the distributed engine, `dew worker` processes execute runs and any number of servers
         # may share the database; otherwise this server's threads do, and it must be the only one.
@@ -72,11 +77,10 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         pool: WorkerPool | EngineExecutor
         if remote_workers:
             pool = executor_for(settings)
-            from dew.agents import limits
             from dew.guardians.throttle import DbGate
 
             # The front desk's model calls count against the same endpoint limits as the workers'.
-            gate = DbGate(settings, max_connections=4)
+            gate = DbGate(settings, max_connections=16)
             held.callback(gate.close)
             held.callback(limits.install, limits.install(gate))
         else:
