@@ -320,8 +320,10 @@ def _check(url: str, home: Path, env: dict[str, str], accepted: list[int], decid
     verify = subprocess.run([_dew(), "audit", "verify", "--json"], env=env, capture_output=True, text=True)
     if verify.returncode != 0:
         problems.append(f"dew audit verify: {verify.stdout.strip() or verify.stderr.strip()}")
+    failures = Counter((r[3] or "")[:160] for r in runs.values() if r[2] == "failed")
     return {
-        "runs": len(runs), "accepted": len(accepted), "statuses": dict(statuses), "releases": len(releases),
+        "runs": len(runs), "accepted": len(accepted), "statuses": dict(statuses), "failures": dict(failures),
+        "releases": len(releases),
         "handoffs": sum(children.values()), "decisions": dict(Counter(decided.values())),
         "audit_verify": "ok" if verify.returncode == 0 else "FAILED", "problems": problems,
     }  # fmt: skip
