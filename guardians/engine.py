@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, text
@@ -403,7 +404,7 @@ def orphans(ws: Workspace, after: float = 60.0) -> list[int]:
         select(col(Run.id))
         .where(
             col(Run.status).in_([RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED]),
-            col(Run.updated_at) < utcnow() - _seconds(after),
+            col(Run.updated_at) < utcnow() - timedelta(seconds=after),
             ~col(Run.id).in_(select(Release.run_id)),
             ~and_(col(Run.status) == RunStatus.QUEUED, col(Run.scenario_id).in_(paused)),
             no_job,
@@ -412,12 +413,6 @@ def orphans(ws: Workspace, after: float = 60.0) -> list[int]:
     )
     with transaction(ws.engine) as s:
         return [r for r in s.exec(query).all() if r is not None]
-
-
-def _seconds(n: float):
-    from datetime import timedelta
-
-    return timedelta(seconds=n)
 
 
 def give_up(ws: Workspace, run_id: int, reason: str) -> None:
@@ -507,7 +502,3 @@ def work(
         gate.close()
         _process.close()
         _process = None
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    return {"engine": settings.engine, "database": settings.database_label, "queue": QUEUE}
