@@ -169,9 +169,12 @@ def crash(admin_url: str, runs: int, workers: int, seed: int = 1, keep: bool = F
         base = f"http://127.0.0.1:{port}"
         client = httpx.Client(base_url=base, timeout=30)
 
-        def call(method: str, path: str, who: str, **kw: Any) -> httpx.Response | None:
+        def call(
+            method: str, path: str, who: str, extra: dict[str, str] | None = None, **kw: Any
+        ) -> httpx.Response | None:
+            headers = {"Authorization": f"Bearer {tokens[who]}", **(extra or {})}
             try:
-                return client.request(method, path, headers={"Authorization": f"Bearer {tokens[who]}"}, **kw)
+                return client.request(method, path, headers=headers, **kw)
             except httpx.HTTPError:  # the server is down (killed): the caller tries again
                 return None
 
@@ -199,13 +202,13 @@ def crash(admin_url: str, runs: int, workers: int, seed: int = 1, keep: bool = F
         chaos = threading.Thread(target=killer, daemon=True)
         chaos.start()
         deadline = time.monotonic() + 120 + runs * 6
-        # Requests: every one until the API accepts it (a lost answer may mean a duplicate run: the
-        # checks below cover every run in the database, not only the ones acknowledged).
+        # Requests: every one until the API accepts it, with the same Idempotency-Key each time.
         for i in range(runs):
             scenario = SCENARIOS[i % 2]
             body = {"scenario": scenario, "inputs": hotline if scenario == "hotline-intake" else drill}
+            key = f"crash-{seed}-{i}"  # asked again after a lost answer, the request finds its run
             while True:
-                r = call("POST", "/api/v1/runs", "alice", json=body)
+                r = call("POST", "/api/v1/runs", "alice", json=body, extra={"Idempotency-Key": key})
                 if r is not None and r.status_code == 202:
                     accepted.append(r.json()["run_id"])
                     break
@@ -295,6 +298,9 @@ def _check(url: str, home: Path, env: dict[str, str], accepted: list[int], decid
     for run_id in accepted:
         if run_id not in runs:
             problems.append(f"run {run_id} was accepted and is not in the database")
+    requested = [r for r in runs.values() if r[4] is None]
+    if len(requested) != len(set(accepted)):
+        problems.append(f"{len(requested)} runs requested for {len(set(accepted))} requests: a request ran twice")
     statuses = Counter(r[2] for r in runs.values())
     for run_id, scenario, status, error, _ in runs.values():
         if status in ("queued", "running", "approved"):

@@ -108,6 +108,9 @@ class _Keyed:
 
 class Run(_Keyed, SQLModel, table=True):
     __tablename__ = "runs"
+    # A client's own key for a request (the API's Idempotency-Key): asking again with it, after an
+    # answer was lost, finds the run it started instead of starting another.
+    __table_args__ = (UniqueConstraint("requester", "request_key", name="uq_runs_requester_request_key"),)
     id: int | None = Field(default=None, primary_key=True)
     scenario_id: str = Field(index=True)
     scenario_sha256: str = Field(foreign_key="scenario_versions.sha256")
@@ -124,6 +127,7 @@ class Run(_Keyed, SQLModel, table=True):
     cleared_at: datetime | None = None
     attempts: int = 1
     priority: int = 0  # higher first when runs wait for workers: the scenario's, or the request's (a batch)
+    request_key: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

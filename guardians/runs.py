@@ -90,9 +90,12 @@ def request_run(
     origin: dict | None = None,
     method: str = AuthMethod.DECLARED,
     priority: str | None = None,
+    request_key: str | None = None,
 ) -> Run:
     """Record a requested run, `queued` for whoever executes runs (this process or a worker).
     `priority` (urgent, normal, batch) overrides the scenario's: a batch of runs asks for `batch`.
+    `request_key` is the client's own key for the request: the same request asked again with it
+    (its answer was lost) returns the run it started; another request with it is refused.
 
     Everything that can be refused is refused here, before anything is queued: the scenario, the
     inputs, the roster, and (in a workspace with users) a requester who has not signed in. A
@@ -135,6 +138,8 @@ def request_run(
                     ),
                     actor=requester,
                 )
+        if request_key is not None and (earlier := _requested(s, requester, request_key)) is not None:
+            return _same_request(earlier, loaded.id, values, request_key)
         run = Run(
             scenario_id=loaded.id,
             scenario_sha256=loaded.sha256,
@@ -143,9 +148,17 @@ def request_run(
             parent_run_id=parent_run_id,
             status=RunStatus.QUEUED,
             priority=PRIORITIES[priority or loaded.spec.priority],
+            request_key=request_key,
         )
-        s.add(run)
-        s.flush()
+        try:
+            with s.begin_nested():
+                s.add(run)
+                s.flush()
+        except IntegrityError:  # the same key, asked twice at once: the other request recorded it
+            earlier = _requested(s, requester, request_key) if request_key is not None else None
+            if earlier is None:
+                raise
+            return _same_request(earlier, loaded.id, values, request_key or "")
         run_id = run.key
         if parent_run_id is not None:
             audit.emit(s, audit.HandedOff(to_scenario=loaded.id, to_run=run_id), actor="dew", run_id=parent_run_id)
@@ -164,6 +177,19 @@ def request_run(
             run_id=run_id,
         )
     return run
+
+
+def _requested(session, requester: str, key: str) -> Run | None:
+    return session.exec(select(Run).where(Run.requester == requester, Run.request_key == key)).first()
+
+
+def _same_request(earlier: Run, scenario_id: str, values: dict, key: str) -> Run:
+    if earlier.scenario_id != scenario_id or earlier.inputs != values:
+        raise InvalidState(
+            f"the request key '{key}' was given before for another request (run {earlier.id}); "
+            "use a new key for each request"
+        )
+    return earlier
 
 
 def execute_start(ws: Workspace, run_id: int) -> RunResult:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -131,11 +131,24 @@ class RunRequest(BaseModel):
 
 
 @router.post("/runs", tags=["runs"], status_code=202)
-def start(body: RunRequest, request: Request, caller: CallerDep) -> dict[str, Any]:
+def start(
+    body: RunRequest,
+    request: Request,
+    caller: CallerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            max_length=200,
+            description="Your key for this request: asking again with it (an answer that "
+            "was lost) returns the run it started instead of starting another.",
+        ),
+    ] = None,
+) -> dict[str, Any]:
     """Start a run. It is queued at once and executed in the background; poll `GET /runs/{id}`."""
     p = caller.principal
-    run = request_run(_ws(request), body.scenario, body.inputs, requester=p.id, method=p.method)
-    _submit(request, Job(JobKind.START, run.key))
+    run = request_run(_ws(request), body.scenario, body.inputs, requester=p.id, method=p.method,
+                      request_key=idempotency_key or None)  # fmt: skip
+    _submit(request, Job(JobKind.START, run.key))  # a repeated request's job is absorbed by the one waiting
     return {"run_id": run.id, "status": run.status, "scenario": run.scenario_id}
 
 

@@ -228,3 +228,26 @@ def test_a_browser_session_must_send_its_csrf_token_to_the_api(desk):
     assert desk.client.get("/api/v1/me").json()["auth_method"] == "password"
     refused = desk.client.post("/api/v1/runs", json={"scenario": "drill-script", "inputs": {}})
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "csrf_refused"
+
+
+def test_a_request_asked_again_with_its_key_finds_the_run_it_started(desk):
+    """A client whose answer was lost (a server killed mid-request) asks again with the same
+    Idempotency-Key: the same run, not a second one; the key with another request is refused."""
+    body = {"scenario": "drill-script", "inputs": {"facility_type": "warehouse", "hazard": "fire",
+                                                   "participants": "Shift team"}}  # fmt: skip
+    auth = {"Authorization": f"Bearer {desk.tokens['alice']}", "Idempotency-Key": "req-7f3a"}
+    first = desk.client.post("/api/v1/runs", json=body, headers=auth)
+    again = desk.client.post("/api/v1/runs", json=body, headers=auth)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["run_id"] == again.json()["run_id"]
+    other = desk.client.post("/api/v1/runs", json={**body, "inputs": {**body["inputs"], "hazard": "flood"}},
+                             headers=auth)  # fmt: skip
+    assert other.status_code == 409
+    assert "the request key 'req-7f3a' was given before for another request" in other.json()["error"]["message"]
+    desk.wait()
+    assert len(desk.get("alice", "/api/v1/runs").json()) == 1
+    # Keys are the requester's own: another requester's same key is another request.
+    bob = {"Authorization": f"Bearer {desk.tokens['bob']}", "Idempotency-Key": "req-7f3a"}
+    theirs = desk.client.post("/api/v1/runs", json=body, headers=bob)
+    assert theirs.status_code == 202 and theirs.json()["run_id"] != first.json()["run_id"]
+    desk.wait()
