@@ -89,7 +89,8 @@ def make_app(settings: Settings) -> App:
 
     bp = Blueprint()
     bp.task(name="perform", queue=QUEUE, pass_context=True)(_perform_task)
-    bp.periodic(cron=SWEEP_CRON, periodic_id="sweep")(
+    # The sweep goes before any backlog: it is what frees the runs of a dead worker.
+    bp.periodic(cron=SWEEP_CRON, periodic_id="sweep", priority=SWEEP_PRIORITY)(
         bp.task(name="sweep", queue=QUEUE, pass_context=True)(_sweep_task)
     )
     app = App(connector=PsycopgConnector(conninfo=postgres_conninfo(settings.database_url)))

@@ -26,7 +26,7 @@ from dew.guardians import engine
 from dew.guardians.db import transaction
 from dew.guardians.errors import InvalidState
 from dew.guardians.execution import Job, JobKind
-from dew.guardians.models import AuditEvent, Run, WorkItem
+from dew.guardians.models import PRIORITIES, AuditEvent, Run, WorkItem
 from dew.guardians.runs import request_run
 from dew.guardians.workspace import Settings, Workspace
 
@@ -439,3 +439,10 @@ def test_a_queue_of_another_procrastinate_version_is_refused_with_the_fix(engine
         conn.execute(f"ALTER FUNCTION {engine.SCHEMA_FUNCTION} RENAME TO procrastinate_fetch_job_old")
     with pytest.raises(InvalidState, match=r"from another procrastinate version .*procrastinate schema --migrations"):
         engine.prepare(engine_ws.settings)
+
+
+@pytest.mark.postgres
+def test_the_sweep_is_deferred_before_any_backlog(engine_ws):
+    app = engine.make_app(engine_ws.settings)
+    [periodic] = [t for t in app.periodic_registry.periodic_tasks.values() if t.task.name == "dew:sweep"]
+    assert periodic.configure_kwargs["priority"] == engine.SWEEP_PRIORITY > max(PRIORITIES.values())
