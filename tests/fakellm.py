@@ -30,7 +30,6 @@ class FakeOpenAI:
         self.latency = 0.0  # seconds every reply takes (a model call in flight, to be cut off)
         self.in_flight = 0  # requests being answered now, and the most there ever were at once
         self.max_in_flight = 0
-        self.arrivals: list[float] = []  # when each request arrived (time.time())
         self._flight = threading.Lock()
         self._server = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -91,7 +90,6 @@ class FakeOpenAI:
                 with fake._flight:
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-                    fake.arrivals.append(time.time())
                 try:
                     self._answer()
                 finally:
