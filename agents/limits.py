@@ -97,6 +97,14 @@ def wait_limit(env: Mapping[str, str] | None = None) -> float:
         raise LLMNotConfigured(f"{WAIT_ENV} must be a number of seconds, not '{value}'") from None
 
 
+def check_environment(env: Mapping[str, str] | None = None) -> None:
+    """Refuse a mistake in DEW_LLM_LIMITS or DEW_LLM_QUEUE_TIMEOUT when a server or worker starts,
+    rather than at every model call after it."""
+    env = os.environ if env is None else env
+    parse(env.get(LIMITS_ENV))
+    wait_limit(env)
+
+
 def estimate(characters: int, max_tokens: int) -> int:
     """Tokens a call may use before it is made: the prompt at about two characters a token (Chinese
     is nearer one; English nearer four), plus all the reply may take. Corrected after the call."""

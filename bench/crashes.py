@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx
+
+from bench.scratch import create_database, drop_database
 
 SCENARIOS = ("drill-script", "hotline-intake")
 GUARDIANS = {"drill-script": "zhao.lei", "hotline-intake": "xu.jie"}
@@ -138,12 +139,7 @@ def crash(admin_url: str, runs: int, workers: int, seed: int = 1, keep: bool = F
 
     rng = random.Random(seed)
     hotline = _hotline_example()
-    name = f"dew_crash_{uuid.uuid4().hex[:10]}"
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    name, url = create_database(admin_url, "dew_crash")
     home = Path(tempfile.mkdtemp(prefix="dew-crash-"))
     fake = FakeOpenAI().start()
     fake.latency = 0.1
@@ -252,8 +248,7 @@ def crash(admin_url: str, runs: int, workers: int, seed: int = 1, keep: bool = F
         dep.stop()
         fake.stop()
         if not keep:
-            with psycopg.connect(admin_url, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            drop_database(admin_url, name)
             shutil.rmtree(home, ignore_errors=True)
 
 

@@ -23,10 +23,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.scratch import create_database, drop_database
 
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}
 
@@ -42,7 +43,6 @@ def peak_mib(pid: int) -> float:
 
 
 def round_(admin_url: str, runs: int, workers: int, concurrency: int, delay: float) -> dict:
-    import psycopg
     from sqlmodel import col, func, select
 
     from dew.agents.loader import shipped_directory
@@ -55,10 +55,7 @@ def round_(admin_url: str, runs: int, workers: int, concurrency: int, delay: flo
     from dew.guardians.workspace import Settings, Workspace
     from tests.fakellm import FakeOpenAI
 
-    name = f"dew_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"{admin_url.rsplit('/', 1)[0]}/{name}"
+    name, url = create_database(admin_url, "dew_bench")
     home = Path(tempfile.mkdtemp(prefix="dew-bench-"))
     fake = FakeOpenAI().start()
     fake.latency = delay
@@ -116,8 +113,7 @@ def round_(admin_url: str, runs: int, workers: int, concurrency: int, delay: flo
                 p.kill()
         fake.stop()
         engine._executors.clear()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(admin_url, name)
         shutil.rmtree(home, ignore_errors=True)
 
 

@@ -150,11 +150,9 @@ def start(
 def counts(ws: Workspace, batch: Batch) -> Counter[str]:
     """How many of the batch's runs are in each status."""
     found: Counter[str] = Counter()
-    ids = batch.run_ids
     with transaction(ws.engine) as s:
-        for i in range(0, len(ids), 1000):
-            for status in s.exec(select(Run.status).where(col(Run.id).in_(ids[i : i + 1000]))).all():
-                found[status] += 1
+        for chunk in _chunks(batch.run_ids):
+            found.update(s.exec(select(Run.status).where(col(Run.id).in_(chunk))).all())
     return found
 
 
@@ -175,8 +173,7 @@ def summary(ws: Workspace, batch: Batch) -> list[dict[str, Any]]:
     """Each run of the batch: status, the work item it queued and for whom, or why it failed."""
     out = []
     with transaction(ws.engine) as s:
-        for i in range(0, len(batch.run_ids), 1000):
-            chunk = batch.run_ids[i : i + 1000]
+        for chunk in _chunks(batch.run_ids):
             items = {
                 it.run_id: it
                 for it in s.exec(
@@ -190,3 +187,9 @@ def summary(ws: Workspace, batch: Batch) -> list[dict[str, Any]]:
                     "item_id": item.id if item else None, "guardian": item.guardian if item else None,
                 })  # fmt: skip
     return out
+
+
+def _chunks(ids: list[int], size: int = 1000) -> Iterator[list[int]]:
+    """Ids in groups small enough for one `IN (...)` (SQLite's limit on bound values, PostgreSQL's sense)."""
+    for i in range(0, len(ids), size):
+        yield ids[i : i + size]

@@ -6,8 +6,10 @@ machines, take them. The server and the CLI only record work and defer jobs. Not
 changes: a worker calls `execution.perform`, exactly as the server's threads do.
 
 What makes it safe to run many:
-- every job of a run carries the procrastinate lock `run-<id>`: no two jobs of one run are ever
-  being executed at once, whichever workers hold them;
+- every job of a run carries the procrastinate lock `run-<id>`, so a second job of a run is not
+  started while the first is being executed; and the worker executing a run holds a PostgreSQL
+  advisory lock on it (`_Process.holding`), for the case procrastinate cannot see: a job retried
+  because its worker looked dead while that worker still works;
 - a worker that dies (kill -9, power loss) stops sending heartbeats; its jobs are retried by the
   `sweep` every worker schedules, and a retried job continues the run from its last checkpoint
   (`execution.recover`);
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -142,8 +143,7 @@ class EngineExecutor:
         # START and RECOVER of one run are the same work: one may wait at a time. Decisions wait
         # one per item. All jobs of a run share one lock, so they never execute at once.
         waiting = f"item-{job.item_id}" if job.kind == JobKind.DECISION else f"run-{job.run_id}"
-        priority = job.priority if job.priority is not None else self._count("SELECT priority FROM runs WHERE id = %s",
-                                                                             job.run_id)  # fmt: skip
+        priority = self._count("SELECT priority FROM runs WHERE id = %s", job.run_id)  # the scenario's, or the batch's
         try:
             job_id = self.app.configure_task(
                 TASK, lock=f"run-{job.run_id}", queueing_lock=waiting, queue=QUEUE, priority=priority
@@ -152,19 +152,11 @@ class EngineExecutor:
             return None
         return job_id
 
-    def wait(self, job_id: int, timeout: float | None = None, poll: float = 0.1) -> str:
+    def wait(self, job_id: int, poll: float = 0.1) -> str:
         """Block until a deferred job has finished; its final status ('succeeded', 'failed', ...)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            status = self.app.job_manager.get_job_status(job_id).value
-            if status not in ("todo", "doing"):
-                return status
-            if deadline is not None and time.monotonic() > deadline:
-                raise InvalidState(
-                    f"job {job_id} has not finished after {timeout:.0f} s; is a `dew worker` running on "
-                    f"{self.settings.database_label}?"
-                )
+        while (status := self.app.job_manager.get_job_status(job_id).value) in ("todo", "doing"):
             time.sleep(poll)
+        return status
 
     # What the desk's /ready and /metrics read from an executor.
     @property
@@ -199,10 +191,6 @@ class EngineExecutor:
             QUEUE,
         )
 
-    def stop(self, timeout: float = 30.0) -> bool:
-        self.app.close()
-        return True
-
 
 _executors: dict[str, EngineExecutor] = {}
 _executors_lock = threading.Lock()
@@ -217,7 +205,7 @@ def executor_for(settings: Settings) -> EngineExecutor:
         return found
 
 
-def carry_out(ws: Workspace, job: Job, timeout: float | None = None) -> RunResult:
+def carry_out(ws: Workspace, job: Job) -> RunResult:
     """Have a worker perform a job and wait for it: what `dew run`, a decision or a retry does on
     the command line when the workspace's runs belong to the engine."""
     from .runs import result_of
@@ -231,21 +219,18 @@ def carry_out(ws: Workspace, job: Job, timeout: float | None = None) -> RunResul
             "queue until one starts (dew worker)"
         )
     if job_id is None:  # the same work is already waiting: wait for the run instead
-        _wait_for_run(ws, job.run_id, timeout)
+        _wait_for_run(ws, job.run_id)
     else:
-        executor.wait(job_id, timeout)
+        executor.wait(job_id)
     return result_of(ws, job.run_id, item_id=job.item_id)
 
 
-def _wait_for_run(ws: Workspace, run_id: int, timeout: float | None) -> None:
-    deadline = None if timeout is None else time.monotonic() + timeout
+def _wait_for_run(ws: Workspace, run_id: int) -> None:
     while True:
         with transaction(ws.engine) as s:
             run = s.get(Run, run_id)
         if run is None or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
             return
-        if deadline is not None and time.monotonic() > deadline:
-            raise InvalidState(f"run {run_id} is still {run.status} after {timeout:.0f} s; is a `dew worker` running?")
         time.sleep(0.2)
 
 
@@ -446,8 +431,7 @@ def work(
     prepare(settings)
     from dew.agents import limits
 
-    limits.parse(os.environ.get(limits.LIMITS_ENV))  # a mistake there is refused now, not at every call
-    limits.wait_limit()
+    limits.check_environment()
     from .workspace import Workspace
 
     Workspace(settings, provider, sync_roster=False).close()  # dew's own tables at the newest migration

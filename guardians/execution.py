@@ -38,7 +38,6 @@ class Job:
     kind: JobKind
     run_id: int
     item_id: int | None = None
-    priority: int | None = None  # higher first where the engine orders jobs; None: the run's own
 
 
 class Executor(Protocol):
@@ -84,13 +83,9 @@ def recover(ws: Workspace, run_id: int) -> RunResult:
 def carry_out(ws: Workspace, job: Job) -> RunResult:
     """Perform a job for a caller that waits for its outcome (the command line): here, in this
     process, or by a `dew worker` when the workspace's runs belong to the distributed engine."""
-    from .engine import distributed
+    from . import engine
 
-    if distributed(ws.settings):
-        from .engine import carry_out as through_engine
-
-        return through_engine(ws, job)
-    return perform(ws, job)
+    return engine.carry_out(ws, job) if engine.distributed(ws.settings) else perform(ws, job)
 
 
 def retry(ws: Workspace, run_id: int, *, actor: str, force: bool = False) -> RunResult:

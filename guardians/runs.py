@@ -333,13 +333,8 @@ def failure_reason(error: BaseException) -> str:
 
 def _fail(ws: Workspace, run_id: int, error: BaseException, *, reason: str | None = None) -> Run:
     reason = reason or failure_reason(error)
-    detail = "".join(traceback.format_exception(error))
     with transaction(ws.engine) as s:
-        run = locked(s, Run, run_id)
-        run.status, run.error, run.error_detail, run.updated_at = RunStatus.FAILED, reason, detail, utcnow()
-        s.add(run)
-        audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
-    return run
+        return _mark_failed(s, locked(s, Run, run_id), reason, "".join(traceback.format_exception(error)))
 
 
 def fail_run(ws: Workspace, run_id: int, reason: str) -> Run:
@@ -348,10 +343,17 @@ def fail_run(ws: Workspace, run_id: int, reason: str) -> Run:
     with transaction(ws.engine) as s:
         run = locked(s, Run, run_id)
         if run.status in (RunStatus.QUEUED, RunStatus.RUNNING, RunStatus.APPROVED):
-            run.status, run.error, run.updated_at = RunStatus.FAILED, reason, utcnow()
-            s.add(run)
-            audit.emit(s, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run_id)
+            _mark_failed(s, run, reason)
         return run
+
+
+def _mark_failed(session, run: Run, reason: str, detail: str | None = None) -> Run:
+    run.status, run.error, run.updated_at = RunStatus.FAILED, reason, utcnow()
+    if detail is not None:
+        run.error_detail = detail
+    session.add(run)
+    audit.emit(session, audit.RunFailed(reason=reason, attempt=run.attempts), actor="dew", run_id=run.key)
+    return run
 
 
 def result_of(ws: Workspace, run_id: int, *, item_id: int | None = None) -> RunResult:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager, nullcontext
@@ -66,8 +65,7 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
         model_provider = provider or EnvModelProvider()
         from dew.agents import limits
 
-        limits.parse(os.environ.get(limits.LIMITS_ENV))  # a mistake there is refused at start, not at every call
-        limits.wait_limit()
+        limits.check_environment()
         held = ExitStack()
         # With the distributed engine, `dew worker` processes execute runs and any number of servers
         # may share the database; otherwise this server's threads do, and it must be the only one.
@@ -110,7 +108,7 @@ def create_app(settings: Settings, config: DeskConfig | None = None, provider: M
             yield
         finally:
             clock.stop()
-            if not remote_workers:  # the engine's deferring pool is the process's, shared
+            if isinstance(pool, WorkerPool):  # the engine's deferring pool is the process's, shared
                 pool.stop(config.shutdown_timeout)
             ws.close()
             held.close()
