@@ -88,11 +88,11 @@ def _statement(body: dict[str, Any]) -> bytes:
     return audit.canonical({k: v for k, v in body.items() if k != "signature"}).encode("utf-8")
 
 
-def write_checkpoint(ws: Workspace, out: Path | None = None) -> tuple[Path, dict[str, Any]]:
+def write_checkpoint(ws: Workspace, out: Path | None = None, *, processes: int = 1) -> tuple[Path, dict[str, Any]]:
     """Sign the current head (after verifying the chain up to it) and write it to a file."""
     key = workspace_key(ws)
     with reading(ws.engine) as s:
-        head = audit.verify(s)  # never sign a broken chain
+        head = audit.verify(s, processes=processes)  # never sign a broken chain
     body: dict[str, Any] = {
         "dew_checkpoint": FORMAT,
         "seq": head.events,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -125,6 +126,14 @@ def verify(
             "record the trail, as it was when exported. Repeatable.",
         ),
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="How many processes check a long chain, a part each, at once. Default: one per core.",
+        ),
+    ] = None,
 ):
     """Recompute the hash chain, check every run, draft, decision and release against the events
     that recorded them, every signed decision against the signer's key recorded in the trail, and
@@ -147,7 +156,7 @@ def verify(
     exports = [read_manifest(p) for p in export or []]
     try:
         with reading(ws.engine) as s:
-            result = audit.verify(s, anchors)
+            result = audit.verify(s, anchors, processes=processes or os.cpu_count() or 1)
             verify_checkpoints(s, checkpoints, result)
             check_exports(s, exports)
             rows = check_rows(s)
@@ -201,7 +210,7 @@ def checkpoint_(
     from dew.guardians.chainhead import key_path, write_checkpoint
 
     ws = workspace(ctx)
-    path, body = write_checkpoint(ws, out)
+    path, body = write_checkpoint(ws, out, processes=os.cpu_count() or 1)
     if as_json:
         return print_json({**body, "file": str(path)})
     console.print(f"Checkpoint of event {body['seq']} ({body['hash'][:16]}…) signed and written to {path}")

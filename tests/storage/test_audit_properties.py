@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -66,15 +67,29 @@ def _copy(trail, tmp_path_factory) -> tuple[Path, int]:
     return copy, count
 
 
-def _verify(db: Path, checkpoint: Path | None = None) -> None:
-    engine = create_engine(f"sqlite:///{db}")
-    try:
-        with transaction(engine) as s:
-            result = audit.verify(s)
-            if checkpoint is not None:
-                verify_checkpoints(s, [read_checkpoint(checkpoint)], result)
-    finally:
-        engine.dispose()
+def _verify(
+    db: Path, checkpoint: Path | None = None, anchors: list[tuple[int, str]] | None = None
+) -> audit.Verification:
+    """Verify in order, and in three parts at once (two of them in forked processes, as
+    `dew audit verify` does with a long trail): the two must agree, to the first bad event named
+    and the words that name it."""
+    outcomes = []
+    for processes in (1, 3):
+        engine = create_engine(f"sqlite:///{db}")
+        try:
+            with transaction(engine) as s, patch.object(audit, "MIN_PART", 1):
+                result = audit.verify(s, anchors or [], processes=processes)
+                if checkpoint is not None:
+                    verify_checkpoints(s, [read_checkpoint(checkpoint)], result)
+                outcomes.append((result.events, result.head))
+        except AuditBroken as e:
+            outcomes.append((e.seq, str(e)))
+        finally:
+            engine.dispose()
+    assert outcomes[0] == outcomes[1]
+    if len(outcomes[0][1]) != 64:
+        raise AuditBroken(*outcomes[0])
+    return result
 
 
 def _row(con: sqlite3.Connection, seq: int) -> dict:
@@ -97,8 +112,22 @@ def _different(value, salt: int):
 
 
 def test_the_untouched_copy_verifies(trail, tmp_path_factory):
-    db, _ = _copy(trail, tmp_path_factory)
-    _verify(db, trail[2])
+    db, count = _copy(trail, tmp_path_factory)
+    result = _verify(db, trail[2])
+    assert result.events == count and result.parts == 3  # checked in three parts at once, and joined
+
+
+@pytest.mark.parametrize("where", ["first part", "second part", "third part", "past the head"])
+def test_anchors_are_checked_in_whichever_part_holds_them(trail, tmp_path_factory, where):
+    db, count = _copy(trail, tmp_path_factory)
+    seq = {"first part": 1, "second part": count // 2, "third part": count, "past the head": count + 5}[where]
+    with sqlite3.connect(db) as con:
+        stored = _row(con, min(seq, count))["hash"]
+    if seq <= count:
+        assert _verify(db, anchors=[(seq, stored)]).parts == 3
+    with pytest.raises(AuditBroken) as e:
+        _verify(db, anchors=[(seq, "f" * 64)])
+    assert e.value.seq == seq
 
 
 @PROPERTY
@@ -174,8 +203,8 @@ def test_events_appended_while_verify_reads_are_not_taken_for_tampering(make_wor
     start_run(ws, "drill-script", DRILL, requester="alice")
     stored = audit._stored_rows
 
-    def meanwhile(session, upto, batch=20_000):
-        for rows in stored(session, upto, batch=2):
+    def meanwhile(cursor, sqlite, after, upto, batch=20_000):
+        for rows in stored(cursor, sqlite, after, upto, batch=2):
             with transaction(ws.engine) as other:  # another connection appends and commits
                 audit.emit(other, audit.ScenarioResumed(scenario="drill-script", note="meanwhile"), actor="root")
             yield rows

@@ -280,6 +280,27 @@ def test_an_anchor_kept_outside_detects_a_rebuilt_trail(make_workspace, database
         audit.verify(s, [anchor])  # …but not with the anchor published earlier
 
 
+def test_a_trail_checked_in_parts_at_once_agrees_with_one_checked_in_order(make_workspace, database_url, monkeypatch):
+    """`dew audit verify` checks a long trail in parts, each in a forked process with its own
+    connection: on every backend the parts read the same events, and a trail altered in a later
+    part is reported as the ordered check reports it."""
+    ws = make_workspace(database_url)
+    for requester in ("alice", "bob"):
+        r = start_run(ws, "drill-script", DRILL, requester=requester)
+        decide(ws, r.item.id, actor="zhao.lei", action="approve")
+    monkeypatch.setattr(audit, "MIN_PART", 1)
+    with transaction(ws.engine) as s:
+        in_order, in_parts = audit.verify(s), audit.verify(s, processes=3)
+    assert (in_parts.events, in_parts.head, in_parts.parts) == (in_order.events, in_order.head, 3)
+    victim = in_order.events * 2 // 3 + 1  # in the last part
+    with transaction(ws.engine) as s:
+        s.exec(text("UPDATE audit_events SET actor = 'mallory' WHERE seq = :seq").bindparams(seq=victim))
+    for processes in (1, 3):
+        with transaction(ws.engine) as s, pytest.raises(AuditBroken) as e:
+            audit.verify(s, processes=processes)
+        assert e.value.seq == victim and "was altered" in e.value.message
+
+
 def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_path, scenarios_dir, database_url):
     """Each thread opens its own workspace (own engine, own checkpoint connection), as separate
     processes would: migrations, checkpoint setup and a new scenario version must not collide."""
