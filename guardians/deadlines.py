@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlmodel import col, select
 
-from . import audit, notify
+from . import audit, inboxes, notify
 from .brake import is_paused
 from .db import locked, transaction
 from .models import ItemStatus, Run, ScenarioState, WorkItem, utcnow
@@ -80,6 +80,8 @@ def sweep(ws: Workspace, *, now: datetime | None = None) -> SweepReport:
 def _escalate(s, item: WorkItem, level: int, to: list[str], due_at: datetime) -> None:
     item.escalation = level
     s.add(item)
+    s.flush()
+    inboxes.record(s, item)
     audit.emit(s, audit.ItemEscalated(level=level, to=to, due_at=due_at.isoformat()), actor="dew",
                run_id=item.run_id, item_id=item.id)  # fmt: skip
     notify.enqueue(s, "item.escalated", item, list(dict.fromkeys([item.guardian, *to])))

@@ -28,7 +28,7 @@ from dew.guardians.errors import (
     NotFound,
 )
 
-from . import audit, notify, signing
+from . import audit, inboxes, notify, signing
 from .brake import refuse_if_paused
 from .db import locked, must_get, transaction
 from .delegation import active_delegation
@@ -143,6 +143,7 @@ def record_decision(
             s.add(item)
             s.add(run)
             s.flush()
+            inboxes.record(s, item)
             audit.emit(
                 s,
                 audit.DecisionMade(
@@ -186,6 +187,7 @@ def _sign_off(s: Session, item: WorkItem, run: Run, stages: list, actor: str, me
     item.due_at = utcnow() + spec.wait if spec.wait else None
     s.add(item)
     s.flush()
+    inboxes.record(s, item)
     audit.emit(
         s,
         audit.SignedOff(

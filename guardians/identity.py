@@ -44,9 +44,10 @@ def same_person(a: str, b: str) -> bool:
     """Whether two recorded identities are one person. Rows written before identities were
     validated may hold variants (`LI.WEI`, a zero-width space): those compare equal here, so the
     four-eyes rule holds for them too."""
-    return _loose(a) == _loose(b)
+    return person_key(a) == person_key(b)
 
 
-def _loose(raw: str) -> str:
+def person_key(raw: str) -> str:
+    """The form `same_person` compares: equal for two identities exactly when they are one person."""
     normal = unicodedata.normalize("NFKC", raw).casefold().strip()
     return "".join(c for c in normal if unicodedata.category(c) not in ("Cc", "Cf", "Zs"))

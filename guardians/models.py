@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -139,7 +139,10 @@ class WorkItem(_Keyed, SQLModel, table=True):
     """A draft waiting in (or decided from) a guardian's queue. A revision makes a new item."""
 
     __tablename__ = "work_items"
-    __table_args__ = (UniqueConstraint("run_id", "revision", name="uq_work_items_run_revision"),)
+    __table_args__ = (
+        UniqueConstraint("run_id", "revision", name="uq_work_items_run_revision"),
+        Index("ix_work_items_status_id", "status", "id"),  # everyone's inbox, a page at a time
+    )
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="runs.id", index=True)
     revision: int = 0
@@ -161,6 +164,21 @@ class WorkItem(_Keyed, SQLModel, table=True):
     escalated_to: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     # Staged sign-off: the stage now waiting (0-based) of the scenario's `signoff` stages.
     stage: int = 0
+
+
+class ItemDecider(SQLModel, table=True):
+    """One person who may decide a work item, and why: its guardian (`owner`), each backup, each
+    person it was escalated to, with the item's status. The item's JSON lists say the same; these
+    rows are what an inbox reads, one index range per person (guardians/inboxes.py keeps them in
+    the transaction that changes the item). `person` is the identity's loose form
+    (identity.person_key), so variants of one identity find one inbox, as `same_person` compares."""
+
+    __tablename__ = "item_deciders"
+    __table_args__ = (Index("ix_item_deciders_person_status_item", "person", "status", "item_id"),)
+    item_id: int = Field(foreign_key="work_items.id", primary_key=True)
+    person: str = Field(primary_key=True, max_length=200)
+    rule: str = Field(primary_key=True, max_length=20)  # owner | backup | escalation
+    status: str = Field(max_length=20)  # the item's ItemStatus
 
 
 class Decision(_Keyed, SQLModel, table=True):

@@ -9,13 +9,12 @@ from sqlmodel import col, select
 
 from dew.guardians.errors import NotFound
 
-from . import audit
+from . import audit, inboxes
 from .access import check_item, check_run, may_see_item, may_see_run, reads_everything
 from .auth import Principal
 from .brake import is_paused
 from .db import must_get, transaction
 from .delegation import active_for, delegated_to
-from .identity import same_person
 from .labels import released_files
 from .models import Decision, ItemStatus, Release, Role, Run, ScenarioVersion, SignOff, WorkItem
 from .release import released_content
@@ -24,17 +23,26 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 
-def inbox(ws: Workspace, actor: str | None, *, include_decided: bool = False) -> list[WorkItem]:
-    """Items waiting for `actor` (as guardian or backup); every guardian's when actor is None."""
+def inbox(
+    ws: Workspace, actor: str | None, *, include_decided: bool = False, after: int = 0, limit: int = 50
+) -> list[tuple[WorkItem, str | None]]:
+    """A page of the items waiting for `actor` — as guardian, backup, delegate or escalation
+    contact — with the rule that lets them decide; every guardian's (rule None) when actor is
+    None. By id, the next `limit` after `after`."""
     with transaction(ws.engine) as s:
-        query = select(WorkItem).order_by(col(WorkItem.id))
-        if not include_decided:
-            query = query.where(WorkItem.status == "pending")
-        items = list(s.exec(query).all())
-    if actor is not None:
-        # Backups live in a JSON list; filtering in Python keeps SQLite and PostgreSQL alike.
-        items = [i for i in items if i.guardian == actor or actor in (i.backups or [])]
-    return items
+        if actor is None:
+            query = select(WorkItem).where(col(WorkItem.id) > after).order_by(col(WorkItem.id)).limit(limit)
+            if not include_decided:
+                query = query.where(WorkItem.status == ItemStatus.PENDING)
+            return [(item, None) for item in s.exec(query).all()]
+        covering = [d.guardian for d in delegated_to(s, actor)]
+        found = inboxes.page(s, actor, covering=covering, pending_only=not include_decided, after=after, limit=limit)
+        items = _items_by_id(s, [item_id for item_id, _, _ in found])
+        return [(items[item_id], rule) for item_id, rule, _ in found]
+
+
+def _items_by_id(s, ids: list[int]) -> dict[int, WorkItem]:
+    return {item.key: item for item in s.exec(select(WorkItem).where(col(WorkItem.id).in_(ids))).all()}
 
 
 def item_view(ws: Workspace, item_id: int) -> dict[str, Any]:
@@ -174,31 +182,36 @@ def released(ws: Workspace) -> list[dict[str, Any]]:
 
 
 # --- what one person may see ---------------------------------------------------------------------
-def queue_for(ws: Workspace, p: Principal, scenario: str | None = None) -> list[dict[str, Any]]:
-    """The pending items `p` may decide on (own, backed up, delegated), oldest first, each with
-    the rule that lets them decide and who delegated it."""
+def queue_for(
+    ws: Workspace, p: Principal, scenario: str | None = None, *, after: int = 0, limit: int = 100
+) -> list[dict[str, Any]]:
+    """A page of the pending items `p` may decide on (own, backed up, delegated, escalated to
+    them), oldest first: the next `limit` after item `after`, each with the rule that lets them
+    decide and who delegated it."""
     with transaction(ws.engine) as s:
-        covered = {d.guardian: d for d in delegated_to(s, p.id)}
-        query = select(WorkItem).where(WorkItem.status == ItemStatus.PENDING).order_by(col(WorkItem.created_at))
-        if scenario:
-            query = query.where(WorkItem.scenario_id == scenario)
+        covering = [d.guardian for d in delegated_to(s, p.id)]
+        found = inboxes.page(s, p.id, covering=covering, scenario=scenario, after=after, limit=limit)
+        items = _items_by_id(s, [item_id for item_id, _, _ in found])
+        run_ids = {item.run_id for item in items.values()}
+        requesters = dict(s.exec(select(Run.id, Run.requester).where(col(Run.id).in_(run_ids))).all())
+        held = {sc: bool(is_paused(s, sc)) for sc in {item.scenario_id for item in items.values()}}
         rows = []
-        for item in s.exec(query).all():
-            if same_person(p.id, item.guardian):
-                rule, via = "owner", None
-            elif any(same_person(p.id, b) for b in item.backups):
-                rule, via = "backup", None
-            elif item.guardian in covered:
-                rule, via = "delegate", item.guardian
-            elif any(same_person(p.id, e) for e in item.escalated_to):
-                rule, via = "escalation", None
-            else:
-                continue
-            run = must_get(s, Run, item.run_id)
-            rows.append({**_item_summary(item), "requester": run.requester, "rule": rule, "delegated_by": via})
-        for row in rows:
-            row["held"] = bool(is_paused(s, row["scenario"]))
-    return rows
+        for item_id, rule, via in found:
+            item = items[item_id]
+            row = {**_item_summary(item), "requester": requesters[item.run_id], "rule": rule, "delegated_by": via}
+            rows.append({**row, "held": held[item.scenario_id]})
+        return rows
+
+
+def waiting_for(ws: Workspace, p: Principal, scenario: str | None = None) -> tuple[int, list[str]]:
+    """How many items wait for `p` (in `scenario`, if given), and the scenarios of all that wait
+    for them (the inbox's filter)."""
+    with transaction(ws.engine) as s:
+        covering = [d.guardian for d in delegated_to(s, p.id)]
+        return (
+            inboxes.count(s, p.id, covering=covering, scenario=scenario),
+            inboxes.scenarios(s, p.id, covering=covering),
+        )
 
 
 def _item_summary(item: WorkItem) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dew.agents.inputs import validate_inputs
 from dew.agents.loader import LoadedScenario
 from dew.guardians.errors import AlreadyHandedOff, InvalidState, NotAuthorized, NotFound
 
-from . import audit, notify
+from . import audit, inboxes, notify
 from .brake import is_paused, refuse_if_paused
 from .db import lock_row, locked, must_get, transaction
 from .delegation import active_for
@@ -295,6 +295,7 @@ def _queue(ws: Workspace, run_id: int, scenario: LoadedScenario, outcome: Outcom
         run.status, run.error, run.error_detail, run.updated_at = RunStatus.AWAITING_DECISION, None, None, utcnow()
         s.add(run)
         s.flush()
+        inboxes.record(s, item)
         models = [_model_record(p) for p in outcome.provenance]
         audit.emit(
             s,

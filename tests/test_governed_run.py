@@ -38,8 +38,9 @@ def test_run_queues_a_draft_for_the_scenario_guardian(ws):
     assert r.item.guardian == "zhao.lei" and r.item.backups == ["liu.yang"] and r.item.status == "pending"
     assert "## 4. Injects and expected actions" in r.item.draft
     assert "| 18 | Evacuation complete; head count reported |" in r.item.draft  # 60% of 30 minutes
-    assert [i.id for i in inbox(ws, "zhao.lei")] == [r.item.id]
-    assert [i.id for i in inbox(ws, "liu.yang")] == [r.item.id]  # the backup sees it too
+    assert [(i.id, rule) for i, rule in inbox(ws, "zhao.lei")] == [(r.item.id, "owner")]
+    assert [(i.id, rule) for i, rule in inbox(ws, "liu.yang")] == [(r.item.id, "backup")]  # the backup sees it too
+    assert [(i.id, rule) for i, rule in inbox(ws, "ZHAO.LEI")] == [(r.item.id, "owner")]  # one person, one inbox
     assert inbox(ws, "li.wei") == []
     assert outbox_files(ws) == []  # nothing released before a decision
 

@@ -19,7 +19,6 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(ctx: typer.Context, actor: AsOption = None):
         """Run each scenario's first sample through its agent and fill the guardians' queues."""
-        from dew.guardians.queue import inbox
         from dew.guardians.runs import start_run
 
         ws = workspace(ctx)
@@ -33,7 +32,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"LLM: {llm.describe()}")
         chosen = [s for s in ws.catalogue.values() if s.spec.examples]
         warn_problems(ws.catalogue_problems)
-        failed = 0
+        failed, pending = 0, []
         for loaded in chosen:
             example = loaded.spec.examples[0]
             console.print(f"\n→ {loaded.spec.name} ({loaded.id}), sample '{example.name}', requested by {requester} …")
@@ -49,6 +48,7 @@ def register(app: typer.Typer) -> None:
                 )
                 console.print(f"  retry with: dew retry {result.run.id}")
                 continue
+            pending.append(item)
             calls = len(item.provenance)
             console.print(
                 f"  run {result.run.id} drafted in {took:.1f}s ({calls} model call{'s' * (calls != 1)}); "
@@ -56,9 +56,9 @@ def register(app: typer.Typer) -> None:
                 + (f" · {len(item.findings)} finding(s) flagged" if item.findings else "")
             )
         console.print()
-        pending = inbox(ws, None)
         for guardian in sorted({i.guardian for i in pending}):
-            print_inbox(inbox_rows([i for i in pending if i.guardian == guardian]), f"Inbox of {guardian}")
+            mine = [(i, None) for i in pending if i.guardian == guardian]
+            print_inbox(inbox_rows(mine), f"Inbox of {guardian}")
         if pending:
             first = pending[0]
             prefix = "dew" if _default_home(ctx) else f"dew --home {settings.home}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,6 +36,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from dew.guardians.models import WorkItem
     from dew.guardians.runs import RunResult
 
 # Service modules are imported inside the commands: `dew --help` should not pay for LangGraph.
@@ -281,15 +283,24 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         actor: AsOption = None,
         all_: Annotated[bool, typer.Option("--all", help="Also show decided items.")] = False,
+        after: Annotated[
+            int, typer.Option("--after", min=0, metavar="ITEM", help="Start after this item id (the next page).")
+        ] = 0,
+        limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Items per page.")] = 50,
         as_json: JsonOption = False,
     ):
-        """Work items waiting for a guardian (yours with --as; everyone's without)."""
+        """Work items waiting for a guardian (yours with --as, as guardian, backup, delegate or
+        escalation contact; everyone's without), oldest first, a page at a time."""
         from dew.guardians.queue import inbox as load_inbox
 
-        rows = inbox_rows(load_inbox(workspace(ctx), actor, include_decided=all_), actor)
+        page = load_inbox(workspace(ctx), actor, include_decided=all_, after=after, limit=limit)
+        rows = inbox_rows(page, actor)
         if as_json:
             return print_json(rows)
         print_inbox(rows, f"Inbox of {actor}" if actor else "All guardians' inboxes")
+        if len(rows) == limit:
+            again = f"dew inbox{f' --as {actor}' if actor else ''}{' --all' if all_ else ''}"
+            console.print(f"More: {again} --after {rows[-1]['item_id']}" + (f" --limit {limit}" if limit != 50 else ""))
 
     @app.command()
     def show(
@@ -402,14 +413,16 @@ def register_listings(app: typer.Typer) -> None:
             raise DeliveryIncomplete(f"{len(left)} problem(s) need a person: " + "; ".join(p.detail for p in left))
 
 
-def inbox_rows(items, actor: str | None = None) -> list[dict]:
+def inbox_rows(page: Sequence[tuple[WorkItem, str | None]], actor: str | None = None) -> list[dict]:
+    """The list's rows of a page of `queue.inbox`: each item with the rule that lets `actor` decide."""
     return [
         {
             "item_id": i.id,
             "run_id": i.run_id,
             "scenario": i.scenario_id,
             "guardian": i.guardian,
-            "backup_for": i.guardian if actor and actor != i.guardian else None,
+            "rule": rule,
+            "backup_for": i.guardian if rule and rule != "owner" else None,
             "revision": i.revision,
             "status": i.status,
             "risk": i.risk,
@@ -417,7 +430,7 @@ def inbox_rows(items, actor: str | None = None) -> list[dict]:
             "created_at": i.created_at.isoformat(),
             "preview": short(i.draft, 80),
         }
-        for i in items
+        for i, rule in page
     ]
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -179,10 +180,21 @@ def retry(run_id: RowId, request: Request, caller: CallerDep) -> dict[str, Any]:
 # --- queue and decisions ------------------------------------------------------------------------
 @router.get("/queue", tags=["queue"])
 def my_queue(
-    request: Request, caller: CallerDep, scenario: Annotated[str | None, Query(max_length=200)] = None
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    scenario: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="Start after this item id.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Items per page.")] = 100,
 ) -> list[dict[str, Any]]:
-    """Items waiting for your decision (as guardian, backup or delegate), oldest first."""
-    return queue.queue_for(_ws(request), caller.principal, scenario)
+    """Items waiting for your decision (as guardian, backup, delegate or escalation contact),
+    oldest first, a page at a time: a full page carries a `Link: <...>; rel="next"` header to the
+    next (the last id as `after`)."""
+    rows = queue.queue_for(_ws(request), caller.principal, scenario, after=after, limit=limit)
+    if len(rows) == limit:
+        query = {"after": rows[-1]["id"], "limit": limit} | ({"scenario": scenario} if scenario else {})
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return rows
 
 
 @router.get("/items/{item_id}", tags=["queue"])

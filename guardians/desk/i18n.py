@@ -41,6 +41,8 @@ T: dict[str, tuple[str, str]] = {
     "inbox.filter": ("按场景筛选", "Filter by scenario"),
     "inbox.all": ("全部场景", "All scenarios"),
     "inbox.apply": ("筛选", "Filter"),
+    "inbox.next": ("下一页", "Next page"),
+    "inbox.first": ("第一页", "First page"),
     "col.item": ("事项", "Item"),
     "col.scenario": ("场景", "Scenario"),
     "col.risk": ("风险", "Risk"),

@@ -13,10 +13,10 @@ import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
@@ -296,18 +296,26 @@ def home(request: Request) -> Response:
     return _redirect("/catalogue")
 
 
+INBOX_PAGE = 50
+
+
 @router.get("/inbox", response_class=HTMLResponse)
-def inbox(request: Request, scenario: str | None = None) -> Response:
+def inbox(
+    request: Request, scenario: str | None = None, after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0
+) -> Response:
     caller = _caller(request)
-    rows = queue.queue_for(_ws(request), caller.principal, scenario or None)
-    mine = queue.queue_for(_ws(request), caller.principal) if scenario else rows
-    scenarios = sorted({r["scenario"] for r in mine})
+    rows = queue.queue_for(_ws(request), caller.principal, scenario or None, after=after, limit=INBOX_PAGE)
+    total, scenarios = queue.waiting_for(_ws(request), caller.principal, scenario or None)
+    more = rows[-1]["id"] if len(rows) == INBOX_PAGE else None
     now = datetime.now(UTC)
     for r in rows:
         due = datetime.fromisoformat(r["due_at"]) if r["due_at"] else None
         r["late"] = due is not None and due <= now
         r["soon"] = due is not None and not r["late"] and r["reminded"]
-    return render(request, "inbox.html", caller, rows=rows, scenarios=scenarios, scenario=scenario)
+    return render(
+        request, "inbox.html", caller, rows=rows, scenarios=scenarios, scenario=scenario, total=total, after=after,
+        more=more,
+    )  # fmt: skip
 
 
 # --- one item -----------------------------------------------------------------------------------------
