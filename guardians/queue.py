@@ -16,7 +16,7 @@ from .brake import is_paused
 from .db import must_get, transaction
 from .delegation import active_for, delegated_to
 from .labels import released_files
-from .models import Decision, ItemStatus, Release, Role, Run, ScenarioVersion, SignOff, WorkItem
+from .models import AuditEvent, Decision, ItemStatus, Release, Role, Run, ScenarioVersion, SignOff, WorkItem
 from .release import released_content
 
 if TYPE_CHECKING:
@@ -133,10 +133,13 @@ def event_dict(e) -> dict[str, Any]:
     }
 
 
-def audit_log(ws: Workspace, limit: int | None = None) -> list[dict[str, Any]]:
+def audit_log(ws: Workspace, limit: int = 100, *, before: int | None = None) -> list[dict[str, Any]]:
+    """The newest `limit` events (before event `before`, for the page after), oldest of them first."""
     with transaction(ws.engine) as s:
-        rows = [event_dict(e) for e in audit.events(s)]
-    return rows[-limit:] if limit else rows
+        query = select(AuditEvent).order_by(col(AuditEvent.seq).desc()).limit(limit)
+        if before is not None:
+            query = query.where(col(AuditEvent.seq) < before)
+        return [event_dict(e) for e in reversed(s.exec(query).all())]
 
 
 def _decision_dict(d: Decision | None) -> dict | None:
@@ -172,12 +175,15 @@ def _release_dict(r: Release | None) -> dict | None:
     }
 
 
-def released(ws: Workspace) -> list[dict[str, Any]]:
+def released(ws: Workspace, *, before: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` releases (before release `before`, for the page after), oldest of them first."""
     with transaction(ws.engine) as s:
-        rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id))).all()
+        query = select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id).desc()).limit(limit)
+        if before is not None:
+            query = query.where(col(Release.id) < before)
         return [
             {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
-            for r, run in rows
+            for r, run in reversed(s.exec(query).all())
         ]
 
 
@@ -340,14 +346,24 @@ def item_for(ws: Workspace, p: Principal, item_id: int) -> dict[str, Any]:
     }
 
 
-def released_for(ws: Workspace, p: Principal) -> list[dict[str, Any]]:
+def released_for(ws: Workspace, p: Principal, *, before: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """The newest `limit` releases `p` may see (before release `before`), newest first: read a
+    batch at a time until the page is full, narrowed in SQL to their own runs when that is all
+    they may see."""
     with transaction(ws.engine) as s:
-        rows = s.exec(select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id).desc())).all()
-        return [
-            {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
-            for r, run in rows
-            if may_see_run(s, p, run, _items_of(s, run.key))
-        ]
+        query = select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id).desc())
+        if before is not None:
+            query = query.where(col(Release.id) < before)
+        if not reads_everything(p) and not p.has(Role.GUARDIAN):
+            query = query.where(Run.requester == p.id)
+        out = []
+        for r, run in s.exec(query).yield_per(500):
+            if reads_everything(p) or may_see_run(s, p, run, _items_of(s, run.key)):
+                out.append({**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id,
+                            "scenario": run.scenario_id})  # fmt: skip
+                if len(out) >= limit:
+                    break
+        return out
 
 
 def released_text(ws: Workspace, p: Principal, release_id: int) -> tuple[Release, str]:

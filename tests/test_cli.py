@@ -425,3 +425,35 @@ def test_retention_is_shown_set_and_applied_from_the_cli(dew):
     assert j(dew("retention", "show", "--json")) == {"days": 365, "due": 0}
     done = j(dew("retention", "apply", "--as", "li.wei", "--json"))
     assert done["runs"] == [] and done["days"] == 365
+
+
+def test_every_list_comes_a_page_at_a_time_and_says_how_to_get_the_next(dew):
+    """No listing reads a whole table: inboxes oldest first with --after, runs, releases and the
+    trail newest first with --before; a full page names the command for the next."""
+    items = [start(dew)["item_id"] for _ in range(5)]
+    for item in items[:3]:
+        dew("approve", item, "--as", "zhao.lei")
+
+    inbox = dew("inbox", "--as", "zhao.lei", "--limit", "1")
+    assert f"More: dew inbox --as zhao.lei --after {items[3]} --limit 1" in inbox.stdout
+    assert [r["item_id"] for r in j(dew("inbox", "--as", "zhao.lei", "--after", items[3], "--json"))] == [items[4]]
+    assert [r["rule"] for r in j(dew("inbox", "--as", "liu.yang", "--json"))] == ["backup", "backup"]
+
+    runs = [r["run_id"] for r in j(dew("runs", "--json"))]
+    newest = j(dew("runs", "--limit", "2", "--json"))
+    assert [r["run_id"] for r in newest] == runs[-2:]
+    assert f"Earlier: dew runs --before {runs[-2]} --limit 2" in dew("runs", "--limit", "2").stdout
+    assert [r["run_id"] for r in j(dew("runs", "--before", runs[-2], "--limit", "2", "--json"))] == runs[-4:-2]
+    assert len(j(dew("runs", "--status", "released", "--json"))) == 3
+
+    released = [r["id"] for r in j(dew("released", "--json"))]
+    assert len(released) == 3 and j(dew("released", "--before", released[-1], "--json"))[-1]["id"] == released[-2]
+
+    trail = [e["seq"] for e in j(dew("audit", "log", "--json"))]
+    assert trail == sorted(trail) and len(trail) == min(100, trail[-1])
+    page = j(dew("audit", "log", "--before", trail[-1], "--limit", "3", "--json"))
+    assert [e["seq"] for e in page] == [trail[-1] - 3, trail[-1] - 2, trail[-1] - 1]
+    assert (
+        f"Earlier: dew audit log --before {trail[-1] - 3} --limit 3"
+        in dew("audit", "log", "--before", trail[-1], "--limit", "3").stdout
+    )

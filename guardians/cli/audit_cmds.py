@@ -12,7 +12,19 @@ from rich.table import Table
 
 from dew.guardians.errors import AuditBroken, DeliveryIncomplete
 
-from .common import DewGroup, JsonOption, add_row, console, print_json, safe, short, styled, workspace
+from .common import (
+    DewGroup,
+    JsonOption,
+    LimitOption,
+    add_row,
+    console,
+    earlier_hint,
+    print_json,
+    safe,
+    short,
+    styled,
+    workspace,
+)
 
 app = typer.Typer(
     cls=DewGroup,
@@ -88,15 +100,21 @@ def trace(
 def log(
     ctx: typer.Context,
     as_json: JsonOption = False,
-    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the newest N events.")] = None,
+    limit: LimitOption = 100,
+    before: Annotated[
+        int | None,
+        typer.Option("--before", min=1, metavar="SEQ", help="Only events before this one (the page before)."),
+    ] = None,
 ):
-    """The whole audit trail, oldest first."""
+    """The newest events of the audit trail, oldest of them first, a page at a time (`dew audit
+    export` writes the whole trail)."""
     from dew.guardians.queue import audit_log
 
-    events = audit_log(workspace(ctx), limit)
+    events = audit_log(workspace(ctx), limit, before=before)
     if as_json:
         return print_json(events)
     console.print(_events_table(events, "Audit log"))
+    earlier_hint("dew audit log", events, "seq", limit)
 
 
 @app.command()

@@ -60,6 +60,17 @@ AsOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only.")]
+# Long lists come a page at a time, the newest first: no command reads a whole table.
+LimitOption = Annotated[int, typer.Option("--limit", min=1, max=10000, help="How many, the newest.")]
+BeforeOption = Annotated[
+    int | None, typer.Option("--before", min=1, metavar="ID", help="Only those before this id (the page before).")
+]
+
+
+def earlier_hint(command: str, rows: list[dict], key: str, limit: int) -> None:
+    """After a full page (oldest first), the command that shows the one before it."""
+    if len(rows) == limit:
+        console.print(f"Earlier: {command} --before {rows[0][key]}" + (f" --limit {limit}" if limit != 100 else ""))
 
 
 def fail(error: DewError) -> typer.Exit:

@@ -10,7 +10,20 @@ from rich.table import Table
 
 from dew.agents.errors import InputInvalid
 
-from .common import DewGroup, JsonOption, add_row, console, err_console, print_json, state, styled, workspace
+from .common import (
+    BeforeOption,
+    DewGroup,
+    JsonOption,
+    LimitOption,
+    add_row,
+    console,
+    earlier_hint,
+    err_console,
+    print_json,
+    state,
+    styled,
+    workspace,
+)
 
 app = typer.Typer(
     cls=DewGroup,
@@ -20,13 +33,14 @@ app = typer.Typer(
 
 
 @app.callback(invoke_without_command=True)
-def released(ctx: typer.Context, as_json: JsonOption = False):
-    """List released outputs and where they went (`dew released verify FILE` checks one)."""
+def released(ctx: typer.Context, limit: LimitOption = 100, before: BeforeOption = None, as_json: JsonOption = False):
+    """List the newest released outputs and where they went, a page at a time (`dew released
+    verify FILE` checks one)."""
     if ctx.invoked_subcommand is not None:
         return
     from dew.guardians.queue import released as load_released
 
-    rows = load_released(workspace(ctx))
+    rows = load_released(workspace(ctx), before=before, limit=limit)
     if as_json:
         return print_json(rows)
     table = Table("run", "item", "scenario", "location", "sha256", "at", title="Released")
@@ -35,6 +49,7 @@ def released(ctx: typer.Context, as_json: JsonOption = False):
             table, str(r["run_id"]), str(r["item_id"]), r["scenario"], r["location"], r["sha256"][:12], r["at"][:19]
         )
     console.print(table)
+    earlier_hint("dew released", rows, "id", limit)
 
 
 @app.command()

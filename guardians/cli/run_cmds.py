@@ -20,11 +20,14 @@ from dew.guardians.errors import DeliveryIncomplete, InvalidState
 
 from .common import (
     AsOption,
+    BeforeOption,
     JsonOption,
+    LimitOption,
     add_row,
     console,
     debugging,
     default_requester,
+    earlier_hint,
     err_console,
     print_json,
     progress_line,
@@ -343,9 +346,11 @@ def register_listings(app: typer.Typer) -> None:
             str | None,
             typer.Option("--status", help="running, awaiting_decision, approved, released, rejected or failed."),
         ] = None,
+        limit: LimitOption = 100,
+        before: BeforeOption = None,
         as_json: JsonOption = False,
     ):
-        """List runs and where each stands."""
+        """List the newest runs and where each stands, a page at a time."""
         from dew.guardians.runs import list_runs
 
         rows = [
@@ -359,7 +364,7 @@ def register_listings(app: typer.Typer) -> None:
                 "error_detail": r.error_detail,
                 "created_at": r.created_at.isoformat(),
             }
-            for r in list_runs(workspace(ctx), status)
+            for r in list_runs(workspace(ctx), status, before=before, limit=limit)
         ]
         if as_json:
             return print_json(rows)
@@ -375,6 +380,7 @@ def register_listings(app: typer.Typer) -> None:
                 safe(short(str(r["error"] or ""), 60)),
             )
         console.print(table)
+        earlier_hint(f"dew runs{f' --status {status}' if status else ''}", rows, "run_id", limit)
 
     @app.command()
     def retry(

@@ -312,8 +312,21 @@ def escalate(request: Request, caller: CallerDep) -> dict[str, Any]:
 
 # --- releases -----------------------------------------------------------------------------------
 @router.get("/releases", tags=["releases"])
-def releases(request: Request, caller: CallerDep) -> list[dict[str, Any]]:
-    return queue.released_for(_ws(request), caller.principal)
+def releases(
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Only releases before this id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Releases per page.")] = 100,
+) -> list[dict[str, Any]]:
+    """The releases you may see, newest first, a page at a time: a full page carries a
+    `Link: <...>; rel="next"` header to the next (its last id as `before`)."""
+    rows = queue.released_for(_ws(request), caller.principal, before=before, limit=limit)
+    if len(rows) == limit:
+        response.headers["Link"] = (
+            f'<{request.url.path}?{urlencode({"before": rows[-1]["id"], "limit": limit})}>; rel="next"'
+        )
+    return rows
 
 
 @router.get("/releases/{release_id}/content", tags=["releases"], response_class=PlainTextResponse)
@@ -336,10 +349,14 @@ def release_download(release, text: str) -> PlainTextResponse:
 # --- audit --------------------------------------------------------------------------------------
 @router.get("/audit/events", tags=["audit"])
 def audit_events(
-    request: Request, caller: CallerDep, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+    request: Request,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Only events before this seq.")] = None,
 ) -> list[dict[str, Any]]:
+    """The newest `limit` events (before `before`, for the page after), oldest of them first."""
     access.require_role(caller.principal, Role.AUDITOR, Role.ADMIN, doing="read the audit trail")
-    return queue.audit_log(_ws(request), limit)
+    return queue.audit_log(_ws(request), limit, before=before)
 
 
 @router.get("/audit/verify", tags=["audit"])

@@ -500,7 +500,7 @@ def runs_page(request: Request) -> Response:
     shown_runs = queue.runs_for(ws, p, limit=100)
     if not access.reads_everything(p):
         shown_runs = [r for r in shown_runs if r["requester"] == p.id]
-    return render(request, "runs.html", caller, runs=shown_runs, released=queue.released_for(ws, p)[:50])
+    return render(request, "runs.html", caller, runs=shown_runs, released=queue.released_for(ws, p, limit=50))
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)

@@ -251,3 +251,25 @@ def test_a_request_asked_again_with_its_key_finds_the_run_it_started(desk):
     theirs = desk.client.post("/api/v1/runs", json=body, headers=bob)
     assert theirs.status_code == 202 and theirs.json()["run_id"] != first.json()["run_id"]
     desk.wait()
+
+
+def test_the_queue_and_the_releases_come_a_page_at_a_time_with_a_link_to_the_next(desk):
+    runs = [desk.drafted() for _ in range(3)]
+    queue = desk.get("zhao.lei", "/api/v1/queue?limit=2")
+    assert [q["run_id"] for q in queue.json()] == [r["id"] for r in runs[:2]]
+    after = queue.json()[-1]["id"]
+    assert queue.headers["link"] == f'</api/v1/queue?after={after}&limit=2>; rel="next"'
+    rest = desk.get("zhao.lei", f"/api/v1/queue?after={after}&limit=2")
+    assert [q["run_id"] for q in rest.json()] == [runs[2]["id"]] and "link" not in rest.headers
+    assert desk.get("zhao.lei", "/api/v1/queue?limit=0").status_code == 422
+
+    for q in desk.get("zhao.lei", "/api/v1/queue").json():
+        assert desk.post("zhao.lei", f"/api/v1/items/{q['id']}/decision", {"action": "approve"}).status_code == 202
+    desk.wait()
+    everything = [x["id"] for x in desk.get("alice", "/api/v1/releases").json()]
+    assert len(everything) == 3 and everything == sorted(everything, reverse=True)  # newest first
+    newest = desk.get("alice", "/api/v1/releases?limit=2")
+    assert [x["id"] for x in newest.json()] == everything[:2]
+    before = everything[1]
+    assert newest.headers["link"] == f'</api/v1/releases?before={before}&limit=2>; rel="next"'
+    assert [x["id"] for x in desk.get("alice", f"/api/v1/releases?before={before}").json()] == everything[2:]
