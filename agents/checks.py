@@ -7,16 +7,8 @@ import re
 
 import jsonschema
 
+from .hidden import HIDDEN, visible
 from .spec import Check
-
-# Characters a terminal or editor does not show as themselves: C0/C1 controls other than tab and
-# newlines (terminal escapes can hide or rewrite text), Unicode bidirectional controls, and
-# zero-width characters (which make two different strings print alike), and Unicode tag characters
-# (invisible copies of ASCII, used to smuggle instructions past a reader).
-HIDDEN = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
-    "\U000e0000-\U000e007f]"
-)
 
 
 def hidden_characters(text: str) -> str | None:
@@ -29,11 +21,6 @@ def hidden_characters(text: str) -> str | None:
         f"the draft contains {len(found)} invisible control character(s) ({kinds}); "
         "dew show displays them escaped: check what they hide before approving"
     )
-
-
-def visible(text: str) -> str:
-    """`text` with every hidden character written as a visible escape such as \\x1b."""
-    return HIDDEN.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def run_check(check: Check, output: str, call_tool=None) -> str | None:

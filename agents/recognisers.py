@@ -20,7 +20,7 @@ from datetime import date
 from functools import cache
 from typing import Any
 
-from .checks import HIDDEN
+from .hidden import HIDDEN
 
 # The kinds, in the order they win when two recognisers claim overlapping text.
 KINDS = ("id_number", "credit_code", "bank_card", "email", "phone", "plate", "address", "person")

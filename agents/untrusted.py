@@ -20,7 +20,7 @@ import re
 import unicodedata
 from typing import Any
 
-from .checks import HIDDEN
+from .hidden import HIDDEN
 
 OPEN, CLOSE = "⟦", "⟧"
 

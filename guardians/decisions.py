@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from dew.agents.checks import json_problem
 from dew.agents.spec import LLMStep
 from dew.guardians.errors import (
     AlreadyDecided,
@@ -280,6 +279,8 @@ def _check_edit(ws: Workspace, item: WorkItem, run: Run, edited: str | None) -> 
         raise DecisionInvalid("the edited output is identical to the draft; use approve instead")
     spec = ws.stored_scenario(run.scenario_sha256).spec
     if spec.output.format == "json":
+        from dew.agents.checks import json_problem  # jsonschema: loaded for an edit, not for every command
+
         problem = json_problem(edited, spec.output.schema_)
         if problem:
             raise DecisionInvalid(f"the edited output is not acceptable: {problem}")

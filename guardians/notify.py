@@ -45,7 +45,6 @@ from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote_plus, urlsplit, urlunsplit
 
-import httpx
 import yaml
 from sqlalchemy import or_, update
 from sqlmodel import Session, col, select
@@ -59,6 +58,8 @@ from .models import Guardian, Notification, NotificationChannel, Run, ScenarioVe
 from .users import has_users, is_admin, require_admin, require_self_or_admin
 
 if TYPE_CHECKING:
+    import httpx
+
     from .workspace import Workspace
 
 log = logging.getLogger("dew.notify")
@@ -408,6 +409,8 @@ def deliver_due(
     skips rows another claim has locked, on SQLite the write lock takes claims in turn."""
     now = now or utcnow()
     counts = {"sent": 0, "failed": 0, "retrying": 0}
+    import httpx  # here: every decision imports this module, only deliveries speak HTTP
+
     http = client or httpx.Client(timeout=TIMEOUT)
     try:
         for _ in range(limit):
@@ -477,6 +480,8 @@ def _record(ws: Workspace, claim: _Claim, error: str | None, now: datetime) -> s
 
 def _send(http: httpx.Client, claim: _Claim) -> str | None:
     """Send one notification; None when it was accepted, else why not (short, without secrets)."""
+    import httpx
+
     try:
         if claim.kind == "webhook":
             error = _send_webhook(http, claim)

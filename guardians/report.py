@@ -42,8 +42,8 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
-from dew.agents.checks import visible
 from dew.agents.errors import DewError, InputInvalid
+from dew.agents.hidden import visible
 from dew.guardians.errors import AuditBroken, NotFound
 
 from . import audit, signing, stats

@@ -32,7 +32,7 @@ import yaml
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from dew.agents.checks import HIDDEN
+from dew.agents.hidden import HIDDEN
 from dew.agents.spec import CheckStep
 from dew.agents.templating import evaluate
 from dew.agents.testing import ScriptedChatModel, ScriptedModelProvider, default_reply, unfenced

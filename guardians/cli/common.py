@@ -16,8 +16,8 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 
-from dew.agents.checks import visible
 from dew.agents.errors import DewError
+from dew.agents.hidden import visible
 from dew.guardians.errors import IdentityRequired
 
 

@@ -7,8 +7,6 @@ import time
 
 import typer
 
-from dew.agents.llm import settings_from_env
-
 from .common import AsOption, console, progress_line, state, styled, warn_problems, workspace
 from .run_cmds import inbox_rows, print_inbox
 
@@ -19,6 +17,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo(ctx: typer.Context, actor: AsOption = None):
         """Run each scenario's first sample through its agent and fill the guardians' queues."""
+        from dew.agents.llm import settings_from_env
         from dew.guardians.runs import start_run
 
         ws = workspace(ctx)

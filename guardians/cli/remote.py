@@ -13,12 +13,13 @@ import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from dew.agents.errors import DewError
 from dew.guardians.errors import NotAuthenticated
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -104,12 +105,16 @@ def forget(server: str | None) -> str | None:
 
 class Client:
     def __init__(self, login: Login, timeout: float = 30.0):
+        import httpx  # here, not at the top: every command imports this module, few talk to a server
+
         self.login = login
         self._http = httpx.Client(
             base_url=login.server, timeout=timeout, headers={"Authorization": f"Bearer {login.token}"}
         )
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
         try:
             response = self._http.request(method, "/api/v1" + path, **kwargs)
         except httpx.HTTPError as e:

@@ -14,8 +14,8 @@ import yaml
 from rich.panel import Panel
 from rich.table import Table
 
-from dew.agents.checks import visible
 from dew.agents.errors import InputInvalid, RunFailed
+from dew.agents.hidden import visible
 from dew.guardians.errors import DeliveryIncomplete, InvalidState
 
 from .common import (

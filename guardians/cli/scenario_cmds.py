@@ -10,8 +10,6 @@ import typer
 from rich.table import Table
 
 from dew.agents.errors import ScenarioInvalid
-from dew.agents.loader import load_file, scenario_files
-from dew.agents.spec import json_schema
 
 from .common import (
     AsOption,
@@ -72,6 +70,8 @@ def list_(ctx: typer.Context, as_json: JsonOption = False):
 @app.command()
 def check(paths: Annotated[list[Path], typer.Argument(help="Scenario files or folders.")], as_json: JsonOption = False):
     """Validate scenario files without running them. Exits non-zero naming file, line and field."""
+    from dew.agents.loader import load_file, scenario_files
+
     files: list[Path] = []
     results, problems = [], []
     for p in paths:
@@ -132,6 +132,8 @@ def show(
 @app.command()
 def schema():
     """Print the JSON Schema of the scenario format (for editor autocompletion)."""
+    from dew.agents.spec import json_schema
+
     typer.echo(json.dumps(json_schema(), ensure_ascii=False, indent=2))
 
 

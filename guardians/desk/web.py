@@ -22,8 +22,8 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup, escape
 from sqlmodel import func, select
 
-from dew.agents.checks import HIDDEN, visible
 from dew.agents.errors import DewError, InputInvalid
+from dew.agents.hidden import HIDDEN, visible
 from dew.guardians import access, audit, auth, brake, delegation, notify, queue, users
 from dew.guardians.db import must_get, reading, transaction
 from dew.guardians.decisions import may_decide, record_decision
