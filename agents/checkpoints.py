@@ -30,8 +30,15 @@ def sqlite_path(url: str | URL) -> str:
 
 
 def postgres_conninfo(url: str | URL) -> str:
-    """A libpq URL (what psycopg connects with) from a SQLAlchemy one such as `postgresql+psycopg://`."""
-    return parse_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """A libpq connection string (what psycopg connects with) from a SQLAlchemy URL such as
+    `postgresql+psycopg://`. Keyword by keyword, not the URL rendered again: SQLAlchemy renders a
+    space in a query value as "+", which libpq keeps as it is (`options=-c search_path=…` broke)."""
+    from psycopg.conninfo import make_conninfo
+
+    parsed = parse_url(url)
+    params = parsed.translate_connect_args(username="user", database="dbname")
+    params.update({k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items()})
+    return make_conninfo("", **params)
 
 
 @contextmanager

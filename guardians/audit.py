@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import signal
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -495,14 +497,24 @@ def _stored_rows(cursor: Any, sqlite: bool, after: int, upto: int, batch: int = 
         cursor.execute("PRAGMA encoding")
         if cursor.fetchall() == [("UTF-8",)]:  # a BLOB cast gives the stored bytes, in the file's encoding
             data = "CAST(data AS BLOB)"
-    for low in range(int(after), int(upto), int(batch)):
+    low, upto, batch = int(after), int(upto), int(batch)
+    while low < upto:
         cursor.execute(
             f"SELECT seq, at, kind, actor, run_id, item_id, {data}, prev_hash, hash FROM audit_events "
-            f"WHERE seq > {low} AND seq <= {min(low + int(batch), int(upto))} ORDER BY seq"
+            f"WHERE seq > {low} AND seq <= {min(low + batch, upto)} ORDER BY seq"
         )
         rows = cursor.fetchall()
         if rows:
             yield rows
+            low += batch
+            continue
+        # A gap of a whole batch (events removed, or a head moved far ahead by someone): go to
+        # the next stored event at once, or stop, rather than asking for every empty range.
+        cursor.execute(f"SELECT min(seq) FROM audit_events WHERE seq > {low} AND seq <= {upto}")
+        following = cursor.fetchone()[0]
+        if following is None:
+            return
+        low = int(following) - 1
 
 
 def _session_rows(session: Session, after: int, upto: int) -> Iterator[Sequence[Any]]:
@@ -626,21 +638,30 @@ def _verify_in_parts(
     if any(seq > head_seq for seq in wanted):  # an anchor past the head: the ordered check says so
         return None
     context = multiprocessing.get_context("fork")
-    children = []
-    for after, upto in bounds[1:]:
-        reader, writer = context.Pipe(duplex=False)
-        mine = {seq: h for seq, h in wanted.items() if after < seq <= upto}
-        child = context.Process(target=_part_in_child, args=(target, after, upto, mine, writer), daemon=True)
-        child.start()
-        writer.close()
-        children.append((child, reader))
+    children: list[tuple[Any, Any]] = []
     results: list[tuple[str, str] | None] = []
     try:
+        for after, upto in bounds[1:]:
+            reader, writer = context.Pipe(duplex=False)
+            mine = {seq: h for seq, h in wanted.items() if after < seq <= upto}
+            child = context.Process(target=_part_in_child, args=(target, after, upto, mine, writer), daemon=True)
+            try:
+                child.start()
+            except OSError:  # no process to be had (a limit reached): check in order
+                reader.close()
+                return None
+            finally:
+                writer.close()
+            children.append((child, reader))
         mine = {seq: h for seq, h in wanted.items() if seq <= bounds[0][1]}
         results.append(_part(_session_rows(session, *bounds[0]), *bounds[0], mine))
+        # A part takes seconds; one that has not answered long after is stuck (a lock it waits
+        # on, a fork gone wrong): it is stopped and the chain checked in order instead.
+        deadline = time.monotonic() + min(60 + 20e-6 * head_seq, 86_400.0)
         for _, reader in children:
             try:
-                results.append(reader.recv())
+                ready = reader.poll(max(0.0, deadline - time.monotonic()))
+                results.append(reader.recv() if ready else None)
             except EOFError:  # the process died without an answer
                 results.append(None)
     finally:
@@ -679,17 +700,21 @@ def _part(rows: Iterator[Sequence[Any]], after: int, upto: int, wanted: dict[int
 
 def _connect_target(url: Any) -> tuple[str, str] | None:
     """What a forked process needs to open its own connection: ("sqlite", path) or ("postgresql",
-    URL); None for anything else (an in-memory database has no second connection to open)."""
+    a libpq connection string); None for anything else (an in-memory database has no second
+    connection to open)."""
     if url.get_backend_name() == "sqlite":
         path = url.database
         return ("sqlite", path) if path and path != ":memory:" and not path.startswith("file:") else None
     if url.get_backend_name() == "postgresql":
-        return "postgresql", url.set(drivername="postgresql").render_as_string(hide_password=False)
+        from dew.agents.checkpoints import postgres_conninfo
+
+        return "postgresql", postgres_conninfo(url)
     return None
 
 
 def _part_in_child(target: tuple[str, str], after: int, upto: int, wanted: dict[int, str], writer: Any) -> None:
     """A forked process's part: its own connection, one read-only pass, the result down the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the parts
     result = None
     try:
         kind, where = target

@@ -25,9 +25,11 @@ def normalize_url(url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         raise StorageError(f"'{url}' is not a database URL: use sqlite:///FILE or postgresql://USER@HOST/DB") from None
-    if parsed.drivername in ("postgres", "postgresql") or parsed.get_backend_name() == "postgresql":
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed.render_as_string(hide_password=False)
+    if parsed.get_backend_name() == "postgresql" or parsed.drivername == "postgres":
+        # Only the scheme changes, as text: SQLAlchemy renders a space in a query value as "+",
+        # which it then reads back as "+" (libpq options such as `-c search_path=…` broke).
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def make_engine(url: str) -> Engine:

@@ -61,7 +61,9 @@ def page(
     items too (the range is then the person's rows in every status, sorted).
 
     One index range per person asked about (the person, and each guardian covered as owner),
-    each cut at `limit`, merged; then the rules of just those items. A scenario filter reads the
+    each cut at `limit`, merged, and the rules of just those items, in one statement: a decision
+    or sign-off committed meanwhile cannot leave an item found without the row that found it
+    (two statements would each see their own moment on PostgreSQL). A scenario filter reads the
     person's items until it has a page."""
     me = person_key(person)
     owners = {person_key(g): g for g in covering}
@@ -78,21 +80,16 @@ def page(
         ranged = query.distinct().order_by(col(ItemDecider.item_id)).limit(limit)  # a person may hold two rules
         selects.append(select(ranged.subquery().c.item_id))
     merged = union(*selects).subquery() if len(selects) > 1 else selects[0].subquery()
-    ids = list(session.exec(select(merged.c.item_id).order_by(merged.c.item_id).limit(limit)).all())
-    if not ids:
-        return []
-    found: dict[int, set[tuple[str, str]]] = {i: set() for i in ids}
+    ids = select(merged.c.item_id).order_by(merged.c.item_id).limit(limit)
     rows = session.exec(
         select(ItemDecider.item_id, ItemDecider.person, ItemDecider.rule).where(
             col(ItemDecider.item_id).in_(ids), col(ItemDecider.person).in_([me, *owners])
         )
     ).all()
+    found: dict[int, set[tuple[str, str]]] = {}
     for item_id, who, rule in rows:
-        found[item_id].add((who, rule))
-    page = []
-    for item_id in ids:
-        page.append(_why(found[item_id], me, owners, item_id))
-    return page
+        found.setdefault(item_id, set()).add((who, rule))
+    return [_why(found[item_id], me, owners, item_id) for item_id in sorted(found)]
 
 
 def _why(rows: set[tuple[str, str]], me: str, owners: dict[str, str], item_id: int) -> tuple[int, str, str | None]:

@@ -239,12 +239,16 @@ def _item_summary(item: WorkItem) -> dict[str, Any]:
     }
 
 
-def runs_for(ws: Workspace, p: Principal, *, status: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
-    """The runs `p` may see, newest first."""
+def runs_for(
+    ws: Workspace, p: Principal, *, status: str | None = None, before: int | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The runs `p` may see, newest first (before run `before`, for the page after)."""
     with transaction(ws.engine) as s:
         query = select(Run).order_by(col(Run.id).desc())
         if status:
             query = query.where(Run.status == status)
+        if before is not None:
+            query = query.where(col(Run.id) < before)
         if not reads_everything(p) and not p.has(Role.GUARDIAN):
             query = query.where(Run.requester == p.id)  # the common case, narrowed in SQL
         out = []

@@ -457,3 +457,28 @@ def test_every_list_comes_a_page_at_a_time_and_says_how_to_get_the_next(dew):
         f"Earlier: dew audit log --before {trail[-1] - 3} --limit 3"
         in dew("audit", "log", "--before", trail[-1], "--limit", "3").stdout
     )
+
+
+def test_audit_verify_checks_a_long_chain_in_parts_and_says_the_same_either_way(dew, monkeypatch):
+    from dew.guardians import audit
+
+    for _ in range(2):
+        dew("approve", start(dew)["item_id"], "--as", "zhao.lei")
+    monkeypatch.setattr(audit, "MIN_PART", 1)
+    calls = []
+    real = audit._verify_in_parts
+    monkeypatch.setattr(audit, "_verify_in_parts", lambda *a: calls.append(a[-1]) or real(*a))
+    in_parts = j(dew("audit", "verify", "--processes", "3", "--json"))
+    in_order = j(dew("audit", "verify", "--processes", "1", "--json"))
+    assert calls == [3] and in_parts == in_order and in_parts["ok"]
+    assert dew("audit", "verify", "--processes", "0").exit_code == 2  # a usage error, named
+
+
+def test_a_json_page_says_on_stderr_that_there_is_more(dew):
+    for _ in range(3):
+        start(dew)
+    page = dew("runs", "--limit", "2", "--json")
+    assert len(j(page)) == 2 and "Earlier: dew runs --before" in page.stderr
+    assert "Earlier" not in dew("runs", "--limit", "4", "--json").stderr  # a page not full is the last
+    inbox = dew("inbox", "--as", "zhao.lei", "--limit", "2", "--json")
+    assert len(j(inbox)) == 2 and "More: dew inbox --as zhao.lei --after" in inbox.stderr

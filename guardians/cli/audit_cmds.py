@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -18,6 +17,7 @@ from .common import (
     LimitOption,
     add_row,
     console,
+    cores,
     earlier_hint,
     print_json,
     safe,
@@ -112,9 +112,10 @@ def log(
 
     events = audit_log(workspace(ctx), limit, before=before)
     if as_json:
-        return print_json(events)
-    console.print(_events_table(events, "Audit log"))
-    earlier_hint("dew audit log", events, "seq", limit)
+        print_json(events)
+    else:
+        console.print(_events_table(events, "Audit log"))
+    earlier_hint("dew audit log", events, "seq", limit, as_json)
 
 
 @app.command()
@@ -174,7 +175,7 @@ def verify(
     exports = [read_manifest(p) for p in export or []]
     try:
         with reading(ws.engine) as s:
-            result = audit.verify(s, anchors, processes=processes or os.cpu_count() or 1)
+            result = audit.verify(s, anchors, processes=processes or cores())
             verify_checkpoints(s, checkpoints, result)
             check_exports(s, exports)
             rows = check_rows(s)
@@ -228,7 +229,7 @@ def checkpoint_(
     from dew.guardians.chainhead import key_path, write_checkpoint
 
     ws = workspace(ctx)
-    path, body = write_checkpoint(ws, out, processes=os.cpu_count() or 1)
+    path, body = write_checkpoint(ws, out, processes=cores())
     if as_json:
         return print_json({**body, "file": str(path)})
     console.print(f"Checkpoint of event {body['seq']} ({body['hash'][:16]}…) signed and written to {path}")

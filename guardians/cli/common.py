@@ -67,10 +67,17 @@ BeforeOption = Annotated[
 ]
 
 
-def earlier_hint(command: str, rows: list[dict], key: str, limit: int) -> None:
-    """After a full page (oldest first), the command that shows the one before it."""
+def cores() -> int:
+    """The cores this process may run on (its affinity or cgroup's, not the whole machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def earlier_hint(command: str, rows: list[dict], key: str, limit: int, as_json: bool = False) -> None:
+    """After a full page (oldest first), the command that shows the one before it (on stderr
+    under --json, so a script reading a page knows there is more)."""
     if len(rows) == limit:
-        console.print(f"Earlier: {command} --before {rows[0][key]}" + (f" --limit {limit}" if limit != 100 else ""))
+        hint = f"Earlier: {command} --before {rows[0][key]}" + (f" --limit {limit}" if limit != 100 else "")
+        (err_console if as_json else console).print(hint)
 
 
 def fail(error: DewError) -> typer.Exit:

@@ -42,7 +42,8 @@ def released(ctx: typer.Context, limit: LimitOption = 100, before: BeforeOption 
 
     rows = load_released(workspace(ctx), before=before, limit=limit)
     if as_json:
-        return print_json(rows)
+        print_json(rows)
+        return earlier_hint("dew released", rows, "id", limit, as_json)
     table = Table("run", "item", "scenario", "location", "sha256", "at", title="Released")
     for r in rows:
         add_row(

@@ -299,11 +299,13 @@ def register(app: typer.Typer) -> None:
         page = load_inbox(workspace(ctx), actor, include_decided=all_, after=after, limit=limit)
         rows = inbox_rows(page, actor)
         if as_json:
-            return print_json(rows)
-        print_inbox(rows, f"Inbox of {actor}" if actor else "All guardians' inboxes")
-        if len(rows) == limit:
+            print_json(rows)
+        else:
+            print_inbox(rows, f"Inbox of {actor}" if actor else "All guardians' inboxes")
+        if len(rows) == limit:  # on stderr under --json, so a script reading a page knows there is more
             again = f"dew inbox{f' --as {actor}' if actor else ''}{' --all' if all_ else ''}"
-            console.print(f"More: {again} --after {rows[-1]['item_id']}" + (f" --limit {limit}" if limit != 50 else ""))
+            more = f"More: {again} --after {rows[-1]['item_id']}" + (f" --limit {limit}" if limit != 50 else "")
+            (err_console if as_json else console).print(more)
 
     @app.command()
     def show(
@@ -366,8 +368,10 @@ def register_listings(app: typer.Typer) -> None:
             }
             for r in list_runs(workspace(ctx), status, before=before, limit=limit)
         ]
+        again = f"dew runs{f' --status {status}' if status else ''}"
         if as_json:
-            return print_json(rows)
+            print_json(rows)
+            return earlier_hint(again, rows, "run_id", limit, as_json)
         table = Table("run", "scenario", "status", "requester", "attempts", "error", title="Runs")
         for r in rows:
             add_row(
@@ -380,7 +384,7 @@ def register_listings(app: typer.Typer) -> None:
                 safe(short(str(r["error"] or ""), 60)),
             )
         console.print(table)
-        earlier_hint(f"dew runs{f' --status {status}' if status else ''}", rows, "run_id", limit)
+        earlier_hint(again, rows, "run_id", limit)
 
     @app.command()
     def retry(

@@ -155,10 +155,20 @@ def start(
 
 @router.get("/runs", tags=["runs"])
 def runs(
-    request: Request, caller: CallerDep, status: Annotated[str | None, Query(max_length=40)] = None
+    request: Request,
+    response: Response,
+    caller: CallerDep,
+    status: Annotated[str | None, Query(max_length=40)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Only runs before this id.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Runs per page.")] = 200,
 ) -> list[dict[str, Any]]:
-    """The runs you may see, newest first: your own as a requester, your queues' as a guardian, all as an auditor."""
-    return queue.runs_for(_ws(request), caller.principal, status=status)
+    """The runs you may see, newest first: your own as a requester, your queues' as a guardian, all
+    as an auditor; a page at a time, a full page with a `Link: <...>; rel="next"` header."""
+    rows = queue.runs_for(_ws(request), caller.principal, status=status, before=before, limit=limit)
+    if len(rows) == limit:
+        query = {"before": rows[-1]["id"], "limit": limit} | ({"status": status} if status else {})
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return rows
 
 
 @router.get("/runs/{run_id}", tags=["runs"])

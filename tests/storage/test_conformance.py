@@ -301,6 +301,37 @@ def test_a_trail_checked_in_parts_at_once_agrees_with_one_checked_in_order(make_
         assert e.value.seq == victim and "was altered" in e.value.message
 
 
+def test_a_head_moved_far_ahead_is_reported_at_once_not_after_reading_every_empty_range(
+    make_workspace, database_url, monkeypatch
+):
+    """Someone sets the head to a huge seq: verify must not ask for the billions of empty ranges
+    in between (it would run for hours), in order or in parts."""
+    ws = make_workspace(database_url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    with transaction(ws.engine) as s:
+        count = s.exec(text("SELECT max(seq) FROM audit_events")).scalar()
+        s.exec(text("UPDATE audit_head SET seq = :far").bindparams(far=2_000_000_000))
+    monkeypatch.setattr(audit, "MIN_PART", 1)
+    for processes in (1, 3):
+        with transaction(ws.engine) as s, pytest.raises(AuditBroken, match="events were removed") as e:
+            audit.verify(s, processes=processes)
+        assert e.value.seq == count + 1
+
+
+def test_parts_connect_with_every_setting_of_the_database_url(make_workspace, database_url, monkeypatch):
+    """The forked parts open their own connections from the workspace's URL: a query string with
+    spaces (libpq options) must reach PostgreSQL as written, or every part would fail and the
+    check fall back to one process."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("a SQLite URL is a file path")
+    url = database_url + "?options=-c%20search_path%3Dpublic&application_name=dew%20verify"
+    ws = make_workspace(url)
+    start_run(ws, "drill-script", DRILL, requester="alice")
+    monkeypatch.setattr(audit, "MIN_PART", 1)
+    with transaction(ws.engine) as s:
+        assert audit.verify(s, processes=3).parts == 3
+
+
 def test_many_processes_can_open_a_fresh_database_and_start_runs_at_once(tmp_path, scenarios_dir, database_url):
     """Each thread opens its own workspace (own engine, own checkpoint connection), as separate
     processes would: migrations, checkpoint setup and a new scenario version must not collide."""
