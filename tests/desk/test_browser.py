@@ -223,3 +223,27 @@ def test_the_guardian_sees_what_the_model_saw(server, browser, tmp_path):
         assert seen.locator("script, img").count() == 0 and page.title() != "pwned"
         seen.screenshot(path=str(shots / f"model-view-{lang}.png"))
         page.context.close()
+
+
+@pytest.mark.parametrize("lang, next_page, first_page", [("zh", "下一页", "第一页"), ("en", "Next page", "First page")])
+def test_a_long_inbox_comes_a_page_at_a_time(server, browser, monkeypatch, tmp_path, lang, next_page, first_page):
+    from dew.guardians.desk import web
+
+    monkeypatch.setattr(web, "INBOX_PAGE", 2)
+    start_runs(server, 5)
+    page = new_page(browser, server.url, lang=lang)
+    sign_in(page, "zhao.lei")
+    seen = []
+    for shown in (2, 2, 1):
+        assert page.title().startswith("(5) ")  # the count is of everything waiting, not of the page
+        rows = page.locator("table.list tbody tr td:first-child a")
+        assert rows.count() == shown
+        seen += [rows.nth(i).inner_text() for i in range(shown)]
+        if shown == 2:
+            page.screenshot(path=str(tmp_path / f"inbox-page-{lang}-{len(seen)}.png"))
+            page.click(f"nav.pages a:text('{next_page}')")
+            page.wait_for_load_state()
+    assert seen == ["#1", "#2", "#3", "#4", "#5"]  # oldest first, none twice, none left out
+    assert page.locator("nav.pages a[rel=next]").count() == 0
+    page.click(f"nav.pages a:text('{first_page}')")
+    assert page.locator("table.list tbody tr td:first-child a").first.inner_text() == "#1"
