@@ -121,8 +121,11 @@ def _current(at: datetime | None):
 
 
 def active_delegation(s: Session, guardian: str, delegate: str, at: datetime | None = None) -> Delegation | None:
-    query = select(Delegation).where(Delegation.guardian == guardian, Delegation.delegate == delegate, *_current(at))
-    return s.exec(query.order_by(col(Delegation.id))).first()
+    """The delegation under which `delegate` may decide `guardian`'s items now. The guardian is
+    compared as `same_person` compares (an item written before identities were validated may name
+    a variant), as the owner is when deciding, and as the inbox finds the item."""
+    query = select(Delegation).where(Delegation.delegate == delegate, *_current(at)).order_by(col(Delegation.id))
+    return next((d for d in s.exec(query).all() if same_person(d.guardian, guardian)), None)
 
 
 def delegated_to(s: Session, delegate: str, at: datetime | None = None) -> list[Delegation]:
