@@ -141,3 +141,17 @@ def test_the_migration_fills_the_rows_of_items_queued_before_it(make_workspace, 
     with transaction(ws.engine) as s:
         assert s.exec(text("SELECT count(*) FROM item_deciders")).one()[0] == expected
     _rows_agree_with_items(ws)
+
+
+def test_a_delegate_is_offered_and_may_decide_an_item_that_names_a_variant_of_the_guardian(make_workspace):
+    """Rows written before identities were validated may name `ZHAO.LEI`: the owner decides them
+    (same_person), and so may their delegate; the inbox offers exactly what may be decided."""
+    ws = make_workspace()
+    item = start_run(ws, "drill-script", DRILL, requester="alice").item
+    with transaction(ws.engine) as s:
+        s.exec(text("UPDATE work_items SET guardian = 'ZHAO.LEI' WHERE id = :i").bindparams(i=item.id))
+    delegate(ws, "zhao.lei", "zhang.min", ends_at=utcnow() + timedelta(days=1), actor="zhao.lei")
+    assert [(i.id, rule) for i, rule in inbox(ws, "zhang.min")] == [(item.id, "delegate")]
+    done = decide(ws, item.key, actor="zhang.min", action="approve")
+    assert done.run.status == "released"
+    assert inbox(ws, "zhang.min") == []
