@@ -181,10 +181,11 @@ def released(ws: Workspace, *, before: int | None = None, limit: int = 100) -> l
         query = select(Release, Run).where(Release.run_id == Run.id).order_by(col(Release.id).desc()).limit(limit)
         if before is not None:
             query = query.where(col(Release.id) < before)
-        return [
-            {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
-            for r, run in reversed(s.exec(query).all())
-        ]
+        return [_release_row(r, run) for r, run in reversed(s.exec(query).all())]
+
+
+def _release_row(r: Release, run: Run) -> dict[str, Any]:
+    return {**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id, "scenario": run.scenario_id}
 
 
 # --- what one person may see ---------------------------------------------------------------------
@@ -363,8 +364,7 @@ def released_for(ws: Workspace, p: Principal, *, before: int | None = None, limi
         out = []
         for r, run in s.exec(query).yield_per(500):
             if reads_everything(p) or may_see_run(s, p, run, _items_of(s, run.key)):
-                out.append({**(_release_dict(r) or {}), "run_id": run.id, "item_id": r.item_id,
-                            "scenario": run.scenario_id})  # fmt: skip
+                out.append(_release_row(r, run))
                 if len(out) >= limit:
                     break
         return out

@@ -297,7 +297,7 @@ def register(app: typer.Typer) -> None:
         from dew.guardians.queue import inbox as load_inbox
 
         page = load_inbox(workspace(ctx), actor, include_decided=all_, after=after, limit=limit)
-        rows = inbox_rows(page, actor)
+        rows = inbox_rows(page)
         if as_json:
             print_json(rows)
         else:
@@ -423,8 +423,8 @@ def register_listings(app: typer.Typer) -> None:
             raise DeliveryIncomplete(f"{len(left)} problem(s) need a person: " + "; ".join(p.detail for p in left))
 
 
-def inbox_rows(page: Sequence[tuple[WorkItem, str | None]], actor: str | None = None) -> list[dict]:
-    """The list's rows of a page of `queue.inbox`: each item with the rule that lets `actor` decide."""
+def inbox_rows(page: Sequence[tuple[WorkItem, str | None]]) -> list[dict]:
+    """The list's rows of a page of `queue.inbox`: each item with the rule that lets its reader decide."""
     return [
         {
             "item_id": i.id,

@@ -131,6 +131,17 @@ class RunRequest(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
 
 
+def _paged(
+    request: Request, response: Response, rows: list[dict[str, Any]], limit: int, cursor: str, **filters: str | None
+) -> list[dict[str, Any]]:
+    """A page of rows as the listing returns it; a full one with a `Link: <...>; rel="next"`
+    header whose `cursor` (after/before) is the last row's id, the filters kept."""
+    if len(rows) == limit:
+        query = {cursor: rows[-1]["id"], "limit": limit} | {k: v for k, v in filters.items() if v}
+        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+    return rows
+
+
 @router.post("/runs", tags=["runs"], status_code=202)
 def start(
     body: RunRequest,
@@ -165,10 +176,7 @@ def runs(
     """The runs you may see, newest first: your own as a requester, your queues' as a guardian, all
     as an auditor; a page at a time, a full page with a `Link: <...>; rel="next"` header."""
     rows = queue.runs_for(_ws(request), caller.principal, status=status, before=before, limit=limit)
-    if len(rows) == limit:
-        query = {"before": rows[-1]["id"], "limit": limit} | ({"status": status} if status else {})
-        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-    return rows
+    return _paged(request, response, rows, limit, "before", status=status)
 
 
 @router.get("/runs/{run_id}", tags=["runs"])
@@ -201,10 +209,7 @@ def my_queue(
     oldest first, a page at a time: a full page carries a `Link: <...>; rel="next"` header to the
     next (the last id as `after`)."""
     rows = queue.queue_for(_ws(request), caller.principal, scenario, after=after, limit=limit)
-    if len(rows) == limit:
-        query = {"after": rows[-1]["id"], "limit": limit} | ({"scenario": scenario} if scenario else {})
-        response.headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
-    return rows
+    return _paged(request, response, rows, limit, "after", scenario=scenario)
 
 
 @router.get("/items/{item_id}", tags=["queue"])
@@ -332,11 +337,7 @@ def releases(
     """The releases you may see, newest first, a page at a time: a full page carries a
     `Link: <...>; rel="next"` header to the next (its last id as `before`)."""
     rows = queue.released_for(_ws(request), caller.principal, before=before, limit=limit)
-    if len(rows) == limit:
-        response.headers["Link"] = (
-            f'<{request.url.path}?{urlencode({"before": rows[-1]["id"], "limit": limit})}>; rel="next"'
-        )
-    return rows
+    return _paged(request, response, rows, limit, "before")
 
 
 @router.get("/releases/{release_id}/content", tags=["releases"], response_class=PlainTextResponse)
