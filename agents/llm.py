@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .endpoints import LOCAL, EndpointClass, classify
 from .errors import LLMError, LLMNotConfigured
 from .limits import admitted
-from .spec import LLMSpec
 
 if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most commands never call a model
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
+
+    from .spec import LLMSpec
 
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini"
 OPENAI_ENDPOINT = "https://api.openai.com/v1"

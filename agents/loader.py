@@ -18,6 +18,7 @@ from yaml.constructor import ConstructorError
 from .endpoints import DATA_CLASSES
 from .errors import InputInvalid, InputMissing, ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
+from .names import ROSTER_FILE
 from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
 from .templating import compile_expression, compile_template, template_strings, undeclared_names
 from .tools import registry
@@ -97,9 +98,6 @@ def parse_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
     finally:
         loader.dispose()
     return data, _line_index(node)
-
-
-ROSTER_FILE = "guardians.yaml"
 
 
 @dataclass(frozen=True)
@@ -468,11 +466,6 @@ def _handoff_problems(loaded: LoadedScenario, catalogue: dict[str, LoadedScenari
             f"this scenario's {loaded.spec.data} output (its model endpoints may be allowed less)"
         )
     return out
-
-
-def shipped_directory() -> Path:
-    """The scenarios shipped with dew: `scenarios/` beside `agents/`, in a checkout and in the wheel."""
-    return Path(__file__).resolve().parent.parent / "scenarios"
 
 
 # --- line numbers ------------------------------------------------------------------------------

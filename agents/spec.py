@@ -16,14 +16,10 @@ from jinja2 import TemplateSyntaxError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from .names import ID_PATTERN, PERSON_PATTERN, STEP_ID_PATTERN
 from .templating import compile_template, undeclared_names
 
 FORMAT_VERSION = 1
-ID_PATTERN = r"^[a-z][a-z0-9_-]{0,63}$"
-STEP_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"  # usable as `steps.<id>` in Jinja2, so no hyphens
-# One pattern for every identity dew knows (roster ids, guardians, requesters, actors); see
-# guardians/identity.py for the normal form everything is compared in.
-PERSON_PATTERN = r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$"
 
 
 class _Strict(BaseModel):

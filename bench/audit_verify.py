@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select
 
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.guardians import audit, export
 from dew.guardians.db import reading, transaction
 from dew.guardians.models import AuditEvent, AuditHead

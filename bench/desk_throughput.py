@@ -44,7 +44,7 @@ def serve(home: str, url: str, port: int, workers: int, delay: float) -> None:
     """The server process: dew's app with a scripted model that takes `delay` seconds per call."""
     import uvicorn
 
-    from dew.agents.loader import shipped_directory
+    from dew.agents.names import shipped_directory
     from dew.agents.testing import ScriptedModelProvider, default_reply
     from dew.guardians.desk.app import DeskConfig, create_app
     from dew.guardians.workspace import Settings
@@ -61,7 +61,7 @@ def serve(home: str, url: str, port: int, workers: int, delay: float) -> None:
 
 
 def setup_people(home: str, url: str) -> dict[str, str]:
-    from dew.agents.loader import shipped_directory
+    from dew.agents.names import shipped_directory
     from dew.agents.testing import ScriptedModelProvider
     from dew.guardians import auth, users
     from dew.guardians.workspace import Settings, Workspace

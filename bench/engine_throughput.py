@@ -45,7 +45,7 @@ def peak_mib(pid: int) -> float:
 def round_(admin_url: str, runs: int, workers: int, concurrency: int, delay: float) -> dict:
     from sqlmodel import col, func, select
 
-    from dew.agents.loader import shipped_directory
+    from dew.agents.names import shipped_directory
     from dew.agents.testing import ScriptedModelProvider
     from dew.guardians import engine
     from dew.guardians.db import transaction

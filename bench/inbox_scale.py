@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch import create_database, drop_database
 from sqlalchemy import insert, text
 
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.agents.testing import ScriptedModelProvider
 from dew.guardians import queue
 from dew.guardians.auth import Principal

@@ -30,7 +30,7 @@ ACTIONS = ("approve", "reject", "edit")
 
 
 def _settings(home: str, url: str):
-    from dew.agents.loader import shipped_directory
+    from dew.agents.names import shipped_directory
     from dew.guardians.workspace import Settings
 
     return Settings(home=Path(home), scenarios_dir=shipped_directory(), database_url=url)

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dew.agents.llm import settings_from_env
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.guardians.runs import start_run
 from dew.guardians.workspace import Settings, Workspace
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert
 
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.agents.testing import ScriptedModelProvider
 from dew.guardians import stats
 from dew.guardians.db import transaction

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from dew.agents.spec import LLMStep
 from dew.guardians.errors import (
     AlreadyDecided,
     DecisionInvalid,
@@ -103,6 +102,8 @@ def record_decision(
                 "an edit is made at the last sign-off: approve, reject or send back here"
             )
         diff = _check_edit(ws, item, run, edited)
+    from dew.agents.spec import LLMStep
+
     if action == "revise" and not isinstance(spec.step(spec.revise_step), LLMStep):
         raise DecisionInvalid(f"scenario '{spec.id}' has no agent to act on feedback; edit or reject instead")
 

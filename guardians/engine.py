@@ -33,7 +33,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, text
-from sqlalchemy.engine import make_url
 from sqlmodel import col, select
 
 from dew.guardians.errors import InvalidState
@@ -53,7 +52,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dew.engine")
 
-ENGINES = ("threads", "procrastinate")
 QUEUE = "dew-runs"
 TASK = "dew:perform"
 SWEEP_CRON = "* * * * * */10"  # every 10 seconds (croniter, procrastinate's cron, reads seconds last)
@@ -67,13 +65,7 @@ SCHEMA_FUNCTION = "procrastinate_fetch_job_v2"  # in the schema of the procrasti
 
 def check(settings: Settings) -> None:
     """Refuse an engine that does not exist, or procrastinate on a database other than PostgreSQL."""
-    if settings.engine not in ENGINES:
-        raise InvalidState(f"DEW_ENGINE is '{settings.engine}'; it takes one of: {', '.join(ENGINES)}")
-    if settings.engine == "procrastinate" and make_url(settings.database_url).get_backend_name() != "postgresql":
-        raise InvalidState(
-            f"DEW_ENGINE=procrastinate needs PostgreSQL, and the database is {settings.database_label}; "
-            "set DEW_DATABASE_URL=postgresql://USER@HOST:PORT/DB, or leave DEW_ENGINE unset for the in-process workers"
-        )
+    settings.check_engine()
 
 
 def distributed(settings: Settings) -> bool:
@@ -411,6 +403,16 @@ def give_up(ws: Workspace, run_id: int, reason: str) -> None:
         log.exception("could not record the run's failure", extra={"run_id": run_id})
 
 
+def _warm() -> None:
+    """Import what a job uses before taking the first: otherwise about a second of imports (LangGraph,
+    its PostgreSQL saver, the OpenAI client, the scenario compiler) lands on the first jobs taken, an
+    urgent one among them, and on every job thread that waits for those imports."""
+    import importlib
+
+    for module in ("langchain_openai", "langgraph.checkpoint.postgres", "dew.agents.runtime", "dew.guardians.runs"):
+        importlib.import_module(module)
+
+
 def work(
     settings: Settings,
     provider: ModelProvider,
@@ -435,6 +437,7 @@ def work(
     from .workspace import Workspace
 
     Workspace(settings, provider, sync_roster=False).close()  # dew's own tables at the newest migration
+    _warm()
     app = make_app(settings)
     # Set per worker: the worker that executes a job decides whether it is tried again.
     app.tasks[TASK].retry_strategy = (

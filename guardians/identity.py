@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from dew.agents.spec import PERSON_PATTERN
+from dew.agents.names import PERSON_PATTERN
 
 from .errors import IdentityInvalid
 

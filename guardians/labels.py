@@ -32,20 +32,21 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlmodel import Session, select
 
 from dew.agents.errors import InputInvalid
-from dew.agents.spec import LabelSpec, Scenario, label_context, label_problem
-from dew.agents.templating import render
 
 from . import audit
 from .chainhead import public_key_text
 from .errors import NotAsReleased, ReleaseError
 from .models import AuditEvent, Release
+
+if TYPE_CHECKING:
+    from dew.agents.spec import LabelSpec, Scenario
 
 FORMAT = 1
 SIDECAR_SUFFIX = ".label.json"
@@ -85,6 +86,10 @@ class Approval:
 
 
 def explicit_lines(spec: Scenario, approval: Approval, run: dict[str, Any]) -> list[str]:
+    # Imported here: reading releases (every listing) needs no scenario model or Jinja2.
+    from dew.agents.spec import label_context, label_problem
+    from dew.agents.templating import render
+
     """The explicit label's text, one entry per language, as the scenario words it."""
     label: LabelSpec = spec.release.label
     guardian = {"id": approval.guardian, "name": approval.name}

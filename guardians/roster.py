@@ -10,8 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import col, select
 
 from dew.agents.errors import InputInvalid, ScenarioInvalid
-from dew.agents.loader import ROSTER_FILE
-from dew.agents.spec import PERSON_PATTERN
+from dew.agents.names import PERSON_PATTERN, ROSTER_FILE
 from dew.guardians.errors import NotAuthorized, NotFound
 
 from .audit import GuardianAdded, emit

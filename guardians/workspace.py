@@ -12,15 +12,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from dew.agents.errors import ScenarioInvalid, ScenarioNotFound
-from dew.agents.loader import LoadedScenario, load_catalogue, load_text, shipped_directory
-from dew.guardians.errors import StorageError
+from dew.agents.names import shipped_directory
+from dew.guardians.errors import InvalidState, StorageError
 
 from .db import make_engine, normalize_url, transaction, upgrade
 from .models import ScenarioVersion
 
 if TYPE_CHECKING:
     from dew.agents.llm import ModelProvider
+    from dew.agents.loader import LoadedScenario
     from dew.agents.runtime import Runtime
+
+
+ENGINES = ("threads", "procrastinate")  # who executes runs: see engine.py
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,17 @@ class Settings:
         return cls(home=home, scenarios_dir=Path(scenarios).expanduser().resolve(), database_url=normalize_url(url),
                    engine=engine)  # fmt: skip
 
+    def check_engine(self) -> None:
+        """Refuse an engine that does not exist, or procrastinate on a database other than PostgreSQL.
+        Here rather than in engine.py, which every workspace would then import with the run stack."""
+        if self.engine not in ENGINES:
+            raise InvalidState(f"DEW_ENGINE is '{self.engine}'; it takes one of: {', '.join(ENGINES)}")
+        if self.engine == "procrastinate" and make_url(self.database_url).get_backend_name() != "postgresql":
+            raise InvalidState(
+                f"DEW_ENGINE=procrastinate needs PostgreSQL, and the database is {self.database_label}; "
+                "set DEW_DATABASE_URL=postgresql://USER@HOST:PORT/DB, or leave DEW_ENGINE unset for the in-process workers"
+            )
+
     @property
     def outbox(self) -> Path:
         return self.home / "outbox"
@@ -57,9 +72,7 @@ class Settings:
 class Workspace:
     def __init__(self, settings: Settings, provider: ModelProvider | None = None, *, sync_roster: bool = True):
         self.settings = settings
-        from .engine import check as check_engine
-
-        check_engine(settings)  # DEW_ENGINE names one, and procrastinate has PostgreSQL
+        settings.check_engine()  # DEW_ENGINE names one, and procrastinate has PostgreSQL
         try:
             self.settings.home.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -91,6 +104,9 @@ class Workspace:
     def catalogue(self) -> dict[str, LoadedScenario]:
         """The scenarios that load; `catalogue_problems` says why others do not."""
         if self._catalogue is None:
+            # The scenario model is imported by commands that read scenarios, not by every listing.
+            from dew.agents.loader import load_catalogue
+
             self._catalogue, self.catalogue_problems = load_catalogue(self.settings.scenarios_dir)
         return self._catalogue
 
@@ -113,6 +129,8 @@ class Workspace:
         """The exact scenario text a run started with, whatever the file says today."""
         loaded = self._versions.get(sha256)
         if loaded is None:
+            from dew.agents.loader import load_text
+
             with transaction(self.engine) as s:
                 row = s.get(ScenarioVersion, sha256)
             if row is None:

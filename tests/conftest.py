@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.agents.testing import ScriptedModelProvider
 from dew.guardians.workspace import Settings, Workspace
 

@@ -24,7 +24,7 @@ def test_dew_works_beside_another_top_level_agents_package(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     code = (
         "import agents, guardians; assert agents.OTHER == 'agents' and guardians.OTHER == 'guardians';"
-        "from dew.agents.loader import load_directory, shipped_directory;"
+        "from dew.agents.loader import load_directory; from dew.agents.names import shipped_directory;"
         "from dew.agents.tools import registry;"
         "assert len(load_directory(shipped_directory())) >= 7 and 'score_table' in registry();"
         "import agents; assert agents.OTHER == 'agents'"

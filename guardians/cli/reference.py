@@ -152,7 +152,8 @@ def scenarios_reference() -> str:
     import yaml
 
     from dew.agents.compiler import mermaid
-    from dew.agents.loader import ROSTER_FILE, load_directory, shipped_directory
+    from dew.agents.loader import load_directory
+    from dew.agents.names import ROSTER_FILE, shipped_directory
 
     folder = shipped_directory()
     roster = {g["id"]: g for g in yaml.safe_load((folder / ROSTER_FILE).read_text(encoding="utf-8"))["guardians"]}

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
 from rich.panel import Panel
 from rich.table import Table
 
@@ -48,6 +47,8 @@ if TYPE_CHECKING:
 def parse_inputs(pairs: list[str], input_file: Path | None) -> dict:
     values: dict = {}
     if input_file is not None:
+        import yaml
+
         try:
             text = input_file.read_text(encoding="utf-8")
             data = json.loads(text) if input_file.suffix == ".json" else yaml.safe_load(text)

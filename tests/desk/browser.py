@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.agents.testing import ScriptedModelProvider
 from dew.guardians.desk.app import DeskConfig, create_app
 from dew.guardians.workspace import Settings, Workspace

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import expect
 from sqlmodel import select
 
-from dew.agents.loader import shipped_directory
+from dew.agents.names import shipped_directory
 from dew.guardians import signing
 from dew.guardians.db import transaction
 from dew.guardians.models import Decision, SigningKey
