@@ -109,7 +109,7 @@ def _in_flight(url: str) -> list[str]:
 
 
 def _setup(home: Path, url: str) -> dict[str, str]:
-    from dew.agents.loader import shipped_directory
+    from dew.agents.names import shipped_directory
     from dew.agents.testing import ScriptedModelProvider
     from dew.guardians import auth, engine, users
     from dew.guardians.workspace import Settings, Workspace
@@ -128,7 +128,8 @@ def _setup(home: Path, url: str) -> dict[str, str]:
 
 
 def _hotline_example() -> dict[str, Any]:
-    from dew.agents.loader import load_directory, shipped_directory
+    from dew.agents.loader import load_directory
+    from dew.agents.names import shipped_directory
 
     spec = load_directory(shipped_directory())["hotline-intake"].spec
     return dict(spec.examples[0].inputs)
@@ -143,7 +144,7 @@ def crash(admin_url: str, runs: int, workers: int, seed: int = 1, keep: bool = F
     home = Path(tempfile.mkdtemp(prefix="dew-crash-"))
     fake = FakeOpenAI().start()
     fake.latency = 0.1
-    from dew.agents.loader import shipped_directory
+    from dew.agents.names import shipped_directory
 
     env = {**os.environ, "DEW_HOME": str(home / "ws"), "DEW_SCENARIOS": str(shipped_directory()),
            "DEW_DATABASE_URL": url, "DEW_ENGINE": "procrastinate", "DEW_LLM_BASE_URL": fake.url,
@@ -278,7 +279,16 @@ def _settled(url: str, accepted: list[int], decided: dict[int, str]) -> bool:
             "SELECT count(*) FROM work_items WHERE status = 'pending' AND scenario_id <> 'enforcement-document'"
         ).fetchone()[0]
         known = conn.execute("SELECT count(*) FROM runs WHERE parent_run_id IS NULL").fetchone()[0]
-    return live == 0 and pending == 0 and known >= len(accepted) and len(accepted) > 0
+        # A hand-off is made after its run's release, by the same job: a released hotline run with
+        # neither a child run nor a recorded reason is still being handed off (or its job is to be
+        # retried), and the child it will start is live work the check would otherwise find queued.
+        handing_off = conn.execute(
+            "SELECT count(*) FROM runs r WHERE r.scenario_id = 'hotline-intake' AND r.status = 'released'"
+            " AND NOT EXISTS (SELECT 1 FROM runs c WHERE c.parent_run_id = r.id)"
+            " AND NOT EXISTS (SELECT 1 FROM audit_events e WHERE e.run_id = r.id"
+            " AND e.kind IN ('run.handoff_failed', 'run.handoff_skipped'))"
+        ).fetchone()[0]
+    return live == 0 and pending == 0 and handing_off == 0 and known >= len(accepted) and len(accepted) > 0
 
 
 def _check(url: str, home: Path, env: dict[str, str], accepted: list[int], decided: dict[int, str]) -> dict[str, Any]:
@@ -288,8 +298,10 @@ def _check(url: str, home: Path, env: dict[str, str], accepted: list[int], decid
     with psycopg.connect(url, autocommit=True) as conn:
         runs = {r[0]: r for r in conn.execute("SELECT id, scenario_id, status, error, parent_run_id FROM runs")}
         releases = conn.execute("SELECT run_id, location FROM releases").fetchall()
-        handoff_failed = {r[0] for r in conn.execute("SELECT run_id FROM audit_events WHERE kind = 'handoff.failed'")}
-        skipped = {r[0] for r in conn.execute("SELECT run_id FROM audit_events WHERE kind = 'handoff.skipped'")}
+        handoff_failed = {
+            r[0] for r in conn.execute("SELECT run_id FROM audit_events WHERE kind = 'run.handoff_failed'")
+        }
+        skipped = {r[0] for r in conn.execute("SELECT run_id FROM audit_events WHERE kind = 'run.handoff_skipped'")}
     for run_id in accepted:
         if run_id not in runs:
             problems.append(f"run {run_id} was accepted and is not in the database")
