@@ -20,8 +20,6 @@ from typing import TYPE_CHECKING
 from sqlmodel import col, select
 
 from dew.agents.errors import DewError
-from dew.agents.spec import Scenario
-from dew.agents.templating import render, run_values, scenario_context
 from dew.guardians.errors import InvalidState, NotFound, ReleaseError
 
 from . import audit, labels
@@ -30,6 +28,8 @@ from .db import locked, must_get, transaction
 from .models import Action, Decision, Guardian, Release, Run, RunStatus, SignOff, User, WorkItem, utcnow
 
 if TYPE_CHECKING:
+    from dew.agents.spec import Scenario
+
     from .workspace import Workspace
 
 RELEASABLE = [a.value for a in Action if a.releases]
@@ -74,6 +74,9 @@ def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
             "written again from this workspace (the trail keeps its hashes; the recipient keeps the file)"
         )
     scenario = ws.stored_scenario(run.scenario_sha256).spec  # read before taking the write lock
+    # Imported here: reading a release (every listing) needs no scenario model or Jinja2.
+    from dew.agents.templating import run_values
+
     try:
         key = workspace_key(ws)  # made (and recorded) on first use, in a transaction of its own
         with transaction(ws.engine) as s:
@@ -162,6 +165,8 @@ MAX_NAME_BYTES = 150  # well under the 255-byte limit of common filesystems, wit
 
 
 def _file_name(spec: Scenario, run: Run) -> str:
+    from dew.agents.templating import render, run_values, scenario_context
+
     context = scenario_context(spec, run=run_values(run.id, run.created_at.date()), inputs=run.inputs)
     name = render(spec.release.filename, context, where=f"scenario '{spec.id}': release.filename")
     name = re.sub(r"[^\w.\-]+", "-", name, flags=re.UNICODE).strip(".-")
