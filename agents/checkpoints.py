@@ -6,6 +6,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from sqlalchemy.engine import URL, make_url
@@ -41,8 +42,25 @@ def postgres_conninfo(url: str | URL) -> str:
     return make_conninfo("", **params)
 
 
+def saver_pool(url: str, max_size: int) -> Any:
+    """A pool of PostgreSQL connections for checkpoint savers (psycopg_pool.ConnectionPool, opened),
+    the saver's tables migrated: the savers of a worker's job threads each take a connection only
+    for the statement at hand, instead of each keeping one open for as long as the worker lives."""
+    from psycopg.rows import dict_row
+    from psycopg_pool import ConnectionPool
+
+    with open_saver(url):  # migrates, once, on a connection of its own (see _setup_once)
+        pass
+    return ConnectionPool(
+        postgres_conninfo(url), min_size=1, max_size=max(2, max_size), name="dew-checkpoints", open=True,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+    )  # fmt: skip
+
+
 @contextmanager
-def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
+def open_saver(url: str, pool: Any = None) -> Iterator[BaseCheckpointSaver]:
+    """The official LangGraph saver of the database's backend. On PostgreSQL, `pool` (saver_pool)
+    lends the saver its connections; without one the saver keeps a connection of its own."""
     backend = parse_url(url).get_backend_name()
     if backend == "sqlite":
         from langgraph.checkpoint.sqlite import SqliteSaver
@@ -55,6 +73,13 @@ def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
             yield lite_saver
         finally:
             lite.close()
+    elif backend == "postgresql" and pool is not None:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        # Each saver has its own lock (LangGraph's saver holds one around every statement), so
+        # threads with savers of their own on one pool never wait for each other's checkpoints.
+        # The tables were migrated when the pool was made.
+        yield PostgresSaver(pool)
     elif backend == "postgresql":
         from langgraph.checkpoint.postgres import PostgresSaver
         from psycopg import Connection
@@ -64,15 +89,19 @@ def open_saver(url: str) -> Iterator[BaseCheckpointSaver]:
             postgres_conninfo(url), autocommit=True, prepare_threshold=0, row_factory=dict_row
         ) as conn:
             saver = PostgresSaver(conn)
-            # setup() migrates the saver's tables; two processes doing it at once collide. Poll for
-            # the lock rather than wait on it: setup's CREATE INDEX CONCURRENTLY waits for every
-            # running statement, including a blocked pg_advisory_lock, which would deadlock.
-            while not (conn.execute("SELECT pg_try_advisory_lock(74657702) AS ok").fetchone() or {}).get("ok"):
-                time.sleep(0.05)
-            try:
-                saver.setup()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(74657702)")
+            _setup_once(conn, saver)
             yield saver
     else:
         raise ValueError(f"unsupported database URL for checkpoints: {url}")
+
+
+def _setup_once(conn: Any, saver: Any) -> None:
+    """Migrate the saver's tables, one process at a time. Poll for the lock rather than wait on it: setup's
+    CREATE INDEX CONCURRENTLY waits for every running statement, including a blocked
+    pg_advisory_lock, which would deadlock."""
+    while not (conn.execute("SELECT pg_try_advisory_lock(74657702) AS ok").fetchone() or {}).get("ok"):
+        time.sleep(0.05)
+    try:
+        saver.setup()
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(74657702)")

@@ -32,7 +32,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
+    """An engine on the workspace's database. `pool_size` bounds a PostgreSQL engine's connections
+    (that many kept, as many again opened for a burst): a worker's job threads share one engine."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -58,7 +60,9 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_pre_ping=True)
+        if pool_size is None:
+            return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
     shown = parsed.render_as_string(hide_password=True)
     raise StorageError(f"unsupported database URL '{shown}': use sqlite:///FILE or postgresql://USER@HOST/DB")
 

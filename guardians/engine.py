@@ -242,10 +242,21 @@ class WorkerConfig:
         return max(2 * self.stalled_after, 10.0)
 
 
+def pool_size(concurrency: int) -> int:
+    """Connections a worker keeps for dew's tables: a quarter of its jobs (checkpoints: twice that)."""
+    return max(2, concurrency // 4)
+
+
 @dataclass
 class _Process:
     """What a worker process's jobs share: settings, the model provider (so the embedded model
-    server starts once) and one workspace per job thread."""
+    server starts once), the database connections and one workspace per job thread.
+
+    Connections: each job holds one for its run's lock (`holding`) while it executes; dew's tables
+    have a pool of a quarter as many (as many again for a burst), the checkpoints one of half as
+    many: a transaction or a checkpoint takes milliseconds, the seconds of a job go to the model.
+    A worker of concurrency 32 used to keep two connections per job thread besides, 99 in all, and
+    PostgreSQL's default limit is 100: a second such worker could not connect."""
 
     settings: Settings
     provider: ModelProvider
@@ -254,13 +265,31 @@ class _Process:
     opened: list[Workspace] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     locks: Any = None  # a connection pool for the run locks (`holding`)
+    engine: Any = None  # one SQLAlchemy engine for every job thread's workspace
+    savers: Any = None  # one connection pool for every job thread's checkpoint saver
+
+    def open_pools(self) -> None:
+        from psycopg_pool import ConnectionPool
+
+        from dew.agents.checkpoints import postgres_conninfo, saver_pool
+
+        from .db import make_engine
+
+        shared = pool_size(self.config.concurrency)
+        self.engine = make_engine(self.settings.database_url, pool_size=shared)
+        self.savers = saver_pool(self.settings.database_url, 2 * shared)
+        self.locks = ConnectionPool(postgres_conninfo(self.settings.database_url), min_size=1,
+                                    max_size=self.config.concurrency + 1, kwargs={"autocommit": True},
+                                    name="dew-run-locks", open=True)  # fmt: skip
 
     def workspace(self) -> Workspace:
         ws = getattr(self.local, "ws", None)
         if ws is None:
             from .workspace import Workspace
 
-            ws = self.local.ws = Workspace(self.settings, self.provider, sync_roster=False)
+            ws = self.local.ws = Workspace(
+                self.settings, self.provider, sync_roster=False, engine=self.engine, saver_pool=self.savers
+            )
             with self.lock:
                 self.opened.append(ws)
         return ws
@@ -292,8 +321,11 @@ class _Process:
             for ws in self.opened:
                 ws.close()
             self.opened.clear()
-        if self.locks is not None:
-            self.locks.close()
+        for pool in (self.locks, self.savers):
+            if pool is not None:
+                pool.close()
+        if self.engine is not None:
+            self.engine.dispose()
 
 
 _process: _Process | None = None
@@ -445,15 +477,10 @@ def work(
         if config.retries
         else None
     )
-    from psycopg_pool import ConnectionPool
-
-    from dew.agents.checkpoints import postgres_conninfo
-
     from .throttle import DbGate
 
     _process = _Process(settings, provider, config)
-    _process.locks = ConnectionPool(postgres_conninfo(settings.database_url), min_size=1,
-                                    max_size=config.concurrency + 1, kwargs={"autocommit": True}, name="dew-run-locks", open=True)  # fmt: skip
+    _process.open_pools()
 
     gate = DbGate(settings, max_connections=config.concurrency + 2)
     local_gate = limits.install(gate)  # endpoint limits hold across every worker on the database

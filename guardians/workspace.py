@@ -6,7 +6,7 @@ import os
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +19,8 @@ from .db import make_engine, normalize_url, transaction, upgrade
 from .models import ScenarioVersion
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from dew.agents.llm import ModelProvider
     from dew.agents.loader import LoadedScenario
     from dew.agents.runtime import Runtime
@@ -70,18 +72,32 @@ class Settings:
 
 
 class Workspace:
-    def __init__(self, settings: Settings, provider: ModelProvider | None = None, *, sync_roster: bool = True):
+    def __init__(
+        self,
+        settings: Settings,
+        provider: ModelProvider | None = None,
+        *,
+        sync_roster: bool = True,
+        engine: Engine | None = None,
+        saver_pool: Any = None,
+    ):
+        """`engine` and `saver_pool` (checkpoints.saver_pool) are shared with other workspaces of the
+        process, which own them: a worker's job threads each have a workspace, and all of them
+        together hold a bounded number of database connections."""
         self.settings = settings
         settings.check_engine()  # DEW_ENGINE names one, and procrastinate has PostgreSQL
         try:
             self.settings.home.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StorageError(f"cannot create the workspace folder {settings.home}: {e.strerror or e}") from None
-        self.engine = make_engine(settings.database_url)
+        self._owns_engine = engine is None
+        self.engine = engine or make_engine(settings.database_url)
+        self._saver_pool = saver_pool
         try:
             upgrade(self.engine)
         except DBAPIError as e:
-            self.engine.dispose()
+            if self._owns_engine:
+                self.engine.dispose()
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
             raise StorageError(f"cannot open the database {settings.database_label}: {reason}") from None
         if provider is None:
@@ -146,14 +162,15 @@ class Workspace:
             from dew.agents.checkpoints import open_saver
             from dew.agents.runtime import Runtime
 
-            saver = self._stack.enter_context(open_saver(self.settings.database_url))
+            saver = self._stack.enter_context(open_saver(self.settings.database_url, self._saver_pool))
             self._runtime = Runtime(saver, self.provider, data_dir=self.settings.scenarios_dir)
         return self._runtime
 
     def close(self) -> None:
         self._stack.close()
         self._runtime = None
-        self.engine.dispose()
+        if self._owns_engine:
+            self.engine.dispose()
 
     def __enter__(self) -> Workspace:
         return self

@@ -446,3 +446,40 @@ def test_the_sweep_is_deferred_before_any_backlog(engine_ws):
     app = engine.make_app(engine_ws.settings)
     [periodic] = [t for t in app.periodic_registry.periodic_tasks.values() if t.task.name == "dew:sweep"]
     assert periodic.configure_kwargs["priority"] == engine.SWEEP_PRIORITY > max(PRIORITIES.values())
+
+
+def _connections(url: str, application: str) -> int:
+    with psycopg.connect(postgres_conninfo(url)) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+            (application,),
+        ).fetchone()[0]
+
+
+@pytest.mark.postgres
+def test_a_worker_keeps_a_bounded_number_of_connections(engine_dew, engine_ws, workers, pg_url, fake_llm):
+    """A worker of concurrency 8 with all its jobs in flight holds the connections docs/deploy.md
+    counts (8 + 1 run locks, 2 + 2 for dew's tables, 4 for checkpoints, procrastinate's 4-5), not
+    two more per job thread: 100 connections, PostgreSQL's default, would otherwise hold 3 such workers."""
+    fake_llm.latency = 0.3  # every job's model call in flight at once
+    workers.env["PGAPPNAME"] = "dew-test-worker"  # libpq names every connection the worker opens
+    workers.start("--concurrency", "8")
+    workers.ready(pg_url)
+    executor = engine.executor_for(engine_ws.settings)
+    ids = []
+    for _ in range(24):
+        run = request_run(engine_ws, "drill-script", _example(engine_ws, "drill-script"), requester="officer.wu")
+        executor.submit(Job(JobKind.START, run.key))
+        ids.append(run.key)
+    peak = 0
+
+    def all_drafted() -> bool:
+        nonlocal peak
+        peak = max(peak, _connections(pg_url, "dew-test-worker"))
+        with transaction(engine_ws.engine) as s:
+            statuses = s.exec(select(Run.status).where(Run.id.in_(ids))).all()  # type: ignore[union-attr]
+        return all(status == "awaiting_decision" for status in statuses)
+
+    _until(all_drafted, timeout=120, every=0.05)
+    assert fake_llm.max_in_flight >= 6  # the jobs did overlap
+    assert 9 <= peak <= 24, peak
