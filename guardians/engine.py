@@ -242,6 +242,65 @@ class WorkerConfig:
         return max(2 * self.stalled_after, 10.0)
 
 
+class RunLocks:
+    """A worker process's run locks: PostgreSQL advisory locks, all held on one connection of the
+    process's own, so a worker that dies frees its runs with its session (whatever its
+    concurrency, one connection). A session's advisory locks are re-entrant, so a second job of
+    this process for a run it already executes (a job retried while its first attempt is still at
+    work here) waits in the process instead."""
+
+    def __init__(self, url: str):
+        from dew.agents.checkpoints import postgres_conninfo
+
+        self.conninfo = postgres_conninfo(url)
+        self._conn: Any = None
+        self._statement = threading.Lock()  # one statement at a time on the connection
+        self._changed = threading.Condition()
+        self._held: set[int] = set()
+
+    @contextmanager
+    def holding(self, run_id: int) -> Iterator[None]:
+        with self._changed:
+            while run_id in self._held:
+                self._changed.wait()
+            self._held.add(run_id)
+        try:
+            waited = False
+            while not self._execute("SELECT pg_try_advisory_lock(%s, %s)", run_id):
+                if not waited:
+                    log.warning("run busy on another worker; waiting", extra={"run_id": run_id})
+                    waited = True
+                time.sleep(0.5)
+            try:
+                yield
+            finally:
+                try:
+                    self._execute("SELECT pg_advisory_unlock(%s, %s)", run_id)
+                except Exception:  # a broken connection has freed every lock of its session already
+                    log.exception("could not free a run's lock", extra={"run_id": run_id})
+        finally:
+            with self._changed:
+                self._held.discard(run_id)
+                self._changed.notify_all()
+
+    def _execute(self, sql: str, run_id: int) -> bool:
+        import psycopg
+
+        with self._statement:
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                # A new session holds none of the old one's locks: the server freed them when the
+                # old one broke, and another worker may take those runs (as when a worker dies).
+                self._conn = psycopg.Connection.connect(self.conninfo, autocommit=True)
+            row = self._conn.execute(sql, (RUN_LOCK, run_id)).fetchone()
+            return bool(row and row[0])
+
+    def close(self) -> None:
+        with self._statement:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
 def pool_size(concurrency: int) -> int:
     """Connections a worker keeps for dew's tables: a quarter of its jobs (checkpoints: twice that)."""
     return max(2, concurrency // 4)
@@ -252,11 +311,11 @@ class _Process:
     """What a worker process's jobs share: settings, the model provider (so the embedded model
     server starts once), the database connections and one workspace per job thread.
 
-    Connections: each job holds one for its run's lock (`holding`) while it executes; dew's tables
-    have a pool of a quarter as many (as many again for a burst), the checkpoints one of half as
-    many: a transaction or a checkpoint takes milliseconds, the seconds of a job go to the model.
-    A worker of concurrency 32 used to keep two connections per job thread besides, 99 in all, and
-    PostgreSQL's default limit is 100: a second such worker could not connect."""
+    Connections: one holds the run locks of every job (`RunLocks`); dew's tables have a pool of a
+    quarter as many as the jobs (as many again for a burst), the checkpoints one of half as many:
+    a transaction or a checkpoint takes milliseconds, the seconds of a job go to the model. A
+    worker of concurrency 32 used to keep a lock connection and two more per job thread, 99 in
+    all, and PostgreSQL's default limit is 100: a second such worker could not connect."""
 
     settings: Settings
     provider: ModelProvider
@@ -264,23 +323,19 @@ class _Process:
     local: threading.local = field(default_factory=threading.local)
     opened: list[Workspace] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
-    locks: Any = None  # a connection pool for the run locks (`holding`)
+    locks: RunLocks | None = None
     engine: Any = None  # one SQLAlchemy engine for every job thread's workspace
     savers: Any = None  # one connection pool for every job thread's checkpoint saver
 
     def open_pools(self) -> None:
-        from psycopg_pool import ConnectionPool
-
-        from dew.agents.checkpoints import postgres_conninfo, saver_pool
+        from dew.agents.checkpoints import saver_pool
 
         from .db import make_engine
 
         shared = pool_size(self.config.concurrency)
         self.engine = make_engine(self.settings.database_url, pool_size=shared)
         self.savers = saver_pool(self.settings.database_url, 2 * shared)
-        self.locks = ConnectionPool(postgres_conninfo(self.settings.database_url), min_size=1,
-                                    max_size=self.config.concurrency + 1, kwargs={"autocommit": True},
-                                    name="dew-run-locks", open=True)  # fmt: skip
+        self.locks = RunLocks(self.settings.database_url)
 
     def workspace(self) -> Workspace:
         ws = getattr(self.local, "ws", None)
@@ -304,17 +359,8 @@ class _Process:
         if self.locks is None:
             yield
             return
-        with self.locks.connection() as conn:
-            waited = False
-            while not conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (RUN_LOCK, run_id)).fetchone()[0]:
-                if not waited:
-                    log.warning("run busy on another worker; waiting", extra={"run_id": run_id})
-                    waited = True
-                time.sleep(0.5)
-            try:
-                yield
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s, %s)", (RUN_LOCK, run_id))
+        with self.locks.holding(run_id):
+            yield
 
     def close(self) -> None:
         with self.lock:
@@ -324,6 +370,7 @@ class _Process:
         for pool in (self.locks, self.savers):
             if pool is not None:
                 pool.close()
+        self.locks = self.savers = None
         if self.engine is not None:
             self.engine.dispose()
 
