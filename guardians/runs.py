@@ -261,11 +261,17 @@ def drive(ws: Workspace, run_id: int, step: Callable[[Runtime, LoadedScenario], 
         _fail(ws, run_id, e, reason="interrupted while drafting")
         raise
     action = (outcome.decision or {}).get("action")
+    target = Action(action).run_status if action in tuple(Action) else None
     with transaction(ws.engine) as s:
-        run = locked(s, Run, run_id)
-        if action in tuple(Action) and run.status != RunStatus.RELEASED:
-            run.status, run.updated_at = Action(action).run_status, utcnow()
-            s.add(run)
+        run = must_get(s, Run, run_id)
+    # Recording the decision set this status already, unless a retry drove the run (it is
+    # `running`): only then is a write (a commit, an fsync) needed.
+    if target is not None and run.status not in (target, RunStatus.RELEASED):
+        with transaction(ws.engine) as s:
+            run = locked(s, Run, run_id)
+            if run.status != RunStatus.RELEASED:
+                run.status, run.updated_at = target, utcnow()
+                s.add(run)
     return RunResult(run=run, ended_with=action)
 
 
