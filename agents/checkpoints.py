@@ -54,6 +54,7 @@ def saver_pool(url: str, max_size: int) -> Any:
     return ConnectionPool(
         postgres_conninfo(url), min_size=1, max_size=max(2, max_size), name="dew-checkpoints", open=True,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        check=ConnectionPool.check_connection,  # a connection a database restart broke is replaced
     )  # fmt: skip
 
 

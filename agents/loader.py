@@ -19,6 +19,7 @@ from .endpoints import DATA_CLASSES
 from .errors import InputInvalid, InputMissing, ScenarioInvalid, ScenarioNotFound
 from .inputs import coerce, validate_inputs
 from .names import ROSTER_FILE
+from .names import shipped_directory as shipped_directory  # where it was: tools and plugins import it here
 from .spec import DRAFTING, CheckStep, LLMStep, ReviewStep, Scenario, TemplateStep, ToolStep, referenced_steps
 from .templating import compile_expression, compile_template, template_strings, undeclared_names
 from .tools import registry

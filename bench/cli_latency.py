@@ -25,15 +25,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dew.agents.names import shipped_directory
+
 
 def workspace(home: Path) -> tuple[str, int]:
     """A workspace with the shipped scenarios' first examples waiting: (a guardian, an item id)."""
-    from dew.agents.names import shipped_directory
     from dew.agents.testing import ScriptedModelProvider
     from dew.guardians.runs import start_run
     from dew.guardians.workspace import Settings, Workspace
 
-    settings = Settings.resolve(home=home, scenarios=shipped_directory())
+    settings = Settings(home=home, scenarios_dir=shipped_directory(), database_url=f"sqlite:///{home / 'dew.db'}")
     with Workspace(settings, ScriptedModelProvider()) as ws:
         results = [
             start_run(ws, s.id, dict(s.spec.examples[0].inputs), requester="bench.requester")
@@ -56,7 +57,9 @@ def main() -> None:
         guardian, item = workspace(home)
         dew = shutil.which("dew", path=str(Path(sys.executable).parent)) or "dew"
         env = {**os.environ, "DEW_HOME": str(home), "NO_COLOR": "1"}
-        env.pop("DEW_DATABASE_URL", None)
+        for name in ("DEW_DATABASE_URL", "DEW_ENGINE", "DEW_SCENARIOS"):  # the workspace built above
+            env.pop(name, None)
+        env["DEW_SCENARIOS"] = str(shipped_directory())
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "python -c 'import sqlmodel'": [sys.executable, "-c", "import sqlmodel"],

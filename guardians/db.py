@@ -34,7 +34,8 @@ def normalize_url(url: str) -> str:
 
 def make_engine(url: str, *, pool_size: int | None = None) -> Engine:
     """An engine on the workspace's database. `pool_size` bounds a PostgreSQL engine's connections
-    (that many kept, as many again opened for a burst): a worker's job threads share one engine."""
+    (that many kept, as many again opened for a burst and closed after it): a worker's job threads
+    share one engine, and most of the time want few connections at once."""
     url = normalize_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

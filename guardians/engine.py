@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import and_, text
 from sqlmodel import col, select
@@ -242,21 +242,37 @@ class WorkerConfig:
         return max(2 * self.stalled_after, 10.0)
 
 
+_LOCK = "SELECT pg_try_advisory_lock(%s, %s)"
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+
+
 class RunLocks:
     """A worker process's run locks: PostgreSQL advisory locks, all held on one connection of the
     process's own, so a worker that dies frees its runs with its session (whatever its
     concurrency, one connection). A session's advisory locks are re-entrant, so a second job of
     this process for a run it already executes (a job retried while its first attempt is still at
-    work here) waits in the process instead."""
+    work here) waits in the process instead.
+
+    Every job waits on this one connection, so it must not hang: connecting and every reply are
+    bounded (TCP keepalives, a user timeout), and a connection found broken is replaced, taking
+    back the locks of the runs still executing here (the server freed them with the old session;
+    one another worker took meanwhile is logged as an error)."""
+
+    # A dead peer is noticed within about 30 s instead of the kernel's two hours.
+    CONNECT: ClassVar[dict[str, int]] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+               "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
 
     def __init__(self, url: str):
+        from psycopg.conninfo import make_conninfo
+
         from dew.agents.checkpoints import postgres_conninfo
 
-        self.conninfo = postgres_conninfo(url)
+        self.conninfo = make_conninfo(postgres_conninfo(url), **self.CONNECT)
         self._conn: Any = None
         self._statement = threading.Lock()  # one statement at a time on the connection
         self._changed = threading.Condition()
-        self._held: set[int] = set()
+        self._held: set[int] = set()  # runs a job of this process holds or is waiting for
+        self._locked: set[int] = set()  # runs whose lock this process's session holds
 
     @contextmanager
     def holding(self, run_id: int) -> Iterator[None]:
@@ -266,7 +282,7 @@ class RunLocks:
             self._held.add(run_id)
         try:
             waited = False
-            while not self._execute("SELECT pg_try_advisory_lock(%s, %s)", run_id):
+            while not self._execute(_LOCK, run_id):
                 if not waited:
                     log.warning("run busy on another worker; waiting", extra={"run_id": run_id})
                     waited = True
@@ -275,7 +291,8 @@ class RunLocks:
                 yield
             finally:
                 try:
-                    self._execute("SELECT pg_advisory_unlock(%s, %s)", run_id)
+                    if not self._execute(_UNLOCK, run_id):
+                        log.error("a run's lock was no longer held at the end of its job", extra={"run_id": run_id})
                 except Exception:  # a broken connection has freed every lock of its session already
                     log.exception("could not free a run's lock", extra={"run_id": run_id})
         finally:
@@ -287,12 +304,33 @@ class RunLocks:
         import psycopg
 
         with self._statement:
-            if self._conn is None or self._conn.closed or self._conn.broken:
-                # A new session holds none of the old one's locks: the server freed them when the
-                # old one broke, and another worker may take those runs (as when a worker dies).
-                self._conn = psycopg.Connection.connect(self.conninfo, autocommit=True)
-            row = self._conn.execute(sql, (RUN_LOCK, run_id)).fetchone()
-            return bool(row and row[0])
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._reconnect()
+                try:
+                    row = self._conn.execute(sql, (RUN_LOCK, run_id)).fetchone()
+                    break
+                except psycopg.OperationalError:  # the session is gone: once more on a new one
+                    self._conn.close()
+                    if attempt == 2:
+                        raise
+            done = bool(row and row[0])
+            if sql is _LOCK and done:
+                self._locked.add(run_id)
+            elif sql is _UNLOCK:
+                self._locked.discard(run_id)
+            return done
+
+    def _reconnect(self) -> None:
+        import psycopg
+
+        self._conn = psycopg.Connection.connect(self.conninfo, autocommit=True)
+        for run_id in sorted(self._locked):  # still executing here: take their locks back
+            row = self._conn.execute(_LOCK, (RUN_LOCK, run_id)).fetchone()
+            if not (row and row[0]):
+                self._locked.discard(run_id)
+                log.error("lost a run's lock with a broken connection; another worker holds it now",
+                          extra={"run_id": run_id})  # fmt: skip
 
     def close(self) -> None:
         with self._statement:
@@ -302,7 +340,8 @@ class RunLocks:
 
 
 def pool_size(concurrency: int) -> int:
-    """Connections a worker keeps for dew's tables: a quarter of its jobs (checkpoints: twice that)."""
+    """A quarter of a worker's jobs: the connections it keeps for dew's tables (twice that in a
+    burst), and half what it may open for checkpoints."""
     return max(2, concurrency // 4)
 
 
@@ -312,7 +351,7 @@ class _Process:
     server starts once), the database connections and one workspace per job thread.
 
     Connections: one holds the run locks of every job (`RunLocks`); dew's tables have a pool of a
-    quarter as many as the jobs (as many again for a burst), the checkpoints one of half as many:
+    quarter as many as the jobs (as many again in a burst), the checkpoints one of up to half:
     a transaction or a checkpoint takes milliseconds, the seconds of a job go to the model. A
     worker of concurrency 32 used to keep a lock connection and two more per job thread, 99 in
     all, and PostgreSQL's default limit is 100: a second such worker could not connect."""
@@ -363,16 +402,18 @@ class _Process:
             yield
 
     def close(self) -> None:
+        """Close what is open, each part whatever another part's closing raised."""
         with self.lock:
-            for ws in self.opened:
-                ws.close()
+            parts = [ws.close for ws in self.opened]
             self.opened.clear()
-        for pool in (self.locks, self.savers):
-            if pool is not None:
-                pool.close()
-        self.locks = self.savers = None
-        if self.engine is not None:
-            self.engine.dispose()
+        parts += [p.close for p in (self.locks, self.savers) if p is not None]
+        parts += [self.engine.dispose] if self.engine is not None else []
+        self.locks = self.savers = self.engine = None
+        for close in parts:
+            try:
+                close()
+            except Exception:
+                log.exception("could not close a worker's database connections")
 
 
 _process: _Process | None = None
@@ -527,7 +568,12 @@ def work(
     from .throttle import DbGate
 
     _process = _Process(settings, provider, config)
-    _process.open_pools()
+    try:
+        _process.open_pools()
+    except BaseException:
+        _process.close()
+        _process = None
+        raise
 
     gate = DbGate(settings, max_connections=config.concurrency + 2)
     local_gate = limits.install(gate)  # endpoint limits hold across every worker on the database

@@ -86,11 +86,11 @@ class Approval:
 
 
 def explicit_lines(spec: Scenario, approval: Approval, run: dict[str, Any]) -> list[str]:
+    """The explicit label's text, one entry per language, as the scenario words it."""
     # Imported here: reading releases (every listing) needs no scenario model or Jinja2.
     from dew.agents.spec import label_context, label_problem
     from dew.agents.templating import render
 
-    """The explicit label's text, one entry per language, as the scenario words it."""
     label: LabelSpec = spec.release.label
     guardian = {"id": approval.guardian, "name": approval.name}
     context = label_context(guardian=guardian, approved_at=f"{when(approval.at):%Y-%m-%d %H:%M} UTC",
