@@ -97,8 +97,8 @@ def open_saver(url: str, pool: Any = None) -> Iterator[BaseCheckpointSaver]:
 
 
 def _setup_once(conn: Any, saver: Any) -> None:
-    """Migrate the saver's tables, one process at a time. Poll for the lock rather than wait on it: setup's
-    CREATE INDEX CONCURRENTLY waits for every running statement, including a blocked
+    """Migrate the saver's tables, one process at a time. Poll for the lock rather than wait on it:
+    setup's CREATE INDEX CONCURRENTLY waits for every running statement, including a blocked
     pg_advisory_lock, which would deadlock."""
     while not (conn.execute("SELECT pg_try_advisory_lock(74657702) AS ok").fetchone() or {}).get("ok"):
         time.sleep(0.05)

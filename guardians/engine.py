@@ -259,8 +259,14 @@ class RunLocks:
     one another worker took meanwhile is logged as an error)."""
 
     # A dead peer is noticed within about 30 s instead of the kernel's two hours.
-    CONNECT: ClassVar[dict[str, int]] = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
-               "keepalives_count": 3, "tcp_user_timeout": 30_000}  # fmt: skip
+    CONNECT: ClassVar[dict[str, int]] = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 30_000,
+    }
 
     def __init__(self, url: str):
         from psycopg.conninfo import make_conninfo

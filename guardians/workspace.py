@@ -81,9 +81,10 @@ class Workspace:
         engine: Engine | None = None,
         saver_pool: Any = None,
     ):
-        """`engine` and `saver_pool` (checkpoints.saver_pool) are shared with other workspaces of the
-        process, which own them: a worker's job threads each have a workspace, and all of them
-        together hold a bounded number of database connections."""
+        """`engine` and `saver_pool` (checkpoints.saver_pool), when given, are the caller's, shared
+        with other workspaces of the process and closed by the caller, not here: a worker's job
+        threads each have a workspace, and all of them together hold a bounded number of
+        database connections."""
         self.settings = settings
         settings.check_engine()  # DEW_ENGINE names one, and procrastinate has PostgreSQL
         try:
