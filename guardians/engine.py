@@ -68,6 +68,13 @@ def check(settings: Settings) -> None:
     settings.check_engine()
 
 
+def check_worker(settings: Settings) -> None:
+    """Refuse to be a worker without the distributed engine (and its PostgreSQL)."""
+    check(settings)
+    if settings.engine != "procrastinate":
+        raise InvalidState("`dew worker` takes runs from the distributed engine: set DEW_ENGINE=procrastinate")
+
+
 def distributed(settings: Settings) -> bool:
     check(settings)
     return settings.engine == "procrastinate"
@@ -553,9 +560,7 @@ def work(
     from procrastinate import RetryStrategy
 
     config = config or WorkerConfig()
-    check(settings)
-    if settings.engine != "procrastinate":
-        raise InvalidState("`dew worker` takes runs from the distributed engine: set DEW_ENGINE=procrastinate")
+    check_worker(settings)
     prepare(settings)
     from dew.agents import limits
 

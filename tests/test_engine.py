@@ -49,6 +49,11 @@ def test_procrastinate_on_sqlite_is_refused_with_the_fix(dew):
     assert "DEW_ENGINE=procrastinate needs PostgreSQL" in result.stderr and "DEW_DATABASE_URL" in result.stderr
     worker = dew("worker")
     assert worker.exit_code == 4 and "needs PostgreSQL" in worker.stderr
+    assert "dew worker on" not in worker.stderr  # refused before it said it was starting
+    dew.env.pop("DEW_ENGINE")
+    in_process = dew("worker")
+    assert in_process.exit_code == 4 and "set DEW_ENGINE=procrastinate" in in_process.stderr
+    assert "dew worker on" not in in_process.stderr
 
 
 def test_an_unknown_engine_is_refused(dew):

@@ -392,9 +392,10 @@ def register(app: typer.Typer) -> None:
         """Execute runs from the distributed engine's queue (DEW_ENGINE=procrastinate, PostgreSQL), until stopped."""
         from dew.agents.llm import EnvModelProvider
         from dew.guardians.desk.app import setup_logging
-        from dew.guardians.engine import WorkerConfig, work
+        from dew.guardians.engine import WorkerConfig, check_worker, work
 
         settings = ctx.find_root().obj.settings
+        check_worker(settings)  # refused before the banner says it is starting
         setup_logging(log_level)
         err_console.print(f"dew worker on {settings.database_label}: {concurrency} at once; Ctrl-C stops it after "
                           "the jobs in hand", soft_wrap=True)  # fmt: skip
