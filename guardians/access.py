@@ -16,7 +16,6 @@ from sqlmodel import Session
 from dew.guardians.errors import InvalidState, NotAuthorized
 
 from .auth import Principal
-from .decisions import chain_requesters
 from .delegation import delegated_to
 from .identity import same_person
 from .models import AuthMethod, Role, Run, WorkItem
@@ -88,3 +87,15 @@ def check_retry(s: Session, p: Principal, run: Run) -> None:
         raise NotAuthorized(f"only run {run.id}'s requester ({run.requester}) or an admin may retry it, not '{p.id}'")
     if run.status != "failed":
         raise InvalidState(f"run {run.id} is {run.status}; only a failed run is retried")
+
+
+def chain_requesters(session: Session, run: Run) -> list[tuple[int, str]]:
+    """The requester of this run and of every run that handed off to it, nearest first."""
+    found: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    current: Run | None = run
+    while current is not None and current.key not in seen:
+        seen.add(current.key)
+        found.append((current.key, current.requester))
+        current = session.get(Run, current.parent_run_id) if current.parent_run_id is not None else None
+    return found

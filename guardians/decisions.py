@@ -27,6 +27,7 @@ from dew.guardians.errors import (
 )
 
 from . import audit, inboxes, notify, signing
+from .access import chain_requesters
 from .brake import refuse_if_paused
 from .db import locked, must_get, transaction
 from .delegation import active_delegation
@@ -259,18 +260,6 @@ def may_decide(ws: Workspace, item_id: int, actor: str, method: str) -> str | No
     except (NotAuthorized, AlreadyDecided, IdentityRequired, InvalidState, NotFound) as e:
         return e.message
     return None
-
-
-def chain_requesters(session: Session, run: Run) -> list[tuple[int, str]]:
-    """The requester of this run and of every run that handed off to it, nearest first."""
-    found: list[tuple[int, str]] = []
-    seen: set[int] = set()
-    current: Run | None = run
-    while current is not None and current.key not in seen:
-        seen.add(current.key)
-        found.append((current.key, current.requester))
-        current = session.get(Run, current.parent_run_id) if current.parent_run_id is not None else None
-    return found
 
 
 def _check_edit(ws: Workspace, item: WorkItem, run: Run, edited: str | None) -> str:

@@ -15,9 +15,7 @@ from .auth import Principal
 from .brake import is_paused
 from .db import must_get, transaction
 from .delegation import active_for, delegated_to
-from .labels import released_files
 from .models import AuditEvent, Decision, ItemStatus, Release, Role, Run, ScenarioVersion, SignOff, WorkItem
-from .release import released_content
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -373,6 +371,9 @@ def released_for(ws: Workspace, p: Principal, *, before: int | None = None, limi
 def released_text(ws: Workspace, p: Principal, release_id: int) -> tuple[Release, str]:
     """The released output exactly as released: the approved text with its labels, rebuilt from the
     decision record and the label the trail recorded (not read from the file)."""
+    from .labels import released_files  # the release stack (cryptography): not for every listing
+    from .release import released_content
+
     with transaction(ws.engine) as s:
         release = s.get(Release, release_id)
         if release is None:

@@ -37,7 +37,9 @@ class RosterFile(BaseModel):
 
 def read_roster(path: Path) -> list[RosterEntry]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        # libyaml's loader where PyYAML has it: every command reads this file.
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
         return RosterFile.model_validate(data).guardians
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
@@ -55,8 +57,9 @@ def sync_roster_file(ws: Workspace) -> int:
     changed = 0
     entries = read_roster(path)
     with transaction(ws.engine) as s:
-        if all(_same(s.get(Guardian, e.id), e) for e in entries):
-            return 0  # the usual case: nothing to write, no lock taken
+        stored = {g.id: g for g in s.exec(select(Guardian).where(col(Guardian.id).in_([e.id for e in entries])))}
+        if all(_same(stored.get(e.id), e) for e in entries):
+            return 0  # the usual case: one query, nothing to write, no lock taken
         # Processes opening the workspace at once must not both add the same person: the chain's
         # head lock serializes them, and rows are read again once it is held.
         lock_row(s, AuditHead, 1)

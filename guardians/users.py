@@ -15,8 +15,6 @@ import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlmodel import Session, col, select
 
 from dew.agents.errors import InputInvalid
@@ -28,24 +26,35 @@ from .identity import person_id
 from .models import AuditHead, AuthMethod, Guardian, Role, User
 
 if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
     from .workspace import Workspace
 
-# argon2id with the library's defaults (RFC 9106's second recommendation: 64 MiB, 3 passes).
-_hasher = PasswordHasher()
 MIN_PASSWORD = 10
+
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2id with the library's defaults (RFC 9106's second recommendation: 64 MiB, 3 passes),
+    imported on first use: most commands check no password."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
         raise InputInvalid(f"a password needs at least {MIN_PASSWORD} characters")
-    return _hasher.hash(password)
+    return _hasher().hash(password)
 
 
 def password_matches(stored: str | None, password: str) -> bool:
     if not stored:
         return False
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
     try:
-        return _hasher.verify(stored, password)
+        return _hasher().verify(stored, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
@@ -55,7 +64,7 @@ def password_matches(stored: str | None, password: str) -> bool:
 @functools.cache
 def _dummy_hash() -> str:
     """A hash to check unknown names against (made on first use: 0.1 s that most commands never need)."""
-    return _hasher.hash("dew-no-such-account")
+    return _hasher().hash("dew-no-such-account")
 
 
 def check_password(user: User | None, password: str) -> bool:

@@ -101,11 +101,7 @@ class Workspace:
                 self.engine.dispose()
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
             raise StorageError(f"cannot open the database {settings.database_label}: {reason}") from None
-        if provider is None:
-            from dew.agents.llm import EnvModelProvider
-
-            provider = EnvModelProvider()
-        self.provider = provider
+        self._provider = provider
         self._catalogue: dict[str, LoadedScenario] | None = None
         self.catalogue_problems: list[str] = []
         self._versions: dict[str, LoadedScenario] = {}
@@ -115,6 +111,16 @@ class Workspace:
             from .roster import sync_roster_file
 
             sync_roster_file(self)
+
+    @property
+    def provider(self) -> ModelProvider:
+        """The model endpoints runs call: the given provider, or the one DEW_* settings describe
+        (made when first asked for: a listing calls no model)."""
+        if self._provider is None:
+            from dew.agents.llm import EnvModelProvider
+
+            self._provider = EnvModelProvider()
+        return self._provider
 
     # -- scenarios ------------------------------------------------------------------------------
     @property

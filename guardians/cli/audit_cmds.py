@@ -11,6 +11,7 @@ from rich.table import Table
 
 from dew.guardians.errors import AuditBroken, DeliveryIncomplete
 
+from . import report_cmds
 from .common import (
     DewGroup,
     JsonOption,
@@ -292,3 +293,6 @@ def export_(
         f"Manifest: {manifest_path(out)}; check both later with: dew audit verify --export {manifest_path(out)}",
         soft_wrap=True,
     )
+
+
+report_cmds.register(app)  # `dew audit report`: its own module, as it is long
