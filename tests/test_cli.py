@@ -502,6 +502,8 @@ def test_audit_verify_checks_a_long_chain_in_parts_and_says_the_same_either_way(
     in_order = j(dew("audit", "verify", "--processes", "1", "--json"))
     assert calls == [3] and in_parts == in_order and in_parts["ok"]
     assert dew("audit", "verify", "--processes", "0").exit_code == 2  # a usage error, named
+    signed = j(dew("audit", "checkpoint", "--processes", "2", "--json"))  # signs only a chain it verified
+    assert calls == [3, 2] and signed["seq"] == in_parts["events"]
 
 
 def test_a_json_page_says_on_stderr_that_there_is_more(dew):

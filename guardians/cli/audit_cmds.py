@@ -27,6 +27,16 @@ from .common import (
     workspace,
 )
 
+# A checkpoint is signed only after the whole chain verifies: both commands check it in parts.
+ProcessesOption = Annotated[
+    int | None,
+    typer.Option(
+        "--processes",
+        min=1,
+        help="How many processes check a long chain, a part each, at once. Default: one per core.",
+    ),
+]
+
 app = typer.Typer(
     cls=DewGroup,
     help="Trace and verify the audit trail; sign checkpoints of it to keep elsewhere.",
@@ -146,14 +156,7 @@ def verify(
             "record the trail, as it was when exported. Repeatable.",
         ),
     ] = None,
-    processes: Annotated[
-        int | None,
-        typer.Option(
-            "--processes",
-            min=1,
-            help="How many processes check a long chain, a part each, at once. Default: one per core.",
-        ),
-    ] = None,
+    processes: ProcessesOption = None,
 ):
     """Recompute the hash chain, check every run, draft, decision and release against the events
     that recorded them, every signed decision against the signer's key recorded in the trail, and
@@ -221,6 +224,7 @@ def checkpoint_(
         Path | None, typer.Option("--out", help="Where to write it. Default: <workspace>/checkpoints/.")
     ] = None,
     as_json: JsonOption = False,
+    processes: ProcessesOption = None,
 ):
     """Sign the chain's head with the workspace key and write it to a file to keep elsewhere.
 
@@ -230,7 +234,7 @@ def checkpoint_(
     from dew.guardians.chainhead import key_path, write_checkpoint
 
     ws = workspace(ctx)
-    path, body = write_checkpoint(ws, out, processes=cores())
+    path, body = write_checkpoint(ws, out, processes=processes or cores())
     if as_json:
         return print_json({**body, "file": str(path)})
     console.print(f"Checkpoint of event {body['seq']} ({body['hash'][:16]}…) signed and written to {path}")
