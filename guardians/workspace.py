@@ -158,7 +158,7 @@ class Workspace:
                 row = s.get(ScenarioVersion, sha256)
             if row is None:
                 raise ScenarioNotFound(f"scenario version {sha256[:12]} is not recorded in this workspace")
-            loaded = self._versions[sha256] = load_text(row.text, f"{row.scenario_id}@{sha256[:12]}")
+            loaded = self._versions[sha256] = load_text(row.text, f"{row.scenario_id}@{sha256[:12]}", recorded=True)
         return loaded
 
     # -- runtime --------------------------------------------------------------------------------

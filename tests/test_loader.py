@@ -52,6 +52,18 @@ def test_a_good_file_loads_with_derived_defaults():
     assert spec.output.format == "markdown" and spec.extension == "md"
 
 
+def test_a_recorded_version_is_validated_but_not_checked_across_fields_again():
+    """A run's recorded scenario text stays readable if a rule was added or a tool removed since it
+    started; its fields are still validated."""
+    uses_a_gone_tool = GOOD.replace(
+        "  - id: review\n", "  - id: rank\n    kind: tool\n    tool: no-longer-installed\n  - id: review\n"
+    )
+    assert any("no-longer-installed" in p for p in problems(uses_a_gone_tool))
+    assert load_text(uses_a_gone_tool, "memo@1234", recorded=True).spec.steps[1].id == "rank"
+    with pytest.raises(ScenarioInvalid):
+        load_text(GOOD.replace("risk: low", "risk: extreme"), "memo@1234", recorded=True)
+
+
 def test_invalid_yaml_names_the_line():
     [p] = problems(GOOD.replace("risk: low", "risk: [low"))
     assert p.startswith("memo.yaml:") and "invalid YAML" in p
