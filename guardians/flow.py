@@ -21,7 +21,7 @@ from dew.guardians.errors import InvalidState
 from .db import must_get, transaction
 from .decisions import record_decision
 from .handoff import hand_off
-from .models import Action, AuthMethod, Decision, WorkItem
+from .models import Action, AuthMethod, Decision, Run, WorkItem
 from .release import release_run
 from .runs import RunResult, begin_retry, decision_payload, drive, get_run
 from .signing import SignedStatement
@@ -59,6 +59,7 @@ def apply_decision(ws: Workspace, item_id: int) -> RunResult:
     the process died in between."""
     with transaction(ws.engine) as s:
         item = must_get(s, WorkItem, item_id)
+        run = must_get(s, Run, item.run_id)
         decision = s.exec(select(Decision).where(Decision.item_id == item_id)).first()
         later = s.exec(
             select(WorkItem).where(WorkItem.run_id == item.run_id, WorkItem.revision > item.revision)
@@ -68,7 +69,7 @@ def apply_decision(ws: Workspace, item_id: int) -> RunResult:
     if later is not None:  # applied already (a revision drafted since): never to the later draft
         return RunResult(run=get_run(ws, item.run_id), item=later)
     payload = decision_payload(decision, item.revision)
-    result = drive(ws, item.run_id, lambda rt, sc: rt.resume(sc, item.run_id, payload))
+    result = drive(ws, item.run_id, lambda rt, sc: rt.resume(sc, item.run_id, payload), run=run)
     return _deliver(ws, result, actor=decision.actor)
 
 
@@ -82,7 +83,7 @@ def retry_run(ws: Workspace, run_id: int, *, actor: str, force: bool = False) ->
 def _deliver(ws: Workspace, result: RunResult, *, actor: str) -> RunResult:
     if result.ended_with is None or not Action(result.ended_with).releases:
         return result
-    done = release_run(ws, result.run.key, actor=actor)
+    done = release_run(ws, result.run.key, actor=actor, run=result.run)
     loaded = ws.stored_scenario(done.run.scenario_sha256)
     steps = ws.runtime.state(loaded, done.run.key).get("outputs", {}) if loaded.spec.release.handoff else {}
     child, error = hand_off(ws, done.run, loaded.spec, done.content, steps)

@@ -55,24 +55,22 @@ def released_content(item: WorkItem, decision: Decision) -> str:
     return item.draft
 
 
-def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
+def release_run(ws: Workspace, run_id: int, *, actor: str, run: Run | None = None) -> Released:
     """Release the approved output of a run, once. Calling it again only completes delivery.
 
     The file and its label's sidecar are staged (written and fsynced beside the outbox) inside the
     transaction that records the release, and moved into the outbox only after that transaction
     commits: a consumer of the outbox never sees an output whose release is not on record. If the
     process dies between the commit and the move, `dew retry RUN` completes the delivery, from the
-    approved text and the label the trail recorded.
+    approved text and the label the trail recorded. `run`: the run as the caller just read it, for
+    its scenario version (which never changes), saving a transaction.
     """
-    with transaction(ws.engine) as s:
-        run = s.get(Run, run_id)
     if run is None:
-        raise NotFound(f"no run {run_id}")
-    if run.cleared_at is not None:
-        raise InvalidState(
-            f"run {run_id}'s texts were cleared by retention on {run.cleared_at:%Y-%m-%d}: its release cannot be "
-            "written again from this workspace (the trail keeps its hashes; the recipient keeps the file)"
-        )
+        with transaction(ws.engine) as s:
+            run = s.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
+    _refuse_if_cleared(run)
     scenario = ws.stored_scenario(run.scenario_sha256).spec  # read before taking the write lock
     # Imported here: reading a release (every listing) needs no scenario model or Jinja2.
     from dew.agents.templating import run_values
@@ -81,6 +79,7 @@ def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
         key = workspace_key(ws)  # made (and recorded) on first use, in a transaction of its own
         with transaction(ws.engine) as s:
             run = locked(s, Run, run_id)
+            _refuse_if_cleared(run)  # again under the lock: retention may have cleared it since
             decision = s.exec(
                 select(Decision).where(Decision.run_id == run_id, col(Decision.action).in_(RELEASABLE))
             ).first()
@@ -129,6 +128,14 @@ def release_run(ws: Workspace, run_id: int, *, actor: str) -> Released:
             f"fix the cause, then run: dew retry {run_id}"
         ) from e
     return Released(run=run, item=item, release=rel, content=content)
+
+
+def _refuse_if_cleared(run: Run) -> None:
+    if run.cleared_at is not None:
+        raise InvalidState(
+            f"run {run.key}'s texts were cleared by retention on {run.cleared_at:%Y-%m-%d}: its release cannot be "
+            "written again from this workspace (the trail keeps its hashes; the recipient keeps the file)"
+        )
 
 
 def _approval(s, item: WorkItem, decision: Decision) -> labels.Approval:

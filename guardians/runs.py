@@ -213,7 +213,7 @@ def execute_start(ws: Workspace, run_id: int) -> RunResult:
         raise NotFound(f"no run {run_id}")
     if not claimed:
         return RunResult(run=run)
-    return drive(ws, run_id, lambda rt, sc: rt.start(sc, run_id, run.inputs))
+    return drive(ws, run_id, lambda rt, sc: rt.start(sc, run_id, run.inputs), run=run)
 
 
 def _model_record(p: dict[str, Any]) -> dict[str, Any]:
@@ -240,16 +240,20 @@ def _require_guardians(session, loaded: LoadedScenario) -> None:
             )
 
 
-def drive(ws: Workspace, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome]) -> RunResult:
+def drive(
+    ws: Workspace, run_id: int, step: Callable[[Runtime, LoadedScenario], Outcome], *, run: Run | None = None
+) -> RunResult:
     """Let the runtime take the run as far as it goes, then record where it stopped.
 
     A failure of any kind leaves the run `failed` with its reason and nothing queued or released;
-    a retry continues it from its last checkpoint.
+    a retry continues it from its last checkpoint. `run`: the run as the caller just read it (only
+    its scenario version is used here, and that never changes), saving a transaction.
     """
-    with transaction(ws.engine) as s:
-        run = s.get(Run, run_id)
     if run is None:
-        raise NotFound(f"no run {run_id}")
+        with transaction(ws.engine) as s:
+            run = s.get(Run, run_id)
+        if run is None:
+            raise NotFound(f"no run {run_id}")
     scenario = ws.stored_scenario(run.scenario_sha256)
     try:
         outcome = step(ws.runtime, scenario)
