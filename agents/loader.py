@@ -191,9 +191,10 @@ def load_text(text: str, source: str, *, recorded: bool = False) -> LoadedScenar
     """A scenario from its YAML text; ScenarioInvalid names each problem's line and field.
 
     `recorded`: the exact text of a version the workspace recorded when a run started, which passed
-    every check then. It is parsed and validated again, but not checked across fields (references,
-    templates, examples, tools): those checks load every installed tool, and a run already begun
-    must stay readable if a rule was added or a tool removed since."""
+    every check then. Its fields are validated again, but it is not checked across fields
+    (references, templates, examples, tools): those checks load every installed tool, and a run
+    already begun stays readable if such a rule was added or a tool removed since (a step that
+    calls a removed tool fails the run, naming it)."""
     try:
         data, lines = parse_yaml(text)
     except yaml.MarkedYAMLError as e:

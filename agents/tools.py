@@ -221,7 +221,13 @@ def registry() -> ToolRegistry:
 
 
 def get_tool(name: str) -> Tool:
-    return registry()[name]
+    tools = registry()
+    if name not in tools:  # a run's recorded scenario may name a tool this process does not have
+        raise ToolFailed(
+            f"no tool named '{name}' is installed here (installed: {', '.join(sorted(tools)) or 'none'}); "
+            "install the package that provides it, then retry the run"
+        )
+    return tools[name]
 
 
 def to_jsonable(value: Any) -> Any:

@@ -57,7 +57,12 @@ def sync_roster_file(ws: Workspace) -> int:
     changed = 0
     entries = read_roster(path)
     with transaction(ws.engine) as s:
-        stored = {g.id: g for g in s.exec(select(Guardian).where(col(Guardian.id).in_([e.id for e in entries])))}
+        ids = [e.id for e in entries]
+        stored = {
+            g.id: g
+            for at in range(0, len(ids), 500)  # a bound number of parameters per statement, for any roster
+            for g in s.exec(select(Guardian).where(col(Guardian.id).in_(ids[at : at + 500])))
+        }
         if all(_same(stored.get(e.id), e) for e in entries):
             return 0  # the usual case: one query, nothing to write, no lock taken
         # Processes opening the workspace at once must not both add the same person: the chain's

@@ -254,8 +254,10 @@ def drive(
             run = s.get(Run, run_id)
         if run is None:
             raise NotFound(f"no run {run_id}")
-    scenario = ws.stored_scenario(run.scenario_sha256)
     try:
+        scenario = ws.stored_scenario(
+            run.scenario_sha256
+        )  # inside: a run that cannot go on is failed, not left running
         outcome = step(ws.runtime, scenario)
         if outcome.status == "awaiting_decision":
             return _queue(ws, run_id, scenario, outcome)

@@ -73,6 +73,52 @@ def test_tests_can_register_and_unregister_a_tool_on_the_process_registry():
     assert "shout" not in registry()
 
 
+SHOUTER = """
+dew: 1
+id: shouter
+name: Shouter
+description: Drafts a line, then a tool upper-cases it.
+version: "1"
+guardian: zhao.lei
+risk: low
+inputs: {topic: {type: string}}
+steps:
+  - id: draft
+    kind: llm
+    role: You write one line.
+    prompt: "One line about {{ inputs.topic }}"
+  - id: loud
+    kind: tool
+    tool: shout
+    args: {text: "{{ steps.draft }}"}
+output: {format: text}
+"""
+
+
+def test_a_run_whose_tool_was_removed_since_it_started_stays_readable_and_fails_naming_it(
+    make_workspace, scenarios_dir
+):
+    from dew.agents.testing import ScriptedModelProvider
+    from dew.agents.tools import tool
+    from dew.guardians.flow import decide
+    from dew.guardians.queue import item_view
+    from dew.guardians.runs import start_run
+
+    @tool()
+    def shout(text: str) -> str:
+        """Upper-case the text."""
+        return text.upper()
+
+    (scenarios_dir / "shouter.yaml").write_text(SHOUTER, encoding="utf-8")
+    ws = make_workspace(provider=ScriptedModelProvider(reply=lambda system, prompt: "a quiet line"))
+    with registry().registered(shout):
+        r = start_run(ws, "shouter", {"topic": "drills"}, requester="alice")
+    assert r.item is not None and item_view(ws, r.item.id)["item"]["draft"] == "A QUIET LINE"  # shown without it
+    again = decide(ws, r.item.id, actor="zhao.lei", action="revise", note="louder")  # drafts again: needs the tool
+    assert again.run.status == "failed"
+    assert "no tool named 'shout' is installed here" in (again.run.error or ""), again.run.error
+
+
 def test_read_table_parses_numbers_and_names_bad_rows():
     rows = read_table(COMPANIES)
     assert rows[0] == {

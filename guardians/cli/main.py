@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import typer.main
-from typer._click import Command
+
+if TYPE_CHECKING:
+    from typer._click import Command  # click's Command, as the typer this was written for vendors it
 
 from .common import AppState, DewGroup
 
@@ -66,7 +68,7 @@ def build(module_name: str) -> dict[str, Command]:
     return dict(typer.main.get_group(holder).commands)
 
 
-class LazyCommands(MutableMapping[str, Command]):
+class LazyCommands(MutableMapping[str, "Command"]):
     """The root group's commands: every name known from COMMANDS, each built when looked up."""
 
     def __init__(self) -> None:
@@ -98,6 +100,8 @@ class RootGroup(DewGroup):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        if self.commands:  # registered on `app` directly: it would be lost
+            raise TypeError(f"add {', '.join(self.commands)} to COMMANDS in {__name__}, not to `app`")
         self.commands = LazyCommands()
 
 

@@ -100,12 +100,16 @@ def test_a_cleared_release_is_not_rebuilt_from_what_is_left(history):
     from dew.guardians.errors import InvalidState, NotFound
     from dew.guardians.queue import released_text
     from dew.guardians.release import list_releases, release_run
+    from dew.guardians.runs import get_run
 
     ws, _, _ = history
+    before = get_run(ws, list_releases(ws)[0].run_id)  # as a caller read it before retention ran
     retention.set_period(ws, 183, actor="root")
     retention.apply(ws, actor="root", now=utcnow() + LATER)
     release = list_releases(ws)[0]
     with pytest.raises(InvalidState, match="cleared by retention"):
         release_run(ws, release.run_id, actor="root")
+    with pytest.raises(InvalidState, match="cleared by retention"):  # checked again under the run's lock
+        release_run(ws, release.run_id, actor="root", run=before)
     with pytest.raises(NotFound, match="cleared by retention"):
         released_text(ws, Principal(id="root", name="Root", roles=frozenset({"admin"}), method="declared"), release.key)
