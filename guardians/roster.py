@@ -36,14 +36,19 @@ class RosterFile(BaseModel):
 
 
 def read_roster(path: Path) -> list[RosterEntry]:
+    text = path.read_text(encoding="utf-8")
     try:
         # libyaml's loader where PyYAML has it: every command reads this file.
-        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=loader) or {}
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         return RosterFile.model_validate(data).guardians
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ScenarioInvalid(str(path), [f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {e}"]) from None
+    except yaml.YAMLError as fast:
+        error: yaml.YAMLError = fast
+        try:  # read again by the Python loader, whose message quotes the line and points at the fault
+            yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            error = e
+        mark = getattr(error, "problem_mark", None)
+        raise ScenarioInvalid(str(path), [f"{path}:{mark.line + 1 if mark else 1}: invalid YAML: {error}"]) from None
     except ValidationError as e:
         problems = [f"{path}: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ScenarioInvalid(str(path), problems) from None

@@ -316,6 +316,16 @@ def test_environment_problems_are_one_line_errors(dew, tmp_path, monkeypatch):
     assert result.stderr.count("no such file or folder") == 2
 
 
+def test_a_broken_roster_file_is_named_with_its_line_and_the_fault_shown(dew, scenarios_dir):
+    roster = scenarios_dir / "guardians.yaml"
+    roster.write_text(roster.read_text(encoding="utf-8") + "  - {id: new.person, name: [x\n", encoding="utf-8")
+    result = dew("inbox")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    lines = roster.read_text(encoding="utf-8").splitlines()
+    assert f"Error: {roster}:{len(lines) + 1}: invalid YAML" in result.stderr, result.stderr
+    assert "- {id: new.person, name: [x" in result.stderr and "^" in result.stderr  # the line, and where
+
+
 def test_ask_routes_a_request_shows_what_it_understood_and_starts_the_run(dew):
     out = dew("ask", "我们公司研发投入800万，能拿多少补贴？", "--as", "alice", "--json")
     assert out.exit_code == 0, out.stderr
