@@ -255,9 +255,8 @@ def drive(
         if run is None:
             raise NotFound(f"no run {run_id}")
     try:
-        scenario = ws.stored_scenario(
-            run.scenario_sha256
-        )  # inside: a run that cannot go on is failed, not left running
+        # Inside the try: a run whose scenario cannot be read is failed, not left running.
+        scenario = ws.stored_scenario(run.scenario_sha256)
         outcome = step(ws.runtime, scenario)
         if outcome.status == "awaiting_decision":
             return _queue(ws, run_id, scenario, outcome)
