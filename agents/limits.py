@@ -10,14 +10,22 @@ Every model call passes through the process's `Gate` (`llm.call`): it waits for 
 for room in the minute's budget — back-pressure, not an error — then tells the gate how many
 tokens the reply really used. The gate is in-process by default; a `dew worker` installs one that
 holds across every worker on the database (`guardians/throttle.py`).
+
+"Per minute" means any sixty seconds, not each minute of the clock: with fixed minutes, `rpm`
+calls at 10:00:59 and `rpm` more at 10:01:00 would both be admitted, twice the limit within two
+seconds, which is what a provider's own limiter refuses. Both gates count usage per second and
+admit a call only if the seconds of the last window, the current one included, leave room
+(`span`): any WINDOW seconds then hold at most the limit, at the cost of the window's last
+second (a steady rate of 59/60 of the limit at most).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,7 +36,8 @@ from .errors import LLMError, LLMNotConfigured
 LIMITS_ENV = "DEW_LLM_LIMITS"
 WAIT_ENV = "DEW_LLM_QUEUE_TIMEOUT"
 DEFAULT_WAIT = 600.0  # seconds a call may wait for its endpoint before its run fails (retryable)
-WINDOW = 60.0  # seconds: requests and tokens are counted per minute
+WINDOW = 60.0  # seconds: requests and tokens are limited within any window this long
+BUCKET = 1  # seconds: usage is counted per second of the clock
 KEYS = ("concurrency", "rpm", "tpm")
 
 
@@ -105,6 +114,17 @@ def check_environment(env: Mapping[str, str] | None = None) -> None:
     wait_limit(env)
 
 
+def span(window: float) -> int:
+    """How many whole seconds before the current one a call's admission counts: any `window`
+    seconds lie within the current second and the `span` before it."""
+    return max(1, math.ceil(window / BUCKET)) * BUCKET
+
+
+def second_of(now: float) -> int:
+    """The start of the counting second `now` falls in (epoch seconds)."""
+    return int(now // BUCKET) * BUCKET
+
+
 def estimate(characters: int, max_tokens: int) -> int:
     """Tokens a call may use before it is made: the prompt at about two characters a token (Chinese
     is nearer one; English nearer four), plus all the reply may take. Corrected after the call."""
@@ -123,47 +143,53 @@ class Gate(Protocol):
 class Ticket:
     limit: Limit
     tokens: int  # the estimate counted on admission
-    window: float | None = None  # which minute it was counted in
+    window: float | None = None  # the second it was counted in (epoch seconds), where corrected
     slot: object = None  # what holds its place among the concurrent calls
 
 
 class LocalGate:
-    """Limits within this process: a semaphore per endpoint and a count per minute."""
+    """Limits within this process: a semaphore per endpoint and a count per second."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # the wall clock, as the database gate uses the database's
         self._lock = threading.Condition()
         self._busy: dict[str, int] = {}
-        self._used: dict[tuple[str, float], list[int]] = {}  # (endpoint, minute) -> [requests, tokens]
+        self._used: dict[str, dict[int, list[int]]] = {}  # endpoint -> second -> [requests, tokens]
 
     def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket:
         ticket = Ticket(limit, tokens)
         with self._lock:
             while True:
-                now = time.time()
-                window = now - now % WINDOW
-                used = self._used.setdefault((limit.endpoint, window), [0, 0])
-                room = (limit.rpm is None or used[0] + 1 <= limit.rpm) and (
-                    limit.tpm is None or used[1] == 0 or used[1] + tokens <= limit.tpm
+                now = self._clock()
+                second, back = second_of(now), span(WINDOW)
+                seconds = self._used.setdefault(limit.endpoint, {})
+                for past in [s for s in seconds if s < second - back]:  # out of every window from now on
+                    del seconds[past]
+                requests = sum(used[0] for used in seconds.values())
+                spent = sum(used[1] for used in seconds.values())
+                room = (limit.rpm is None or requests + 1 <= limit.rpm) and (
+                    limit.tpm is None or spent == 0 or spent + tokens <= limit.tpm
                 )
                 free = limit.concurrency is None or self._busy.get(limit.endpoint, 0) < limit.concurrency
                 if room and free:
+                    used = seconds.setdefault(second, [0, 0])
                     used[0] += 1
                     used[1] += tokens
                     self._busy[limit.endpoint] = self._busy.get(limit.endpoint, 0) + 1
-                    ticket.window = window
-                    for key in [k for k in self._used if k[1] < window]:  # forget past minutes
-                        del self._used[key]
+                    ticket.window = second
                     return ticket
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise waited_too_long(limit)
-                # A slot frees with a notify; a new minute comes by the clock.
-                self._lock.wait(min(left, 0.5 if free else window + WINDOW - now))
+                # A slot frees with a notify; room comes when the oldest counted second leaves the window.
+                if not room:
+                    left = min(left, max(min(seconds, default=second) + back + BUCKET - now, 0.01))
+                self._lock.wait(left)
 
     def done(self, ticket: Ticket, used_tokens: int | None) -> None:
         with self._lock:
             self._busy[ticket.limit.endpoint] -= 1
-            used = self._used.get((ticket.limit.endpoint, ticket.window or 0.0))
+            used = self._used.get(ticket.limit.endpoint, {}).get(int(ticket.window or 0))
             if used is not None and used_tokens is not None:
                 used[1] += used_tokens - ticket.tokens
             self._lock.notify_all()

@@ -431,13 +431,13 @@ class WorkspaceSetting(SQLModel, table=True):
 
 
 class EndpointUsage(SQLModel, table=True):
-    """Requests and tokens sent to a rate-limited model endpoint in one window of time, counted
-    across every worker on the database (throttle.py)."""
+    """Requests and tokens sent to a rate-limited model endpoint in one second, counted across every
+    worker on the database (throttle.py sums the seconds of the last minute)."""
 
     __tablename__ = "endpoint_usage"
     endpoint: str = Field(primary_key=True, max_length=255)
     window_start: int = Field(
         sa_column=Column(BigInteger, primary_key=True)
-    )  # seconds since the epoch, by the database's clock
+    )  # the second's start, in seconds since the epoch, by the database's clock
     requests: int = 0
     tokens: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, default=0))

@@ -7,14 +7,16 @@ means eight across all machines:
 - **calls at once**: a call holds one of the endpoint's N advisory locks (`pg_try_advisory_lock`)
   on a connection of its own while it is in flight. A worker that dies loses its connection, and
   PostgreSQL releases its locks: a killed worker never keeps a slot.
-- **requests and tokens per minute**: one row per endpoint and minute (`endpoint_usage`), by the
-  database's clock. A call is counted by a conditional upsert that succeeds only if it stays
-  within the limits; otherwise it waits for the next minute. Tokens are counted on admission as an
-  estimate (prompt plus the most the reply may take) and corrected by what the reply used.
+- **requests and tokens per minute** (any sixty seconds: agents/limits.py says why not each
+  minute of the clock): one row per endpoint and second (`endpoint_usage`), by the database's
+  clock. A call is counted by a conditional upsert that succeeds only if the seconds of the last
+  window leave room, made under a transaction-level advisory lock of the endpoint's so that two
+  workers' sums cannot both see the same room; otherwise it waits until the oldest counted second
+  leaves the window. Tokens are counted on admission as an estimate (prompt plus the most the
+  reply may take) and corrected by what the reply used.
 
 Waiting is back-pressure: a call waits for its turn (up to `DEW_LLM_QUEUE_TIMEOUT`, 600 s) and
-only then fails its run, which stays retryable. Windows are fixed minutes: a burst at the end of
-one and the start of the next may send up to twice `rpm` within sixty seconds.
+only then fails its run, which stays retryable.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import random
 import time
 from typing import TYPE_CHECKING
 
-from dew.agents.limits import WINDOW, Limit, Ticket, waited_too_long
+from dew.agents.limits import BUCKET, WINDOW, Limit, Ticket, span, waited_too_long
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -34,16 +36,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dew.throttle")
 
+# The statement after the lock sees every count committed before it (READ COMMITTED takes a new
+# snapshot per statement); in one statement with the lock it would not.
+_LOCK = "SELECT pg_advisory_xact_lock(%(key)s, -1)"  # slots are (key, 0…concurrency-1)
 _COUNT = """
+WITH now_ AS (
+    SELECT floor(extract(epoch FROM clock_timestamp()) / %(bucket)s)::bigint * %(bucket)s AS second
+), used AS (
+    SELECT coalesce(sum(u.requests), 0) AS requests, coalesce(sum(u.tokens), 0) AS tokens
+      FROM endpoint_usage u, now_
+     WHERE u.endpoint = %(endpoint)s AND u.window_start BETWEEN now_.second - %(span)s AND now_.second
+)
 INSERT INTO endpoint_usage (endpoint, window_start, requests, tokens)
-VALUES (%(endpoint)s, floor(extract(epoch FROM clock_timestamp()) / %(window)s)::bigint * %(window)s, 1, %(tokens)s)
+SELECT %(endpoint)s, now_.second, 1, %(tokens)s
+  FROM now_, used
+ WHERE (%(rpm)s::integer IS NULL OR used.requests + 1 <= %(rpm)s::integer)
+   AND (%(tpm)s::bigint IS NULL OR used.tokens = 0 OR used.tokens + %(tokens)s <= %(tpm)s::bigint)
 ON CONFLICT (endpoint, window_start) DO UPDATE
    SET requests = endpoint_usage.requests + 1, tokens = endpoint_usage.tokens + EXCLUDED.tokens
- WHERE (%(rpm)s::integer IS NULL OR endpoint_usage.requests + 1 <= %(rpm)s::integer)
-   AND (%(tpm)s::bigint IS NULL OR endpoint_usage.tokens + EXCLUDED.tokens <= %(tpm)s::bigint)
 RETURNING window_start
 """
-_NEXT_WINDOW = "SELECT (%(window)s - mod(extract(epoch FROM clock_timestamp())::numeric, %(window)s))::float8"
+# Seconds until the oldest second counted in the window leaves it.
+_ROOM_IN = """
+SELECT min(window_start) + %(span)s + %(bucket)s - extract(epoch FROM clock_timestamp())::float8
+  FROM endpoint_usage
+ WHERE endpoint = %(endpoint)s
+   AND window_start >= floor(extract(epoch FROM clock_timestamp()) / %(bucket)s)::bigint * %(bucket)s - %(span)s
+"""
 
 
 def _key(endpoint: str) -> int:
@@ -150,18 +169,21 @@ class DbGate:
 
     # -- requests and tokens per minute ---------------------------------------------------------------
     def _count(self, limit: Limit, tokens: int, deadline: float) -> float:
-        args = {"endpoint": limit.endpoint, "window": int(self.window), "tokens": tokens, "rpm": limit.rpm,
-                "tpm": limit.tpm}  # fmt: skip
+        args = {"endpoint": limit.endpoint, "key": _key(limit.endpoint), "bucket": BUCKET,
+                "span": span(self.window), "tokens": tokens, "rpm": limit.rpm, "tpm": limit.tpm}  # fmt: skip
         while True:
             conn = self._connection(limit, deadline)
             try:
-                row = conn.execute(_COUNT, args).fetchone()
+                with conn.transaction():
+                    conn.execute(_LOCK, args)
+                    row = conn.execute(_COUNT, args).fetchone()
                 if row is not None:
                     return float(row[0])
-                left = conn.execute(_NEXT_WINDOW, args).fetchone()
+                left = conn.execute(_ROOM_IN, args).fetchone()
             finally:
                 self.pool.putconn(conn)
-            wait = float(left[0] if left else self.window) + random.uniform(0.0, 0.3)  # not all at the same instant
+            room_in = left[0] if left and left[0] is not None else BUCKET
+            wait = max(float(room_in), 0.01) + random.uniform(0.0, 0.3)  # not all at the same instant
             if time.monotonic() + wait > deadline:
                 raise waited_too_long(limit)
             time.sleep(wait)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 
 from dew.agents import limits
@@ -95,7 +97,14 @@ def test_calls_at_once_wait_for_a_free_slot(fake_llm, monkeypatch, local_gate):
     assert len(fake_llm.requests) == 8 and fake_llm.max_in_flight == 2
 
 
-def test_requests_per_minute_wait_for_the_next_minute(fake_llm, monkeypatch, local_gate):
+def _within(counted: dict[int, int], window: float) -> int:
+    """The most counted within any `window` seconds, from counts per second (each second's calls
+    may fall anywhere in it, so a window reaches into the seconds at both its ends)."""
+    back = limits.span(window)
+    return max(sum(n for s, n in counted.items() if second - back <= s <= second) for second in counted)
+
+
+def test_requests_per_minute_wait_for_room(fake_llm, monkeypatch, local_gate):
     host = fake_llm.url.split("//")[1].split("/")[0]
     monkeypatch.setenv("DEW_LLM_LIMITS", f"{host} rpm=2")
     monkeypatch.setattr(limits, "WINDOW", 1.0)  # a one-second "minute", so the test is short
@@ -103,7 +112,7 @@ def test_requests_per_minute_wait_for_the_next_minute(fake_llm, monkeypatch, loc
     gate = LocalGate()
     real_admit = gate.admit
 
-    def noting(limit, tokens, deadline):  # the window each call was counted in, by the gate's clock
+    def noting(limit, tokens, deadline):  # the second each call was counted in, by the gate's clock
         ticket = real_admit(limit, tokens, deadline)
         admitted.append(ticket.window)
         return ticket
@@ -113,24 +122,63 @@ def test_requests_per_minute_wait_for_the_next_minute(fake_llm, monkeypatch, loc
     model, prov = _model(fake_llm)
     assert _calls(model, prov, 5) == []
     # (Counted by the server's arrival clock instead, a call admitted at the very end of a second
-    # could arrive in the next: the gate's own windows are what the limit promises.)
-    per_window = Counter(admitted)
-    assert len(fake_llm.requests) == 5 and sum(per_window.values()) == 5 and max(per_window.values()) <= 2
+    # could arrive in the next: the gate's own clock is what the limit promises.)
+    assert len(fake_llm.requests) == 5 and len(admitted) == 5
+    assert _within(Counter(int(w) for w in admitted), 1.0) <= 2
 
 
-def test_a_call_that_waits_too_long_fails_without_sending(fake_llm, monkeypatch, local_gate):
-    host = fake_llm.url.split("//")[1].split("/")[0]
-    monkeypatch.setenv("DEW_LLM_LIMITS", f"{host} concurrency=1")
-    monkeypatch.setenv("DEW_LLM_QUEUE_TIMEOUT", "0.5")
-    fake_llm.latency = 2.0
-    model, prov = _model(fake_llm)
-    errors = _calls(model, prov, 2)
-    assert len(errors) == 1 and isinstance(errors[0], LLMError)
-    assert errors[0].message == (
-        f"test: the model endpoint {host} stayed at its limits (concurrency 1) longer than "
-        "DEW_LLM_QUEUE_TIMEOUT allows; nothing was sent"
-    )
-    assert len(fake_llm.requests) == 1
+class Clock:
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _try(gate: LocalGate, limit: Limit, tokens: int = 1) -> bool:
+    """Admit and finish one call if there is room right now; no waiting."""
+    try:
+        ticket = gate.admit(limit, tokens, time.monotonic())
+    except LLMError:
+        return False
+    gate.done(ticket, None)
+    return True
+
+
+def test_a_minute_is_any_sixty_seconds_not_each_minute_of_the_clock():
+    clock = Clock(1_000_000 * 60 + 59.5)  # half a second before a minute of the clock ends
+    gate, limit = LocalGate(clock), Limit("api.example.com", rpm=2)
+    assert _try(gate, limit) and _try(gate, limit) and not _try(gate, limit)
+    clock.now += 1.0  # a new minute of the clock: fixed minutes would admit two more here
+    assert not _try(gate, limit)
+    clock.now += 59.4  # 59.9 s after the second the two were counted in began
+    assert not _try(gate, limit)
+    clock.now += 0.1  # that second has left the last sixty
+    assert _try(gate, limit) and _try(gate, limit) and not _try(gate, limit)
+
+
+@given(
+    steps=st.lists(st.tuples(st.floats(0.0, 40.0), st.integers(1, 400)), min_size=1, max_size=60),
+    rpm=st.integers(1, 6),
+    tpm=st.integers(1, 900),
+)
+@settings(max_examples=300, deadline=None)
+def test_no_sixty_seconds_hold_more_than_the_limits(steps, rpm, tpm):
+    clock = Clock(1_700_000_000.0)
+    gate, limit = LocalGate(clock), Limit("api.example.com", rpm=rpm, tpm=tpm)
+    sent: list[tuple[float, int]] = []  # (when, tokens) of every call let through
+    for gap, want in steps:
+        clock.now += gap
+        if _try(gate, limit, want):
+            sent.append((clock.now, want))
+    for start, _ in sent:  # every sixty seconds that begin with a call
+        inside = [tokens for when, tokens in sent if start <= when < start + 60]
+        assert len(inside) <= rpm
+        assert sum(inside) <= tpm or len(inside) == 1  # a call over the whole budget goes alone
+    # And nothing is refused that had room: past the last call's second and the sixty before it,
+    # a call within the limits is let through.
+    clock.now += 61.0
+    assert _try(gate, limit, min(tpm, 400))
 
 
 # --- across workers, on PostgreSQL ------------------------------------------------------------------
@@ -198,10 +246,46 @@ def test_requests_and_tokens_per_minute_hold_across_workers(pg_settings):
             g.close()
     assert errors == []
     with psycopg.connect(postgres_conninfo(pg_settings.database_url)) as conn:
-        rows = conn.execute("SELECT requests, tokens FROM endpoint_usage ORDER BY window_start").fetchall()
-    # Each call was counted as 100 tokens and corrected to the 80 it used: 250 admits two a window.
-    assert sum(r[0] for r in rows) == 7 and all(r[0] <= 2 for r in rows)
-    assert all(r[1] == 80 * r[0] for r in rows)
+        rows = conn.execute("SELECT window_start, requests, tokens FROM endpoint_usage").fetchall()
+    # Each call was counted as 100 tokens and corrected to the 80 it used: 250 admits two within
+    # any two seconds (rpm alone would admit three).
+    assert sum(r[1] for r in rows) == 7 and _within({r[0]: r[1] for r in rows}, 2) <= 2
+    assert all(r[2] == 80 * r[1] for r in rows)
+
+
+def _used_at(settings, endpoint: str, seconds_ago: int, requests: int) -> int:
+    """Record `requests` calls made `seconds_ago` by the database's clock; the second they were counted in."""
+    with psycopg.connect(postgres_conninfo(settings.database_url), autocommit=True) as conn:
+        row = conn.execute(
+            "INSERT INTO endpoint_usage (endpoint, window_start, requests, tokens) "
+            "VALUES (%s, floor(extract(epoch FROM clock_timestamp()))::bigint - %s, %s, 0) RETURNING window_start",
+            (endpoint, seconds_ago, requests),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.mark.postgres
+def test_across_workers_a_minute_is_any_sixty_seconds(pg_settings):
+    gate = DbGate(pg_settings, max_connections=2)
+    try:
+        # Two calls 58 s ago, in what is most likely another minute of the clock: still this minute's.
+        limit = Limit("api.example.com", rpm=2)
+        _used_at(pg_settings, limit.endpoint, 58, 2)
+        with pytest.raises(LLMError, match="stayed at its limits"):
+            gate.admit(limit, 10, time.monotonic() + 0.2)
+        # 63 s ago is out of it: a call is let through at once.
+        other = Limit("other.example.com", rpm=2)
+        _used_at(pg_settings, other.endpoint, 63, 2)
+        gate.done(gate.admit(other, 10, time.monotonic() + 0.2), None)
+        # A call that waits is let through as the oldest second leaves the last sixty, not later.
+        third = Limit("third.example.com", rpm=1)
+        oldest = _used_at(pg_settings, third.endpoint, 59, 1)
+        ticket = gate.admit(third, 10, time.monotonic() + 10)
+        gate.done(ticket, None)
+        assert oldest + 61 <= (ticket.window or 0) <= oldest + 63  # (+ the jitter, on a slow machine)
+    finally:
+        gate.close()
 
 
 @pytest.mark.postgres
