@@ -295,7 +295,7 @@ class RunLocks:
             self._held.add(run_id)
         try:
             waited = False
-            while not self._execute(_LOCK, run_id):
+            while not self._lock(run_id):
                 if not waited:
                     log.warning("run busy on another worker; waiting", extra={"run_id": run_id})
                     waited = True
@@ -304,7 +304,7 @@ class RunLocks:
                 yield
             finally:
                 try:
-                    if not self._execute(_UNLOCK, run_id):
+                    if not self._unlock(run_id):
                         log.error("a run's lock was no longer held at the end of its job", extra={"run_id": run_id})
                 except Exception:  # a broken connection has freed every lock of its session already
                     log.exception("could not free a run's lock", extra={"run_id": run_id})
@@ -313,26 +313,37 @@ class RunLocks:
                 self._held.discard(run_id)
                 self._changed.notify_all()
 
-    def _execute(self, sql: str, run_id: int) -> bool:
+    def _lock(self, run_id: int) -> bool:
+        with self._statement:
+            done = self._ask(_LOCK, run_id)
+            if done:
+                self._locked.add(run_id)
+            return done
+
+    def _unlock(self, run_id: int) -> bool:
+        with self._statement:
+            try:
+                return self._ask(_UNLOCK, run_id)
+            finally:  # even if the connection broke (its session's locks went with it), or a
+                # reconnect would take back the lock of a run no longer executing here
+                self._locked.discard(run_id)
+
+    def _ask(self, sql: str, run_id: int) -> bool:
+        """One lock statement for the run, on a new connection if the session is gone; the caller
+        holds `_statement`."""
         import psycopg
 
-        with self._statement:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn.closed or self._conn.broken:
-                    self._reconnect()
-                try:
-                    row = self._conn.execute(sql, (RUN_LOCK, run_id)).fetchone()
-                    break
-                except psycopg.OperationalError:  # the session is gone: once more on a new one
-                    self._conn.close()
-                    if attempt == 2:
-                        raise
-            done = bool(row and row[0])
-            if sql is _LOCK and done:
-                self._locked.add(run_id)
-            elif sql is _UNLOCK:
-                self._locked.discard(run_id)
-            return done
+        try:
+            return self._fetch(sql, run_id)
+        except psycopg.OperationalError:  # the session is gone: once more on a new one
+            self._conn.close()
+        return self._fetch(sql, run_id)
+
+    def _fetch(self, sql: str, run_id: int) -> bool:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._reconnect()
+        row = self._conn.execute(sql, (RUN_LOCK, run_id)).fetchone()
+        return bool(row and row[0])
 
     def _reconnect(self) -> None:
         import psycopg

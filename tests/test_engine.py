@@ -500,6 +500,28 @@ def test_a_broken_lock_connection_is_replaced_and_the_locks_of_running_jobs_take
 
 
 @pytest.mark.postgres
+def test_a_run_whose_unlock_failed_is_not_locked_again_by_the_next_connection(engine_ws):
+    """The job ended while the database could not be reached: its lock went with the session, and
+    the connection made afterwards must not take it back for a run no longer executing here."""
+    url = engine_ws.settings.database_url
+    locks = engine.RunLocks(url)
+    reachable = locks.conninfo
+    try:
+        with locks.holding(42):
+            with psycopg.connect(postgres_conninfo(url), autocommit=True) as admin:  # the session dies
+                admin.execute("SELECT pg_terminate_backend(%s)", (locks._conn.info.backend_pid,))
+            assert "port=5432" in reachable
+            locks.conninfo = reachable.replace("port=5432", "port=1")  # nobody listens there: the unlock fails
+        # holding() logged the failed unlock; the database is back for the next job
+        locks.conninfo = reachable
+        with locks.holding(43):
+            assert _lock_taken_elsewhere(url, 43)
+            assert not _lock_taken_elsewhere(url, 42)
+    finally:
+        locks.close()
+
+
+@pytest.mark.postgres
 def test_a_queue_of_another_procrastinate_version_is_refused_with_the_fix(engine_ws):
     with psycopg.connect(postgres_conninfo(engine_ws.settings.database_url), autocommit=True) as conn:
         conn.execute(f"ALTER FUNCTION {engine.SCHEMA_FUNCTION} RENAME TO procrastinate_fetch_job_old")
