@@ -4,8 +4,9 @@
 
 Builds a SQLite workspace of 7 work items (the shipped scenarios' first examples, drafted by the
 scripted model, each waiting for its guardian), then times `dew inbox --as GUARDIAN`, `dew show
-ITEM` and `dew runs` as new processes, with `python -c pass` and `python -c "import sqlmodel"`
-as floors: what any Python program, and any program on SQLModel, pays before doing anything. The
+ITEM` and `dew runs` as new processes, with `python -c pass`, `python -c "import sqlmodel"` and
+the same with typer and rich's console and table as floors: what any Python program, any program
+on SQLModel, and any CLI on dew's required stack pays before doing anything. The
 commands and floors are interleaved, one of each in turn, so a change in the machine's load hits
 all alike. Prints the median, the fastest and the slowest of each.
 The first round, not counted, writes the bytecode.
@@ -27,6 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dew.agents.names import shipped_directory
+
+STACK = "import sqlmodel, typer, rich.console, rich.table"  # what every dew command imports, dew aside
 
 
 def workspace(home: Path) -> tuple[str, int]:
@@ -69,6 +72,7 @@ def main() -> None:
         commands = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "python -c 'import sqlmodel'": [sys.executable, "-c", "import sqlmodel"],
+            "… sqlmodel, typer, rich": [sys.executable, "-c", STACK],
             f"dew inbox --as {guardian}": [dew, "inbox", "--as", guardian],
             f"dew show {item}": [dew, "show", str(item)],
             "dew runs": [dew, "runs"],

@@ -92,6 +92,17 @@ def item_view(ws: Workspace, item_id: int) -> dict[str, Any]:
     }
 
 
+def list_runs(ws: Workspace, status: str | None = None, *, before: int | None = None, limit: int = 100) -> list[Run]:
+    """The newest `limit` runs (before run `before`, for the page after), oldest of them first."""
+    with transaction(ws.engine) as s:
+        query = select(Run).order_by(col(Run.id).desc()).limit(limit)
+        if status:
+            query = query.where(Run.status == status)
+        if before is not None:
+            query = query.where(col(Run.id) < before)
+        return list(reversed(s.exec(query).all()))
+
+
 def trace(ws: Workspace, item_id: int) -> dict[str, Any]:
     """Everything that happened to the run behind a work item, in order, from the audit trail."""
     view = item_view(ws, item_id)

@@ -439,17 +439,6 @@ def decision_payload(decision: Decision, revision: int) -> dict:
     }
 
 
-def list_runs(ws: Workspace, status: str | None = None, *, before: int | None = None, limit: int = 100) -> list[Run]:
-    """The newest `limit` runs (before run `before`, for the page after), oldest of them first."""
-    with transaction(ws.engine) as s:
-        query = select(Run).order_by(col(Run.id).desc()).limit(limit)
-        if status:
-            query = query.where(Run.status == status)
-        if before is not None:
-            query = query.where(col(Run.id) < before)
-        return list(reversed(s.exec(query).all()))
-
-
 def get_run(ws: Workspace, run_id: int) -> Run:
     with transaction(ws.engine) as s:
         run = s.get(Run, run_id)

@@ -353,7 +353,7 @@ def test_ctrl_c_while_drafting_leaves_the_run_failed_not_running(make_workspace)
     ws = make_workspace(provider=ScriptedModelProvider(reply=reply))
     with pytest.raises(KeyboardInterrupt):
         start_run(ws, "drill-script", DRILL_INPUTS, requester="alice")
-    from dew.guardians.runs import list_runs
+    from dew.guardians.queue import list_runs
 
     [run] = list_runs(ws)
     assert run.status == "failed" and run.error == "interrupted while drafting"
@@ -462,6 +462,6 @@ def test_inputs_are_refused_alike_on_every_database_and_nothing_reaches_the_trai
 
 
 def list_runs_count(ws) -> int:
-    from dew.guardians.runs import list_runs
+    from dew.guardians.queue import list_runs
 
     return len(list_runs(ws))

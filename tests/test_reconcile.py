@@ -9,8 +9,9 @@ import pytest
 from dew.agents.loader import load_directory
 from dew.guardians.flow import decide
 from dew.guardians.labels import approved_text
+from dew.guardians.queue import list_runs
 from dew.guardians.reconcile import find_problems, repair
-from dew.guardians.runs import list_runs, start_run
+from dew.guardians.runs import start_run
 from tests.conftest import SCENARIOS
 
 DRILL = {"facility_type": "warehouse", "hazard": "fire", "participants": "Shift team", "duration_minutes": 20}

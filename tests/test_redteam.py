@@ -39,9 +39,9 @@ from dew.agents.testing import ScriptedChatModel, ScriptedModelProvider, default
 from dew.agents.tools import registry, tool
 from dew.guardians import flow
 from dew.guardians.errors import NotAuthorized
-from dew.guardians.queue import item_view
+from dew.guardians.queue import item_view, list_runs
 from dew.guardians.release import list_releases
-from dew.guardians.runs import list_runs, start_run
+from dew.guardians.runs import start_run
 
 from . import signatures
 from .conftest import SCENARIOS

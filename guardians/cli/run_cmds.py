@@ -354,7 +354,7 @@ def register_listings(app: typer.Typer) -> None:
         as_json: JsonOption = False,
     ):
         """List the newest runs and where each stands, a page at a time."""
-        from dew.guardians.runs import list_runs
+        from dew.guardians.queue import list_runs
 
         rows = [
             {
