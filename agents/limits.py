@@ -15,8 +15,10 @@ holds across every worker on the database (`guardians/throttle.py`).
 calls at 10:00:59 and `rpm` more at 10:01:00 would both be admitted, twice the limit within two
 seconds, which is what a provider's own limiter refuses. Both gates count usage per second and
 admit a call only if the seconds of the last window, the current one included, leave room
-(`span`): any WINDOW seconds then hold at most the limit, at the cost of the window's last
-second (a steady rate of 59/60 of the limit at most).
+(`span`): any WINDOW seconds then hold at most the limit, at the cost of one second (a steady
+rate of 60/61 of the limit at most). Tokens are counted as an estimate when a call is admitted
+and corrected by what the reply used: a reply longer than estimated can take a window past `tpm`
+after the fact, and a single call larger than `tpm` is admitted alone, or it would never be.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def span(window: float) -> int:
 
 
 def second_of(now: float) -> int:
-    """The start of the counting second `now` falls in (epoch seconds)."""
+    """The start of the counting second `now` falls in."""
     return int(now // BUCKET) * BUCKET
 
 
@@ -143,15 +145,15 @@ class Gate(Protocol):
 class Ticket:
     limit: Limit
     tokens: int  # the estimate counted on admission
-    window: float | None = None  # the second it was counted in (epoch seconds), where corrected
+    window: float | None = None  # the second it was counted in (by its gate's clock), where corrected
     slot: object = None  # what holds its place among the concurrent calls
 
 
 class LocalGate:
     """Limits within this process: a semaphore per endpoint and a count per second."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._clock = clock  # the wall clock, as the database gate uses the database's
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # in one process: a clock that never steps back, whatever the wall clock does
         self._lock = threading.Condition()
         self._busy: dict[str, int] = {}
         self._used: dict[str, dict[int, list[int]]] = {}  # endpoint -> second -> [requests, tokens]

@@ -314,34 +314,37 @@ class RunLocks:
                 self._changed.notify_all()
 
     def _lock(self, run_id: int) -> bool:
+        import psycopg
+
         with self._statement:
-            done = self._ask(_LOCK, run_id)
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                self._reconnect()  # a failure to connect is raised as it is
+            try:
+                done = self._ask(_LOCK, run_id)
+            except psycopg.OperationalError:  # the session is gone: once more on a new one
+                self._conn.close()
+                self._reconnect()
+                done = self._ask(_LOCK, run_id)
             if done:
                 self._locked.add(run_id)
             return done
 
     def _unlock(self, run_id: int) -> bool:
-        with self._statement:
-            try:
-                return self._ask(_UNLOCK, run_id)
-            finally:  # even if the connection broke (its session's locks went with it), or a
-                # reconnect would take back the lock of a run no longer executing here
-                self._locked.discard(run_id)
-
-    def _ask(self, sql: str, run_id: int) -> bool:
-        """One lock statement for the run, on a new connection if the session is gone; the caller
-        holds `_statement`."""
+        """False if the lock was no longer held: never asked again on a new session, since the
+        session that held it is gone and its locks with it."""
         import psycopg
 
-        try:
-            return self._fetch(sql, run_id)
-        except psycopg.OperationalError:  # the session is gone: once more on a new one
-            self._conn.close()
-        return self._fetch(sql, run_id)
+        with self._statement:
+            self._locked.discard(run_id)  # first: a reconnect must not take it back
+            if self._conn is None or self._conn.closed or self._conn.broken:
+                return False
+            try:
+                return self._ask(_UNLOCK, run_id)
+            except psycopg.OperationalError:
+                self._conn.close()
+                return False
 
-    def _fetch(self, sql: str, run_id: int) -> bool:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self._reconnect()
+    def _ask(self, sql: str, run_id: int) -> bool:
         row = self._conn.execute(sql, (RUN_LOCK, run_id)).fetchone()
         return bool(row and row[0])
 

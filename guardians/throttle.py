@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("dew.throttle")
 
 # The statement after the lock sees every count committed before it (READ COMMITTED takes a new
-# snapshot per statement); in one statement with the lock it would not.
+# snapshot per statement); in one statement with the lock it would not. The lock is waited for no
+# longer than the call may wait: a worker stuck inside its count (a frozen process, a lost
+# network) must not hold every other worker's calls past their deadline.
+_LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 _LOCK = "SELECT pg_advisory_xact_lock(%(key)s, -1)"  # slots are (key, 0…concurrency-1)
 _COUNT = """
 WITH now_ AS (
@@ -45,7 +48,7 @@ WITH now_ AS (
 ), used AS (
     SELECT coalesce(sum(u.requests), 0) AS requests, coalesce(sum(u.tokens), 0) AS tokens
       FROM endpoint_usage u, now_
-     WHERE u.endpoint = %(endpoint)s AND u.window_start BETWEEN now_.second - %(span)s AND now_.second
+     WHERE u.endpoint = %(endpoint)s AND u.window_start BETWEEN now_.second - %(span)s AND now_.second + %(span)s
 )
 INSERT INTO endpoint_usage (endpoint, window_start, requests, tokens)
 SELECT %(endpoint)s, now_.second, 1, %(tokens)s
@@ -56,12 +59,17 @@ ON CONFLICT (endpoint, window_start) DO UPDATE
    SET requests = endpoint_usage.requests + 1, tokens = endpoint_usage.tokens + EXCLUDED.tokens
 RETURNING window_start
 """
-# Seconds until the oldest second counted in the window leaves it.
+# Seconds until the oldest second counted in the window leaves it. Seconds "ahead" of the clock
+# (it stepped back) count as well, up to a window ahead: a small step keeps what was counted, a
+# large one forgets it rather than holding the endpoint shut for as long.
 _ROOM_IN = """
-SELECT min(window_start) + %(span)s + %(bucket)s - extract(epoch FROM clock_timestamp())::float8
-  FROM endpoint_usage
+WITH now_ AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS at)
+SELECT min(window_start) + %(span)s + %(bucket)s - now_.at
+  FROM endpoint_usage, now_
  WHERE endpoint = %(endpoint)s
-   AND window_start >= floor(extract(epoch FROM clock_timestamp()) / %(bucket)s)::bigint * %(bucket)s - %(span)s
+   AND window_start BETWEEN floor(now_.at / %(bucket)s)::bigint * %(bucket)s - %(span)s
+                        AND floor(now_.at / %(bucket)s)::bigint * %(bucket)s + %(span)s
+ GROUP BY now_.at
 """
 
 
@@ -171,19 +179,26 @@ class DbGate:
     def _count(self, limit: Limit, tokens: int, deadline: float) -> float:
         args = {"endpoint": limit.endpoint, "key": _key(limit.endpoint), "bucket": BUCKET,
                 "span": span(self.window), "tokens": tokens, "rpm": limit.rpm, "tpm": limit.tpm}  # fmt: skip
+        from psycopg.errors import LockNotAvailable
+
         while True:
             conn = self._connection(limit, deadline)
             try:
-                with conn.transaction():
-                    conn.execute(_LOCK, args)
-                    row = conn.execute(_COUNT, args).fetchone()
+                try:
+                    with conn.transaction():
+                        conn.execute(_LOCK_TIMEOUT, (f"{max(1, int((deadline - time.monotonic()) * 1000))}ms",))
+                        conn.execute(_LOCK, args)
+                        row = conn.execute(_COUNT, args).fetchone()
+                except LockNotAvailable:  # another worker held the count until the deadline
+                    raise waited_too_long(limit) from None
                 if row is not None:
                     return float(row[0])
                 left = conn.execute(_ROOM_IN, args).fetchone()
             finally:
                 self.pool.putconn(conn)
             room_in = left[0] if left and left[0] is not None else BUCKET
-            wait = max(float(room_in), 0.01) + random.uniform(0.0, 0.3)  # not all at the same instant
+            room_in = min(max(float(room_in), 0.01), span(self.window) + BUCKET)
+            wait = room_in + random.uniform(0.0, 0.3)  # not all at the same instant
             if time.monotonic() + wait > deadline:
                 raise waited_too_long(limit)
             time.sleep(wait)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -501,8 +502,9 @@ def test_a_broken_lock_connection_is_replaced_and_the_locks_of_running_jobs_take
 
 @pytest.mark.postgres
 def test_a_run_whose_unlock_failed_is_not_locked_again_by_the_next_connection(engine_ws):
-    """The job ended while the database could not be reached: its lock went with the session, and
-    the connection made afterwards must not take it back for a run no longer executing here."""
+    """The job ended after its lock's session was lost (the lock went with it): the unlock is not
+    asked again on a new session, and the connection made afterwards does not take the lock back
+    for a run no longer executing here."""
     url = engine_ws.settings.database_url
     locks = engine.RunLocks(url)
     reachable = locks.conninfo
@@ -510,15 +512,23 @@ def test_a_run_whose_unlock_failed_is_not_locked_again_by_the_next_connection(en
         with locks.holding(42):
             with psycopg.connect(postgres_conninfo(url), autocommit=True) as admin:  # the session dies
                 admin.execute("SELECT pg_terminate_backend(%s)", (locks._conn.info.backend_pid,))
-            assert "port=5432" in reachable
-            locks.conninfo = reachable.replace("port=5432", "port=1")  # nobody listens there: the unlock fails
-        # holding() logged the failed unlock; the database is back for the next job
+            locks.conninfo = make_conninfo(reachable, port=1)  # nobody listens there, were it asked again
+        # holding() logged that the lock was no longer held; the database is back for the next job
         locks.conninfo = reachable
         with locks.holding(43):
             assert _lock_taken_elsewhere(url, 43)
             assert not _lock_taken_elsewhere(url, 42)
     finally:
         locks.close()
+
+
+@pytest.mark.postgres
+def test_a_lock_connection_that_cannot_be_made_says_so(engine_ws):
+    locks = engine.RunLocks(engine_ws.settings.database_url)
+    locks.conninfo = make_conninfo(locks.conninfo, port=1)  # nobody listens there
+    with pytest.raises(psycopg.OperationalError), locks.holding(42):
+        pass
+    locks.close()
 
 
 @pytest.mark.postgres

@@ -7,8 +7,8 @@ import pytest
 from dew.agents.errors import ScenarioInvalid
 from dew.agents.loader import load_directory
 from dew.guardians.flow import decide, retry_run
-from dew.guardians.queue import trace
-from dew.guardians.runs import list_runs, start_run
+from dew.guardians.queue import list_runs, trace
+from dew.guardians.runs import start_run
 from tests.conftest import SCENARIOS
 
 HOTLINE = {e.name: e.inputs for e in load_directory(SCENARIOS)["hotline-intake"].spec.examples}

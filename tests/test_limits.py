@@ -127,6 +127,21 @@ def test_requests_per_minute_wait_for_room(fake_llm, monkeypatch, local_gate):
     assert _within(Counter(int(w) for w in admitted), 1.0) <= 2
 
 
+def test_a_call_that_waits_too_long_fails_without_sending(fake_llm, monkeypatch, local_gate):
+    host = fake_llm.url.split("//")[1].split("/")[0]
+    monkeypatch.setenv("DEW_LLM_LIMITS", f"{host} concurrency=1")
+    monkeypatch.setenv("DEW_LLM_QUEUE_TIMEOUT", "0.5")
+    fake_llm.latency = 2.0
+    model, prov = _model(fake_llm)
+    errors = _calls(model, prov, 2)
+    assert len(errors) == 1 and isinstance(errors[0], LLMError)
+    assert errors[0].message == (
+        f"test: the model endpoint {host} stayed at its limits (concurrency 1) longer than "
+        "DEW_LLM_QUEUE_TIMEOUT allows; nothing was sent"
+    )
+    assert len(fake_llm.requests) == 1
+
+
 class Clock:
     def __init__(self, now: float):
         self.now = now
@@ -135,13 +150,13 @@ class Clock:
         return self.now
 
 
-def _try(gate: LocalGate, limit: Limit, tokens: int = 1) -> bool:
-    """Admit and finish one call if there is room right now; no waiting."""
+def _try(gate: LocalGate, limit: Limit, tokens: int = 1, used: int | None = None) -> bool:
+    """Admit and finish one call (its reply using `used` tokens) if there is room right now; no waiting."""
     try:
         ticket = gate.admit(limit, tokens, time.monotonic())
     except LLMError:
         return False
-    gate.done(ticket, None)
+    gate.done(ticket, used)
     return True
 
 
@@ -158,7 +173,7 @@ def test_a_minute_is_any_sixty_seconds_not_each_minute_of_the_clock():
 
 
 @given(
-    steps=st.lists(st.tuples(st.floats(0.0, 40.0), st.integers(1, 400)), min_size=1, max_size=60),
+    steps=st.lists(st.tuples(st.floats(0.0, 40.0), st.integers(1, 400), st.floats(0.0, 1.0)), min_size=1, max_size=60),
     rpm=st.integers(1, 6),
     tpm=st.integers(1, 900),
 )
@@ -166,15 +181,16 @@ def test_a_minute_is_any_sixty_seconds_not_each_minute_of_the_clock():
 def test_no_sixty_seconds_hold_more_than_the_limits(steps, rpm, tpm):
     clock = Clock(1_700_000_000.0)
     gate, limit = LocalGate(clock), Limit("api.example.com", rpm=rpm, tpm=tpm)
-    sent: list[tuple[float, int]] = []  # (when, tokens) of every call let through
-    for gap, want in steps:
+    sent: list[tuple[float, int]] = []  # (when, tokens used) of every call let through
+    for gap, want, share in steps:
         clock.now += gap
-        if _try(gate, limit, want):
-            sent.append((clock.now, want))
+        used = int(want * share)  # a reply uses at most what was estimated; the count is corrected
+        if _try(gate, limit, want, used):
+            sent.append((clock.now, used))
     for start, _ in sent:  # every sixty seconds that begin with a call
         inside = [tokens for when, tokens in sent if start <= when < start + 60]
         assert len(inside) <= rpm
-        assert sum(inside) <= tpm or len(inside) == 1  # a call over the whole budget goes alone
+        assert sum(inside) <= tpm or len([t for t in inside if t]) == 1  # a call over the whole budget goes alone
     # And nothing is refused that had room: past the last call's second and the sixty before it,
     # a call within the limits is let through.
     clock.now += 61.0
@@ -284,8 +300,46 @@ def test_across_workers_a_minute_is_any_sixty_seconds(pg_settings):
         ticket = gate.admit(third, 10, time.monotonic() + 10)
         gate.done(ticket, None)
         assert oldest + 61 <= (ticket.window or 0) <= oldest + 63  # (+ the jitter, on a slow machine)
+        # The database's clock stepped back a little: what was counted "ahead" of it still counts.
+        ahead = Limit("ahead.example.com", rpm=2)
+        _used_at(pg_settings, ahead.endpoint, -5, 2)
+        with pytest.raises(LLMError, match="stayed at its limits"):
+            gate.admit(ahead, 10, time.monotonic() + 0.2)
+        # A step back longer than a window is forgotten rather than holding the endpoint shut.
+        far = Limit("far.example.com", rpm=2)
+        _used_at(pg_settings, far.endpoint, -3600, 2)
+        gate.done(gate.admit(far, 10, time.monotonic() + 0.2), None)
     finally:
         gate.close()
+
+
+@pytest.mark.postgres
+def test_a_worker_stuck_inside_its_count_holds_no_one_past_their_deadline(pg_settings):
+    """A frozen worker (or one whose network is gone) that holds the endpoint's count lock: the
+    others give up at their deadline with the endpoint's message, not when it comes back."""
+    from dew.guardians.throttle import _key
+
+    limit = Limit("api.example.com", rpm=100)
+    gate = DbGate(pg_settings, max_connections=2)
+    errors: list[BaseException] = []
+
+    def admit():
+        try:
+            gate.done(gate.admit(limit, 10, time.monotonic() + 1.0), None)
+        except BaseException as e:  # collected: asserted below
+            errors.append(e)
+
+    with psycopg.connect(postgres_conninfo(pg_settings.database_url)) as stuck:  # a transaction left open
+        stuck.execute("SELECT pg_advisory_xact_lock(%s, -1)", (_key(limit.endpoint),))
+        caller = threading.Thread(target=admit)
+        caller.start()
+        caller.join(15)
+        finished = not caller.is_alive()
+        stuck.rollback()
+    caller.join(15)
+    gate.close()
+    assert finished, "the call waited on the stuck worker past its deadline"
+    assert len(errors) == 1 and isinstance(errors[0], LLMError) and "stayed at its limits" in errors[0].message
 
 
 @pytest.mark.postgres
