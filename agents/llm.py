@@ -7,21 +7,29 @@ started on 127.0.0.1 and used through the very same ChatOpenAI path.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import random
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .endpoints import LOCAL, EndpointClass, classify
 from .errors import LLMError, LLMNotConfigured
-from .limits import admitted
+from .limits import WAIT_ENV, admitted, wait_limit
 
 if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most commands never call a model
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
 
     from .spec import LLMSpec
+
+log = logging.getLogger("dew.llm")
 
 DEFAULT_REMOTE_MODEL = "gpt-4o-mini"
 OPENAI_ENDPOINT = "https://api.openai.com/v1"
@@ -176,24 +184,76 @@ class EnvModelProvider:
 
 def call(model, messages: list[BaseMessage], where: str, provenance: dict):
     """Call the model once (the client itself retries transport errors); return its message. The
-    call waits its turn within the endpoint's limits (limits.py) first."""
+    call waits its turn within the endpoint's limits (limits.py) first, and waits again, rather than
+    failing, while the endpoint answers that it is saturated (`saturated`): back-pressure from an
+    endpoint whose limits nobody declared, or that other clients share, up to DEW_LLM_QUEUE_TIMEOUT."""
     characters = sum(len(str(m.content)) for m in messages)
     max_tokens = int((provenance.get("parameters") or {}).get("max_tokens") or 0)
-    try:
-        with admitted(provenance.get("endpoint"), characters, max_tokens) as used:
-            try:
-                reply = model.invoke(messages)
-            except Exception as e:  # the client raises many types: connection, timeout, HTTP status, parse
-                raise LLMError(
-                    f"{where}: the model endpoint {provenance.get('endpoint')} failed: {_describe(e)}"
-                ) from e
-            usage = getattr(reply, "usage_metadata", None) or {}
-            used[0] = usage.get("total_tokens")
-            return reply
-    except LLMError as e:
-        if e.message.startswith(f"{where}: "):
-            raise
-        raise LLMError(f"{where}: {e.message}") from e
+    endpoint = provenance.get("endpoint")
+    deadline = time.monotonic() + wait_limit()
+    waits = 0
+    while True:
+        pause: float | None = None
+        try:
+            with admitted(endpoint, characters, max_tokens) as used:
+                try:
+                    reply = model.invoke(messages)
+                except Exception as e:  # the client raises many types: connection, timeout, HTTP status, parse
+                    pause = saturated(e, waits)
+                    if pause is None:
+                        raise LLMError(f"{where}: the model endpoint {endpoint} failed: {_describe(e)}") from e
+                    if time.monotonic() + pause > deadline:
+                        raise LLMError(
+                            f"{where}: the model endpoint {endpoint} stayed saturated longer than {WAIT_ENV} "
+                            f"allows: {_describe(e)}"
+                        ) from e
+                else:
+                    usage = getattr(reply, "usage_metadata", None) or {}
+                    used[0] = usage.get("total_tokens")
+                    return reply
+        except LLMError as e:
+            if e.message.startswith(f"{where}: "):
+                raise
+            raise LLMError(f"{where}: {e.message}") from e
+        # Out of the endpoint's slot while waiting: a saturated endpoint is no reason to hold one.
+        log.info("model endpoint saturated; waiting", extra={"endpoint": endpoint, "seconds": round(pause, 1)})
+        time.sleep(pause)
+        waits += 1
+
+
+def saturated(e: Exception, waits: int) -> float | None:
+    """Seconds to wait before asking again if `e` says the endpoint is saturated — HTTP 429, or 503
+    with a Retry-After — after the client's own retries; None for any other failure. The endpoint's
+    Retry-After is followed (up to a minute); without one the wait doubles from a second to 30 s.
+    A 429 for an exhausted quota is not waited for: it lasts until someone pays."""
+    status = getattr(e, "status_code", None)
+    if status not in (429, 503) or getattr(e, "code", None) == "insufficient_quota":
+        return None
+    response = getattr(e, "response", None)
+    after = retry_after(getattr(response, "headers", None) or {})
+    if after is None:
+        if status == 503:
+            return None  # a server error like any other: retried by the client, then reported
+        after = min(2.0**waits, 30.0) * random.uniform(0.75, 1.0)
+    return min(max(after, 0.1), 60.0)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """A Retry-After header's seconds (`retry-after-ms` first, as OpenAI's client reads it)."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            try:  # an HTTP date
+                seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+            except (TypeError, ValueError):
+                continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return None
 
 
 def invoke(model: BaseChatModel, messages: list[BaseMessage], where: str, provenance: dict) -> str:

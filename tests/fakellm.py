@@ -49,6 +49,11 @@ class FakeOpenAI:
     def fail(self, status: int, times: int = 1) -> None:
         self.script.extend([("status", status)] * times)
 
+    def busy(self, times: int = 1, *, status: int = 429, retry_after: str | None = None, code: str | None = None):
+        """Answer that the endpoint is saturated (429, or 503), with a Retry-After header and an
+        error code (`insufficient_quota`: a spent quota, not a busy endpoint) if given."""
+        self.script.extend([("busy", status, retry_after, code)] * times)
+
     def hang(self, seconds: float, times: int = 1) -> None:
         self.script.extend([("hang", seconds)] * times)
 
@@ -73,10 +78,12 @@ class FakeOpenAI:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, status: int, body: dict | str):
+            def _send(self, status: int, body: dict | str, headers: dict[str, str] | None = None):
                 data = (body if isinstance(body, str) else json.dumps(body)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -107,6 +114,10 @@ class FakeOpenAI:
                     return self._send(
                         action[1], {"error": {"message": f"scripted {action[1]}", "type": "server_error"}}
                     )
+                if action and action[0] == "busy":
+                    _, status, after, code = action
+                    error = {"message": f"scripted {status}: slow down", "type": "requests", "code": code}
+                    return self._send(status, {"error": error}, {"Retry-After": after} if after else None)
                 if action and action[0] == "raw":
                     return self._send(action[1], action[2])
                 if action and action[0] == "cut":

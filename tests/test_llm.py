@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 
 import pytest
 from langchain_core.messages import HumanMessage
 from sqlmodel import select
 
 from dew.agents.errors import LLMError
-from dew.agents.llm import EnvModelProvider, invoke, settings_from_env
+from dew.agents.llm import EnvModelProvider, invoke, retry_after, settings_from_env
 from dew.agents.spec import LLMSpec
 from dew.guardians import audit
 from dew.guardians.db import transaction
@@ -76,6 +78,78 @@ def test_server_errors_are_retried_then_reported(fake_llm):
     with pytest.raises(LLMError, match=r"failed: .*Error code: 503 - scripted 503"):
         invoke(model, [HumanMessage("hi")], "step 'x'", prov)
     assert len(fake_llm.requests) == 2 + 2
+
+
+def test_a_saturated_endpoint_is_waited_for_not_failed(fake_llm):
+    """429 (or 503 with a Retry-After) says the endpoint is busy: back-pressure, after the
+    client's own retries, as long as DEW_LLM_QUEUE_TIMEOUT allows."""
+    model, prov = _provider(fake_llm, DEW_LLM_MAX_RETRIES="0").get()
+    fake_llm.busy(times=3, retry_after="0.1")
+    fake_llm.busy(status=503, retry_after="0.1")
+    assert invoke(model, [HumanMessage("hi")], "test", prov).startswith("1. First point")
+    assert len(fake_llm.requests) == 5
+    fake_llm.busy()  # no Retry-After: a second, then doubling
+    assert invoke(model, [HumanMessage("hi")], "test", prov)
+    assert len(fake_llm.requests) == 7
+
+
+def test_a_spent_quota_or_a_plain_503_is_reported_at_once(fake_llm):
+    model, prov = _provider(fake_llm, DEW_LLM_MAX_RETRIES="0").get()
+    fake_llm.busy(code="insufficient_quota", retry_after="0.1")  # lasts until someone pays
+    with pytest.raises(LLMError, match=r"test: the model endpoint .* failed: \w*RateLimitError: Error code: 429"):
+        invoke(model, [HumanMessage("hi")], "test", prov)
+    fake_llm.busy(status=503)  # no Retry-After: a server error like any other
+    with pytest.raises(LLMError, match=r"failed: \w*Error: Error code: 503"):
+        invoke(model, [HumanMessage("hi")], "test", prov)
+    assert len(fake_llm.requests) == 2
+
+
+def test_an_endpoint_saturated_past_the_queue_timeout_fails_the_call(fake_llm, monkeypatch):
+    monkeypatch.setenv("DEW_LLM_QUEUE_TIMEOUT", "0.5")
+    model, prov = _provider(fake_llm, DEW_LLM_MAX_RETRIES="0").get()
+    fake_llm.busy(times=5, retry_after="0.3")
+    with pytest.raises(LLMError) as raised:
+        invoke(model, [HumanMessage("hi")], "step 'x'", prov)
+    assert raised.value.message.startswith(
+        f"step 'x': the model endpoint {fake_llm.url} stayed saturated longer than DEW_LLM_QUEUE_TIMEOUT allows: "
+    ) and raised.value.message.endswith("RateLimitError: Error code: 429 - scripted 429: slow down")
+    assert len(fake_llm.requests) == 2  # asked at once, and once more 0.3 s later: a third would be past 0.5 s
+
+
+def test_a_call_waiting_on_a_saturated_endpoint_gives_its_slot_to_another(fake_llm, monkeypatch):
+    from dew.agents import limits
+
+    host = fake_llm.url.split("//")[1].split("/")[0]
+    monkeypatch.setenv("DEW_LLM_LIMITS", f"{host} concurrency=1")
+    before = limits.install(limits.LocalGate())
+    try:
+        model, prov = _provider(fake_llm, DEW_LLM_MAX_RETRIES="0").get()
+        fake_llm.busy(retry_after="1")
+        first = threading.Thread(target=invoke, args=(model, [HumanMessage("alpha")], "test", prov))
+        first.start()
+        while not fake_llm.requests:
+            time.sleep(0.01)
+        assert invoke(model, [HumanMessage("beta")], "test", prov)  # while the first one waits
+        first.join(10)
+    finally:
+        limits.install(before)
+    asked = [r["messages"][-1]["content"] for r in fake_llm.requests]
+    assert asked == ["alpha", "beta", "alpha"] and fake_llm.max_in_flight == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"retry-after": "2"}, 2.0),
+        ({"retry-after": "0.25"}, 0.25),
+        ({"retry-after-ms": "1500", "retry-after": "9"}, 1.5),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # a date long past: at once
+        ({"retry-after": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_retry_after_is_read_as_openai_sends_it(headers, seconds):
+    assert retry_after(headers) == seconds
 
 
 def test_a_timeout_is_reported(fake_llm):
