@@ -152,6 +152,14 @@ def test_retry_after_is_read_as_openai_sends_it(headers, seconds):
     assert retry_after(headers) == seconds
 
 
+def test_a_run_rides_out_a_saturated_endpoint(make_workspace, fake_llm):
+    env = {"DEW_LLM_BASE_URL": fake_llm.url, "DEW_LLM_MODEL": "fake", "DEW_LLM_MAX_RETRIES": "0"}
+    ws = make_workspace(provider=EnvModelProvider(env=env))
+    fake_llm.busy(times=3, retry_after="0.1")
+    r = start_run(ws, "drill-script", DRILL, requester="alice")
+    assert r.run.status == "awaiting_decision" and r.item is not None, r.run.error
+
+
 def test_a_timeout_is_reported(fake_llm):
     model, prov = _provider(fake_llm, DEW_LLM_TIMEOUT="0.5", DEW_LLM_MAX_RETRIES="0").get()
     fake_llm.hang(3)
@@ -195,6 +203,7 @@ FAULTS = {
     "no choices": lambda f: f.raw('{"id": "x", "object": "chat.completion", "choices": []}', times=2),
     "no content": lambda f: f.raw(NO_CONTENT, times=6),  # the step asks again for a usable reply, then stops
     "cut off mid-reply": lambda f: f.cut(times=2),
+    "spent quota": lambda f: f.busy(code="insufficient_quota", times=2),
 }
 
 
