@@ -27,8 +27,10 @@ import math
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -134,9 +136,10 @@ def estimate(characters: int, max_tokens: int) -> int:
 
 
 class Gate(Protocol):
-    """Admits model calls to their endpoint within its limits."""
+    """Admits model calls to their endpoint within its limits; while a call of higher priority
+    waits for the same endpoint, one of lower priority does not go ahead of it."""
 
-    def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket: ...
+    def admit(self, limit: Limit, tokens: int, deadline: float, priority: int = 0) -> Ticket: ...
 
     def done(self, ticket: Ticket, used_tokens: int | None) -> None: ...
 
@@ -157,36 +160,46 @@ class LocalGate:
         self._lock = threading.Condition()
         self._busy: dict[str, int] = {}
         self._used: dict[str, dict[int, list[int]]] = {}  # endpoint -> second -> [requests, tokens]
+        self._waiting: dict[str, Counter[int]] = {}  # endpoint -> priority -> calls asking now
 
-    def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket:
-        ticket = Ticket(limit, tokens)
+    def admit(self, limit: Limit, tokens: int, deadline: float, priority: int = 0) -> Ticket:
         with self._lock:
-            while True:
-                now = self._clock()
-                second, back = second_of(now), span(WINDOW)
-                seconds = self._used.setdefault(limit.endpoint, {})
-                for past in [s for s in seconds if s < second - back]:  # out of every window from now on
-                    del seconds[past]
-                requests = sum(used[0] for used in seconds.values())
-                spent = sum(used[1] for used in seconds.values())
-                room = (limit.rpm is None or requests + 1 <= limit.rpm) and (
-                    limit.tpm is None or spent == 0 or spent + tokens <= limit.tpm
-                )
-                free = limit.concurrency is None or self._busy.get(limit.endpoint, 0) < limit.concurrency
-                if room and free:
-                    used = seconds.setdefault(second, [0, 0])
-                    used[0] += 1
-                    used[1] += tokens
-                    self._busy[limit.endpoint] = self._busy.get(limit.endpoint, 0) + 1
-                    ticket.window = second
-                    return ticket
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise waited_too_long(limit)
-                # A slot frees with a notify; room comes when the oldest counted second leaves the window.
-                if not room:
-                    left = min(left, max(min(seconds, default=second) + back + BUCKET - now, 0.01))
-                self._lock.wait(left)
+            asking = self._waiting.setdefault(limit.endpoint, Counter())
+            asking[priority] += 1
+            try:
+                return self._admit(limit, tokens, deadline, priority, asking)
+            finally:
+                asking[priority] -= 1
+                self._lock.notify_all()  # the next in line may be of lower priority
+
+    def _admit(self, limit: Limit, tokens: int, deadline: float, priority: int, asking: Counter[int]) -> Ticket:
+        while True:
+            now = self._clock()
+            second, back = second_of(now), span(WINDOW)
+            seconds = self._used.setdefault(limit.endpoint, {})
+            for past in [s for s in seconds if s < second - back]:  # out of every window from now on
+                del seconds[past]
+            requests = sum(used[0] for used in seconds.values())
+            spent = sum(used[1] for used in seconds.values())
+            room = (limit.rpm is None or requests + 1 <= limit.rpm) and (
+                limit.tpm is None or spent == 0 or spent + tokens <= limit.tpm
+            )
+            free = limit.concurrency is None or self._busy.get(limit.endpoint, 0) < limit.concurrency
+            first = not any(n for p, n in asking.items() if p > priority)  # nobody more urgent asks
+            if room and free and first:
+                used = seconds.setdefault(second, [0, 0])
+                used[0] += 1
+                used[1] += tokens
+                self._busy[limit.endpoint] = self._busy.get(limit.endpoint, 0) + 1
+                return Ticket(limit, tokens, window=second)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise waited_too_long(limit)
+            # A slot frees, or a call ahead is admitted, with a notify; room comes when the oldest
+            # counted second leaves the window.
+            if not room:
+                left = min(left, max(min(seconds, default=second) + back + BUCKET - now, 0.01))
+            self._lock.wait(left)
 
     def done(self, ticket: Ticket, used_tokens: int | None) -> None:
         with self._lock:
@@ -210,6 +223,20 @@ def describe(limit: Limit) -> str:
 
 _gate: Gate = LocalGate()
 
+# How urgent the model calls made in this context are: the run's priority (models.PRIORITIES), set
+# by whoever executes the run. LangGraph runs a step's node with the context of the call that
+# started the graph, so it reaches every model call of the run.
+_priority: ContextVar[int] = ContextVar("dew_call_priority", default=0)
+
+
+@contextmanager
+def priority(level: int) -> Iterator[None]:
+    token = _priority.set(level)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
 
 def install(gate: Gate) -> Gate:
     """Make `gate` the process's gate (a worker's holds across workers); returns the one before."""
@@ -228,7 +255,7 @@ def admitted(base_url: str | None, characters: int, max_tokens: int) -> Iterator
         yield used
         return
     gate = _gate
-    ticket = gate.admit(limit, estimate(characters, max_tokens), time.monotonic() + wait_limit())
+    ticket = gate.admit(limit, estimate(characters, max_tokens), time.monotonic() + wait_limit(), _priority.get())
     try:
         yield used
     finally:

@@ -15,6 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from dew.agents import limits
 from dew.agents.errors import DewError
 from dew.agents.inputs import validate_inputs
 from dew.agents.loader import LoadedScenario
@@ -257,7 +258,8 @@ def drive(
     try:
         # Inside the try: a run whose scenario cannot be read is failed, not left running.
         scenario = ws.stored_scenario(run.scenario_sha256)
-        outcome = step(ws.runtime, scenario)
+        with limits.priority(run.priority):  # its model calls wait for their endpoint in this order
+            outcome = step(ws.runtime, scenario)
         if outcome.status == "awaiting_decision":
             return _queue(ws, run_id, scenario, outcome)
     except Exception as e:  # a domain error, a bug or a storage fault: the run must not stay 'running'

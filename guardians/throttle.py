@@ -15,8 +15,14 @@ means eight across all machines:
   leaves the window. Tokens are counted on admission as an estimate (prompt plus the most the
   reply may take) and corrected by what the reply used.
 
+- **priorities**: a call that has to wait holds a shared advisory lock for its run's priority
+  (`_line`) on its connection; a call of lower priority goes ahead only when it can take, for an
+  instant, the exclusive lock of every priority above its own, i.e. when nobody more urgent waits.
+  An urgent hotline case's calls therefore pass a batch's waiting ones on every worker.
+
 Waiting is back-pressure: a call waits for its turn (up to `DEW_LLM_QUEUE_TIMEOUT`, 600 s) and
-only then fails its run, which stays retryable.
+only then fails its run, which stays retryable. A call keeps one connection from its gate's pool
+while it waits and, with a concurrency limit, while it is in flight (its slot's).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import time
 from typing import TYPE_CHECKING
 
 from dew.agents.limits import BUCKET, WINDOW, Limit, Ticket, span, waited_too_long
+
+from .models import PRIORITIES
 
 if TYPE_CHECKING:
     from psycopg import Connection
@@ -42,6 +50,7 @@ log = logging.getLogger("dew.throttle")
 # network) must not hold every other worker's calls past their deadline.
 _LOCK_TIMEOUT = "SELECT set_config('lock_timeout', %s, true)"
 _LOCK = "SELECT pg_advisory_xact_lock(%(key)s, -1)"  # slots are (key, 0…concurrency-1)
+_IN_LINE = -1_000_000  # (key, _IN_LINE + priority): held shared by that priority's waiting calls
 _COUNT = """
 WITH now_ AS (
     SELECT floor(extract(epoch FROM clock_timestamp()) / %(bucket)s)::bigint * %(bucket)s AS second
@@ -94,17 +103,49 @@ class DbGate:
             name="dew-throttle",
         )
 
-    def admit(self, limit: Limit, tokens: int, deadline: float) -> Ticket:
-        ticket = Ticket(limit, tokens)
+    def admit(self, limit: Limit, tokens: int, deadline: float, priority: int = 0) -> Ticket:
+        key = _key(limit.endpoint)
+        ahead = [_line(p) for p in sorted(set(PRIORITIES.values())) if p > priority]
+        conn = self._connection(limit, deadline)  # the call's own: its place in line, then its slot
+        slot: int | None = None
+        window: float | None = None
+        in_line = False
         waited_since = time.monotonic()
-        if limit.concurrency is not None:
-            ticket.slot = self._slot(limit, deadline)
+        pause = 0.02
         try:
-            if limit.rated:
-                ticket.window = self._count(limit, tokens, deadline)
+            while True:
+                wait = pause * random.uniform(0.5, 1.5)
+                if self._first(conn, key, ahead):
+                    if limit.concurrency is not None and slot is None:
+                        slot = self._try_slot(conn, key, limit.concurrency)
+                    if slot is not None or limit.concurrency is None:
+                        if not limit.rated:
+                            break
+                        window, room_in = self._try_count(conn, limit, key, tokens, deadline)
+                        if window is not None:
+                            break
+                        wait = room_in + random.uniform(0.0, 0.3)  # not all at the same instant
+                        if slot is not None:  # no room for a while: no reason to keep others from a slot
+                            conn.execute("SELECT pg_advisory_unlock(%s, %s)", (key, slot))
+                            slot = None
+                if not in_line:
+                    conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (key, _line(priority)))
+                    in_line = True
+                if time.monotonic() + wait > deadline:
+                    raise waited_too_long(limit)
+                time.sleep(wait)
+                pause = min(pause * 1.5, 0.5)
+            if in_line:
+                conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (key, _line(priority)))
         except BaseException:
-            self._free(ticket)
+            conn.close()  # frees any slot or place in line it holds: not back to the pool as it is
+            self.pool.putconn(conn)
             raise
+        ticket = Ticket(limit, tokens, window=window)
+        if slot is None:
+            self.pool.putconn(conn)
+        else:
+            ticket.slot = (conn, key, slot)
         waited = time.monotonic() - waited_since
         if waited > 1.0:
             log.info("waited for the endpoint", extra={"endpoint": limit.endpoint, "seconds": round(waited, 1)})
@@ -128,27 +169,24 @@ class DbGate:
     def close(self) -> None:
         self.pool.close()
 
-    # -- calls at once ------------------------------------------------------------------------------
-    def _slot(self, limit: Limit, deadline: float) -> tuple[Connection, int, int]:
-        assert limit.concurrency is not None
-        key = _key(limit.endpoint)
-        pause = 0.02
-        while True:
-            conn = self._connection(limit, deadline)
-            try:
-                for slot in random.sample(range(limit.concurrency), limit.concurrency):
-                    row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key, slot)).fetchone()
-                    if row and row[0]:
-                        return conn, key, slot
-            except BaseException:
-                conn.close()  # it may hold a slot it was granted as it was interrupted: not back to the pool
-                self.pool.putconn(conn)
-                raise
-            self.pool.putconn(conn)
-            if time.monotonic() + pause > deadline:
-                raise waited_too_long(limit)
-            time.sleep(pause * random.uniform(0.5, 1.5))
-            pause = min(pause * 1.5, 0.5)
+    # -- priorities and calls at once ----------------------------------------------------------------
+    @staticmethod
+    def _first(conn: Connection, key: int, ahead: list[int]) -> bool:
+        """Nobody of higher priority waits: every such line's lock can be taken (and is let go at once,
+        with the statement's transaction)."""
+        if not ahead:
+            return True
+        tries = " AND ".join(["pg_try_advisory_xact_lock(%s, %s)"] * len(ahead))
+        row = conn.execute(f"SELECT {tries}", [v for line in ahead for v in (key, line)]).fetchone()
+        return bool(row and row[0])
+
+    @staticmethod
+    def _try_slot(conn: Connection, key: int, slots: int) -> int | None:
+        for slot in random.sample(range(slots), slots):
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", (key, slot)).fetchone()
+            if row and row[0]:
+                return slot
+        return None
 
     def _connection(self, limit: Limit, deadline: float) -> Connection:
         """A connection of the gate's pool, waited for no longer than the call may wait."""
@@ -176,32 +214,31 @@ class DbGate:
             self.pool.putconn(conn)
 
     # -- requests and tokens per minute ---------------------------------------------------------------
-    def _count(self, limit: Limit, tokens: int, deadline: float) -> float:
-        args = {"endpoint": limit.endpoint, "key": _key(limit.endpoint), "bucket": BUCKET,
-                "span": span(self.window), "tokens": tokens, "rpm": limit.rpm, "tpm": limit.tpm}  # fmt: skip
+    def _try_count(
+        self, conn: Connection, limit: Limit, key: int, tokens: int, deadline: float
+    ) -> tuple[float | None, float]:
+        """Count the call if the window has room: the second it was counted in; otherwise None and
+        the seconds until the oldest second counted leaves the window."""
         from psycopg.errors import LockNotAvailable
 
-        while True:
-            conn = self._connection(limit, deadline)
-            try:
-                try:
-                    with conn.transaction():
-                        conn.execute(_LOCK_TIMEOUT, (f"{max(1, int((deadline - time.monotonic()) * 1000))}ms",))
-                        conn.execute(_LOCK, args)
-                        row = conn.execute(_COUNT, args).fetchone()
-                except LockNotAvailable:  # another worker held the count until the deadline
-                    raise waited_too_long(limit) from None
-                if row is not None:
-                    return float(row[0])
-                left = conn.execute(_ROOM_IN, args).fetchone()
-            finally:
-                self.pool.putconn(conn)
-            room_in = left[0] if left and left[0] is not None else BUCKET
-            room_in = min(max(float(room_in), 0.01), span(self.window) + BUCKET)
-            wait = room_in + random.uniform(0.0, 0.3)  # not all at the same instant
-            if time.monotonic() + wait > deadline:
-                raise waited_too_long(limit)
-            time.sleep(wait)
+        args = {"endpoint": limit.endpoint, "key": key, "bucket": BUCKET, "span": span(self.window),
+                "tokens": tokens, "rpm": limit.rpm, "tpm": limit.tpm}  # fmt: skip
+        try:
+            with conn.transaction():
+                conn.execute(_LOCK_TIMEOUT, (f"{max(1, int((deadline - time.monotonic()) * 1000))}ms",))
+                conn.execute(_LOCK, args)
+                row = conn.execute(_COUNT, args).fetchone()
+        except LockNotAvailable:  # another worker held the count until the deadline
+            raise waited_too_long(limit) from None
+        if row is not None:
+            return float(row[0]), 0.0
+        left = conn.execute(_ROOM_IN, args).fetchone()
+        room_in = left[0] if left and left[0] is not None else BUCKET
+        return None, min(max(float(room_in), 0.01), span(self.window) + BUCKET)
+
+
+def _line(priority: int) -> int:
+    return _IN_LINE + priority
 
 
 def forget_old_usage(settings: Settings, keep_seconds: int = 3600) -> int:

@@ -22,10 +22,13 @@ from dew.agents.limits import Limit, LocalGate, limit_for, parse
 from dew.agents.llm import EnvModelProvider, call
 from dew.guardians import engine
 from dew.guardians.db import upgrade
+from dew.guardians.models import PRIORITIES
+from dew.guardians.runs import start_run
 from dew.guardians.throttle import DbGate
 
 from .conftest import _postgres_database
-from .test_engine import Workers
+from .test_engine import DRILL, Workers
+from .test_handoff import HOTLINE
 
 
 # --- what the administrator writes ----------------------------------------------------------------
@@ -112,8 +115,8 @@ def test_requests_per_minute_wait_for_room(fake_llm, monkeypatch, local_gate):
     gate = LocalGate()
     real_admit = gate.admit
 
-    def noting(limit, tokens, deadline):  # the second each call was counted in, by the gate's clock
-        ticket = real_admit(limit, tokens, deadline)
+    def noting(limit, tokens, deadline, priority=0):  # the second each call was counted in, by the gate's clock
+        ticket = real_admit(limit, tokens, deadline, priority)
         admitted.append(ticket.window)
         return ticket
 
@@ -140,6 +143,63 @@ def test_a_call_that_waits_too_long_fails_without_sending(fake_llm, monkeypatch,
         "DEW_LLM_QUEUE_TIMEOUT allows; nothing was sent"
     )
     assert len(fake_llm.requests) == 1
+
+
+def _until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _admit_in_order(gate, limit: Limit, order: list[str], name: str, priority: int) -> threading.Thread:
+    def one():
+        ticket = gate.admit(limit, 10, time.monotonic() + 30, priority)
+        order.append(name)
+        time.sleep(0.05)
+        gate.done(ticket, None)
+
+    thread = threading.Thread(target=one)
+    thread.start()
+    return thread
+
+
+def test_an_urgent_call_goes_before_a_batch_call_that_waited_longer():
+    gate, limit = LocalGate(), Limit("llm.internal:8000", concurrency=1)
+    held = gate.admit(limit, 10, time.monotonic() + 1)
+    order: list[str] = []
+    batch = _admit_in_order(gate, limit, order, "batch", PRIORITIES["batch"])
+    _until(lambda: gate._waiting[limit.endpoint][PRIORITIES["batch"]] == 1)
+    urgent = _admit_in_order(gate, limit, order, "urgent", PRIORITIES["urgent"])
+    _until(lambda: gate._waiting[limit.endpoint][PRIORITIES["urgent"]] == 1)
+    gate.done(held, None)
+    batch.join(10)
+    urgent.join(10)
+    assert order == ["urgent", "batch"]
+
+
+def test_a_runs_priority_reaches_its_model_calls(make_workspace, fake_llm, monkeypatch):
+    """Set where the run is driven, it reaches the calls LangGraph makes in the run's steps."""
+    host = fake_llm.url.split("//")[1].split("/")[0]
+    monkeypatch.setenv("DEW_LLM_LIMITS", f"{host} concurrency=4")
+    seen: list[int] = []
+
+    class Noting(LocalGate):
+        def admit(self, limit, tokens, deadline, priority=0):
+            seen.append(priority)
+            return super().admit(limit, tokens, deadline, priority)
+
+    before = limits.install(Noting())
+    try:
+        env = {"DEW_LLM_BASE_URL": fake_llm.url, "DEW_LLM_MODEL": "fake", "DEW_LLM_MAX_RETRIES": "0"}
+        ws = make_workspace(provider=EnvModelProvider(env=env))
+        start_run(ws, "drill-script", DRILL, requester="alice")  # normal
+        normal = len(seen)
+        start_run(ws, "hotline-intake", dict(HOTLINE["饭店占道经营"]), requester="alice")  # urgent
+    finally:
+        limits.install(before)
+    assert normal > 0 and len(seen) > normal
+    assert set(seen[:normal]) == {PRIORITIES["normal"]} and set(seen[normal:]) == {PRIORITIES["urgent"]}
 
 
 class Clock:
@@ -340,6 +400,34 @@ def test_a_worker_stuck_inside_its_count_holds_no_one_past_their_deadline(pg_set
     gate.close()
     assert finished, "the call waited on the stuck worker past its deadline"
     assert len(errors) == 1 and isinstance(errors[0], LLMError) and "stayed at its limits" in errors[0].message
+
+
+@pytest.mark.postgres
+def test_across_workers_an_urgent_call_goes_before_a_batch_call_that_waited_longer(pg_settings):
+    gates = [DbGate(pg_settings, max_connections=2) for _ in range(3)]  # three workers
+    limit = Limit("llm.internal:8000", concurrency=1)
+    held = gates[0].admit(limit, 10, time.monotonic() + 5)
+
+    def in_line() -> int:  # calls holding their place in line (shared advisory locks)
+        with psycopg.connect(postgres_conninfo(pg_settings.database_url)) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted"
+            ).fetchone()
+            return row[0] if row else 0
+
+    order: list[str] = []
+    try:
+        batch = _admit_in_order(gates[1], limit, order, "batch", PRIORITIES["batch"])
+        _until(lambda: in_line() == 1)
+        urgent = _admit_in_order(gates[2], limit, order, "urgent", PRIORITIES["urgent"])
+        _until(lambda: in_line() == 2)
+        gates[0].done(held, None)
+        batch.join(30)
+        urgent.join(30)
+    finally:
+        for g in gates:
+            g.close()
+    assert order == ["urgent", "batch"]
 
 
 @pytest.mark.postgres
