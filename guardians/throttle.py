@@ -83,7 +83,8 @@ SELECT min(window_start) + %(span)s + %(bucket)s - now_.at
 
 
 def _key(endpoint: str) -> int:
-    """The first half of the endpoint's advisory locks (the second is the slot number)."""
+    """The first half of the endpoint's advisory locks; the second is a slot's number, -1 for the
+    count, or a priority's line (`_line`)."""
     return int.from_bytes(hashlib.sha256(f"dew-endpoint:{endpoint}".encode()).digest()[:4], "big", signed=True)
 
 
@@ -152,7 +153,7 @@ class DbGate:
         return ticket
 
     def done(self, ticket: Ticket, used_tokens: int | None) -> None:
-        """Correct the minute's tokens and free the slot. The model has answered by now: a fault
+        """Correct the tokens counted for the call's second and free the slot. The model has answered by now: a fault
         here is logged, never allowed to turn a good reply into a failed run."""
         try:
             if ticket.window is not None and used_tokens is not None and used_tokens != ticket.tokens:
