@@ -91,6 +91,13 @@ class LLMError(RunFailed):
     code = "llm_failed"
 
 
+class EndpointBusy(LLMError):
+    """A model call waited for its endpoint's limits until DEW_LLM_QUEUE_TIMEOUT and was not sent."""
+
+    code = "endpoint_busy"
+    http_status = 503
+
+
 class LLMNotConfigured(DewError):
     """No model endpoint is configured and the embedded model cannot start."""
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from .errors import LLMError, LLMNotConfigured
+from .errors import EndpointBusy, LLMNotConfigured
 
 LIMITS_ENV = "DEW_LLM_LIMITS"
 WAIT_ENV = "DEW_LLM_QUEUE_TIMEOUT"
@@ -210,8 +210,8 @@ class LocalGate:
             self._lock.notify_all()
 
 
-def waited_too_long(limit: Limit) -> LLMError:
-    return LLMError(
+def waited_too_long(limit: Limit) -> EndpointBusy:
+    return EndpointBusy(
         f"the model endpoint {limit.endpoint} stayed at its limits ({describe(limit)}) longer than "
         f"{WAIT_ENV} allows; nothing was sent"
     )
@@ -246,16 +246,21 @@ def install(gate: Gate) -> Gate:
 
 
 @contextmanager
-def admitted(base_url: str | None, characters: int, max_tokens: int) -> Iterator[list[int | None]]:
-    """Hold a place for one model call within its endpoint's limits. The caller puts the tokens
-    the reply used into the yielded list, so the minute's count is corrected."""
+def admitted(
+    base_url: str | None, characters: int, max_tokens: int, deadline: float | None = None
+) -> Iterator[list[int | None]]:
+    """Hold a place for one model call within its endpoint's limits, waiting until `deadline` (by
+    default DEW_LLM_QUEUE_TIMEOUT from now) at most. The caller puts the tokens the reply used into
+    the yielded list, so the count is corrected (0 for a request the endpoint refused)."""
     limit = limit_for(base_url)
     used: list[int | None] = [None]
     if limit is None:
         yield used
         return
     gate = _gate
-    ticket = gate.admit(limit, estimate(characters, max_tokens), time.monotonic() + wait_limit(), _priority.get())
+    if deadline is None:
+        deadline = time.monotonic() + wait_limit()
+    ticket = gate.admit(limit, estimate(characters, max_tokens), deadline, _priority.get())
     try:
         yield used
     finally:

@@ -20,7 +20,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .endpoints import LOCAL, EndpointClass, classify
-from .errors import LLMError, LLMNotConfigured
+from .errors import EndpointBusy, LLMError, LLMNotConfigured
 from .limits import WAIT_ENV, admitted, wait_limit
 
 if TYPE_CHECKING:  # imported lazily: langchain is slow to import and most commands never call a model
@@ -190,27 +190,31 @@ def call(model, messages: list[BaseMessage], where: str, provenance: dict):
     characters = sum(len(str(m.content)) for m in messages)
     max_tokens = int((provenance.get("parameters") or {}).get("max_tokens") or 0)
     endpoint = provenance.get("endpoint")
-    deadline = time.monotonic() + wait_limit()
+    deadline = time.monotonic() + wait_limit()  # for every attempt together
     waits = 0
+    busy: Exception | None = None  # the endpoint's last "saturated" answer
     while True:
         pause: float | None = None
         try:
-            with admitted(endpoint, characters, max_tokens) as used:
+            with admitted(endpoint, characters, max_tokens, deadline) as used:
                 try:
                     reply = model.invoke(messages)
                 except Exception as e:  # the client raises many types: connection, timeout, HTTP status, parse
                     pause = saturated(e, waits)
                     if pause is None:
                         raise LLMError(f"{where}: the model endpoint {endpoint} failed: {_describe(e)}") from e
+                    used[0] = 0  # refused: the endpoint used no tokens on it
+                    busy = e
                     if time.monotonic() + pause > deadline:
-                        raise LLMError(
-                            f"{where}: the model endpoint {endpoint} stayed saturated longer than {WAIT_ENV} "
-                            f"allows: {_describe(e)}"
-                        ) from e
+                        raise _stayed_saturated(where, endpoint, e) from e
                 else:
                     usage = getattr(reply, "usage_metadata", None) or {}
                     used[0] = usage.get("total_tokens")
                     return reply
+        except EndpointBusy as e:  # no turn before the deadline, after the endpoint had said it was busy
+            if busy is None:
+                raise EndpointBusy(f"{where}: {e.message}") from e
+            raise _stayed_saturated(where, endpoint, busy) from e
         except LLMError as e:
             if e.message.startswith(f"{where}: "):
                 raise
@@ -219,6 +223,12 @@ def call(model, messages: list[BaseMessage], where: str, provenance: dict):
         log.info("model endpoint saturated; waiting", extra={"endpoint": endpoint, "seconds": round(pause, 1)})
         time.sleep(pause)
         waits += 1
+
+
+def _stayed_saturated(where: str, endpoint: str | None, e: Exception) -> LLMError:
+    return LLMError(
+        f"{where}: the model endpoint {endpoint} stayed saturated longer than {WAIT_ENV} allows: {_describe(e)}"
+    )
 
 
 def saturated(e: Exception, waits: int) -> float | None:

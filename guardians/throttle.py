@@ -68,6 +68,7 @@ ON CONFLICT (endpoint, window_start) DO UPDATE
    SET requests = endpoint_usage.requests + 1, tokens = endpoint_usage.tokens + EXCLUDED.tokens
 RETURNING window_start
 """
+_CORRECT = "UPDATE endpoint_usage SET tokens = tokens + %s WHERE endpoint = %s AND window_start = %s"
 # Seconds until the oldest second counted in the window leaves it. Seconds "ahead" of the clock
 # (it stepped back) count as well, up to a window ahead: a small step keeps what was counted, a
 # large one forgets it rather than holding the endpoint shut for as long.
@@ -103,6 +104,16 @@ class DbGate:
             open=True,
             name="dew-throttle",
         )
+        # Token corrections of calls without a slot: never behind the calls that wait, which may
+        # hold every connection of the pool above.
+        self.spare = ConnectionPool(
+            postgres_conninfo(settings.database_url),
+            min_size=0,
+            max_size=2,
+            kwargs={"autocommit": True},
+            open=True,
+            name="dew-throttle-corrections",
+        )
 
     def admit(self, limit: Limit, tokens: int, deadline: float, priority: int = 0) -> Ticket:
         key = _key(limit.endpoint)
@@ -110,7 +121,7 @@ class DbGate:
         conn = self._connection(limit, deadline)  # the call's own: its place in line, then its slot
         slot: int | None = None
         window: float | None = None
-        in_line = False
+        in_line = admitted = False
         waited_since = time.monotonic()
         pause = 0.02
         try:
@@ -120,10 +131,10 @@ class DbGate:
                     if limit.concurrency is not None and slot is None:
                         slot = self._try_slot(conn, key, limit.concurrency)
                     if slot is not None or limit.concurrency is None:
-                        if not limit.rated:
-                            break
-                        window, room_in = self._try_count(conn, limit, key, tokens, deadline)
-                        if window is not None:
+                        if limit.rated:
+                            window, room_in = self._try_count(conn, limit, key, tokens, deadline)
+                        admitted = not limit.rated or window is not None
+                        if admitted:
                             break
                         wait = room_in + random.uniform(0.0, 0.3)  # not all at the same instant
                         if slot is not None:  # no room for a while: no reason to keep others from a slot
@@ -133,7 +144,7 @@ class DbGate:
                     conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (key, _line(priority)))
                     in_line = True
                 if time.monotonic() + wait > deadline:
-                    raise waited_too_long(limit)
+                    break  # not admitted: the place in line is let go below
                 time.sleep(wait)
                 pause = min(pause * 1.5, 0.5)
             if in_line:
@@ -142,6 +153,9 @@ class DbGate:
             conn.close()  # frees any slot or place in line it holds: not back to the pool as it is
             self.pool.putconn(conn)
             raise
+        if not admitted:  # the deadline came first; no slot is held while waiting for room
+            self.pool.putconn(conn)
+            raise waited_too_long(limit)
         ticket = Ticket(limit, tokens, window=window)
         if slot is None:
             self.pool.putconn(conn)
@@ -157,11 +171,12 @@ class DbGate:
         here is logged, never allowed to turn a good reply into a failed run."""
         try:
             if ticket.window is not None and used_tokens is not None and used_tokens != ticket.tokens:
-                with self.pool.connection(timeout=10) as conn:
-                    conn.execute(
-                        "UPDATE endpoint_usage SET tokens = tokens + %s WHERE endpoint = %s AND window_start = %s",
-                        (used_tokens - ticket.tokens, ticket.limit.endpoint, int(ticket.window)),
-                    )
+                args = (used_tokens - ticket.tokens, ticket.limit.endpoint, int(ticket.window))
+                if ticket.slot is not None:  # on the slot's own connection, before the slot is let go
+                    ticket.slot[0].execute(_CORRECT, args)  # type: ignore[index]
+                else:
+                    with self.spare.connection(timeout=10) as conn:
+                        conn.execute(_CORRECT, args)
         except Exception:  # the count stays at the estimate
             log.exception("could not correct the endpoint's token count", extra={"endpoint": ticket.limit.endpoint})
         finally:
@@ -169,6 +184,7 @@ class DbGate:
 
     def close(self) -> None:
         self.pool.close()
+        self.spare.close()
 
     # -- priorities and calls at once ----------------------------------------------------------------
     @staticmethod

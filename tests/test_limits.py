@@ -412,6 +412,7 @@ def test_across_workers_an_urgent_call_goes_before_a_batch_call_that_waited_long
         with psycopg.connect(postgres_conninfo(pg_settings.database_url)) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND mode = 'ShareLock' AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchone()
             return row[0] if row else 0
 
@@ -428,6 +429,31 @@ def test_across_workers_an_urgent_call_goes_before_a_batch_call_that_waited_long
         for g in gates:
             g.close()
     assert order == ["urgent", "batch"]
+
+
+@pytest.mark.postgres
+def test_a_finished_call_frees_its_slot_at_once_while_others_wait_on_every_connection(pg_settings):
+    """The waiting calls hold the gate's connections; the call in flight corrects its count on its
+    slot's own connection and lets the slot go without waiting for one."""
+    gate = DbGate(pg_settings, max_connections=2)
+    limit = Limit("llm.internal:8000", concurrency=1, tpm=10**6)
+    order: list[str] = []
+    try:
+        first = gate.admit(limit, 100, time.monotonic() + 5)
+        waiting = [_admit_in_order(gate, limit, order, name, 0) for name in ("second", "third")]
+        time.sleep(0.3)  # one holds the pool's other connection, one waits for a connection
+        finishing = threading.Thread(target=gate.done, args=(first, 40))
+        finishing.start()
+        finishing.join(5)
+        assert not finishing.is_alive(), "done() waited for a connection held by a waiting call"
+        for t in waiting:
+            t.join(30)
+        with psycopg.connect(postgres_conninfo(pg_settings.database_url)) as conn:
+            row = conn.execute("SELECT sum(tokens) FROM endpoint_usage").fetchone()
+    finally:
+        gate.close()
+    assert sorted(order) == ["second", "third"]
+    assert row is not None and row[0] == 40 + 10 + 10  # the first corrected to what it used
 
 
 @pytest.mark.postgres

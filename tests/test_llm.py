@@ -12,7 +12,7 @@ from langchain_core.messages import HumanMessage
 from sqlmodel import select
 
 from dew.agents.errors import LLMError
-from dew.agents.llm import EnvModelProvider, invoke, retry_after, settings_from_env
+from dew.agents.llm import EnvModelProvider, invoke, retry_after, saturated, settings_from_env
 from dew.agents.spec import LLMSpec
 from dew.guardians import audit
 from dew.guardians.db import transaction
@@ -105,15 +105,15 @@ def test_a_spent_quota_or_a_plain_503_is_reported_at_once(fake_llm):
 
 
 def test_an_endpoint_saturated_past_the_queue_timeout_fails_the_call(fake_llm, monkeypatch):
-    monkeypatch.setenv("DEW_LLM_QUEUE_TIMEOUT", "0.5")
+    monkeypatch.setenv("DEW_LLM_QUEUE_TIMEOUT", "1.5")
     model, prov = _provider(fake_llm, DEW_LLM_MAX_RETRIES="0").get()
-    fake_llm.busy(times=5, retry_after="0.3")
+    fake_llm.busy(times=5, retry_after="1")
     with pytest.raises(LLMError) as raised:
         invoke(model, [HumanMessage("hi")], "step 'x'", prov)
     assert raised.value.message.startswith(
         f"step 'x': the model endpoint {fake_llm.url} stayed saturated longer than DEW_LLM_QUEUE_TIMEOUT allows: "
     ) and raised.value.message.endswith("RateLimitError: Error code: 429 - scripted 429: slow down")
-    assert len(fake_llm.requests) == 2  # asked at once, and once more 0.3 s later: a third would be past 0.5 s
+    assert len(fake_llm.requests) == 2  # asked at once, and once more a second later: a third would be past 1.5 s
 
 
 def test_a_call_waiting_on_a_saturated_endpoint_gives_its_slot_to_another(fake_llm, monkeypatch):
@@ -135,6 +135,63 @@ def test_a_call_waiting_on_a_saturated_endpoint_gives_its_slot_to_another(fake_l
         limits.install(before)
     asked = [r["messages"][-1]["content"] for r in fake_llm.requests]
     assert asked == ["alpha", "beta", "alpha"] and fake_llm.max_in_flight == 1
+
+
+def test_waiting_on_a_saturated_endpoint_and_then_on_its_limits_share_one_deadline(fake_llm, monkeypatch):
+    """After a 429 the call waits for its turn again, within what is left of DEW_LLM_QUEUE_TIMEOUT,
+    and if that runs out it says the endpoint stayed saturated (a request was sent), not that
+    nothing was; the refused request is counted with the tokens it used: none."""
+    from dew.agents import limits
+
+    host = fake_llm.url.split("//")[1].split("/")[0]
+    monkeypatch.setenv("DEW_LLM_LIMITS", f"{host} concurrency=1")
+    monkeypatch.setenv("DEW_LLM_QUEUE_TIMEOUT", "1.5")
+    corrected: list[int | None] = []
+
+    class Noting(limits.LocalGate):
+        def done(self, ticket, used_tokens):
+            corrected.append(used_tokens)
+            super().done(ticket, used_tokens)
+
+    gate = Noting()
+    before = limits.install(gate)
+    errors: list[LLMError] = []
+
+    def one():
+        try:
+            invoke(model, [HumanMessage("hi")], "test", prov)
+        except LLMError as e:
+            errors.append(e)
+
+    try:
+        model, prov = _provider(fake_llm, DEW_LLM_MAX_RETRIES="0").get()
+        fake_llm.busy(retry_after="0.5")
+        caller = threading.Thread(target=one)
+        caller.start()
+        while not fake_llm.requests:
+            time.sleep(0.01)
+        held = gate.admit(limits.Limit(host, concurrency=1), 1, time.monotonic() + 5)  # the slot, while it waits
+        caller.join(10)
+        limits.LocalGate.done(gate, held, None)
+    finally:
+        limits.install(before)
+    assert corrected == [0] and len(fake_llm.requests) == 1
+    assert len(errors) == 1 and "stayed saturated longer than DEW_LLM_QUEUE_TIMEOUT allows" in errors[0].message
+
+
+def test_a_saturated_answer_is_waited_for_as_long_as_it_asks():
+    class Busy(Exception):
+        def __init__(self, status: int, headers: dict[str, str], code: str | None = None):
+            self.status_code, self.code = status, code
+            self.response = type("Response", (), {"headers": headers})()
+
+    assert saturated(Busy(429, {"retry-after": "0.4"}), 0) == 0.4
+    assert saturated(Busy(503, {"retry-after": "3"}), 5) == 3.0
+    assert saturated(Busy(429, {"retry-after": "600"}), 0) == 60.0  # at most a minute at a time
+    assert 0.75 <= saturated(Busy(429, {}), 0) <= 1.0 and 22.5 <= saturated(Busy(429, {}), 9) <= 30.0
+    assert saturated(Busy(429, {"retry-after": "1"}, code="insufficient_quota"), 0) is None
+    assert saturated(Busy(503, {}), 0) is None and saturated(Busy(500, {"retry-after": "1"}), 0) is None
+    assert saturated(ValueError("parse"), 0) is None
 
 
 @pytest.mark.parametrize(
