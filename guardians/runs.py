@@ -251,10 +251,7 @@ def drive(
     its scenario version is used here, and that never changes), saving a transaction.
     """
     if run is None:
-        with transaction(ws.engine) as s:
-            run = s.get(Run, run_id)
-        if run is None:
-            raise NotFound(f"no run {run_id}")
+        run = get_run(ws, run_id)
     try:
         # Inside the try: a run whose scenario cannot be read is failed, not left running.
         scenario = ws.stored_scenario(run.scenario_sha256)

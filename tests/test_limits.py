@@ -27,7 +27,7 @@ from dew.guardians.runs import start_run
 from dew.guardians.throttle import DbGate
 
 from .conftest import _postgres_database
-from .test_engine import DRILL, Workers
+from .test_engine import DRILL, Workers, _until
 from .test_handoff import HOTLINE
 
 
@@ -145,13 +145,6 @@ def test_a_call_that_waits_too_long_fails_without_sending(fake_llm, monkeypatch,
     assert len(fake_llm.requests) == 1
 
 
-def _until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
-
-
 def _admit_in_order(gate, limit: Limit, order: list[str], name: str, priority: int) -> threading.Thread:
     def one():
         ticket = gate.admit(limit, 10, time.monotonic() + 30, priority)
@@ -169,9 +162,9 @@ def test_an_urgent_call_goes_before_a_batch_call_that_waited_longer():
     held = gate.admit(limit, 10, time.monotonic() + 1)
     order: list[str] = []
     batch = _admit_in_order(gate, limit, order, "batch", PRIORITIES["batch"])
-    _until(lambda: gate._waiting[limit.endpoint][PRIORITIES["batch"]] == 1)
+    _until(lambda: gate._waiting[limit.endpoint][PRIORITIES["batch"]] == 1, timeout=10, every=0.01)
     urgent = _admit_in_order(gate, limit, order, "urgent", PRIORITIES["urgent"])
-    _until(lambda: gate._waiting[limit.endpoint][PRIORITIES["urgent"]] == 1)
+    _until(lambda: gate._waiting[limit.endpoint][PRIORITIES["urgent"]] == 1, timeout=10, every=0.01)
     gate.done(held, None)
     batch.join(10)
     urgent.join(10)
@@ -419,9 +412,9 @@ def test_across_workers_an_urgent_call_goes_before_a_batch_call_that_waited_long
     order: list[str] = []
     try:
         batch = _admit_in_order(gates[1], limit, order, "batch", PRIORITIES["batch"])
-        _until(lambda: in_line() == 1)
+        _until(lambda: in_line() == 1, timeout=10, every=0.01)
         urgent = _admit_in_order(gates[2], limit, order, "urgent", PRIORITIES["urgent"])
-        _until(lambda: in_line() == 2)
+        _until(lambda: in_line() == 2, timeout=10, every=0.01)
         gates[0].done(held, None)
         batch.join(30)
         urgent.join(30)
